@@ -1,0 +1,1 @@
+"""The typer command-line app: it parses, validates paths and calls `pipeline`."""

@@ -1,0 +1,3 @@
+"""Imports every command module so that each registers its commands on the app."""
+
+# One import per command module; keep the list sorted.

@@ -1,0 +1,1 @@
+"""The few-shot models of mdmf: pure modules on tensors, no I/O."""

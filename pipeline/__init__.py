@@ -1,0 +1,1 @@
+"""Everything around the model: decoding, sampling, extraction, the feature store, episodes, training and evaluation."""
