@@ -1,3 +1,5 @@
 """Imports every command module so that each registers its commands on the app."""
 
 # One import per command module; keep the list sorted.
+import cli.cache  # noqa: F401
+import cli.extract  # noqa: F401

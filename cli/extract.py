@@ -1,0 +1,57 @@
+"""`mdmf extract`: stage one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from cli.app import app
+from pipeline.errors import MdmfError
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise MdmfError(f"--shard {text!r}: write it as i/n, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise MdmfError(f"--shard {text}: need n >= 1 and 0 <= i < n")
+    return i, n
+
+
+@app.command("extract")
+def extract(
+    dataset: str = typer.Option(..., help="toy, hmdb51, ucf101, kinetics100, ssv2_small, ssv2_full, or your own name with --splits"),
+    root: Path = typer.Option(None, help="folder holding the videos (toy: generated here, default data/toy)"),
+    splits: Path = typer.Option(None, help="folder of split files (default: the shipped splits/<dataset>)"),
+    out: Path = typer.Option(None, help="store path (default cache/<dataset>/<backbone>)"),
+    backbone: str = typer.Option(None, help="tiny, RN50, ViT-B-16 or an open_clip name (default: tiny for toy, else RN50)"),
+    weights: str = typer.Option(None, help="openai (open_clip cache), an open_clip tag, a local file, or random"),
+    frames: int = typer.Option(8, help="frames sampled per video (T)"),
+    train_views: int = typer.Option(2, help="augmented samplings per train video"),
+    seed: int = typer.Option(0, help="seed of the train augmentation"),
+    prompt_template: str = typer.Option("a photo of {}", help="class prompt; {} is the readable class name"),
+    split: list[str] = typer.Option(["train", "val", "test"], help="splits to extract (repeatable)"),
+    save_frames: bool = typer.Option(False, help="also store the cropped uint8 frames (for e2e training)"),
+    chunk_videos: int = typer.Option(16, help="videos per store chunk = unit of resumable work"),
+    workers: int = typer.Option(2, help="decoding worker processes"),
+    batch_frames: int = typer.Option(256, help="frames per encoder forward pass"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    shard: str = typer.Option("0/1", help="i/n: fill only this shard's part of the store"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Decode videos, sample frames, encode with CLIP and cache the features (resumable: run again to continue)."""
+    from pipeline.extract import ExtractConfig, run_extract
+    from pipeline.summaries import print_extract_summary
+
+    cfg = ExtractConfig(
+        dataset=dataset, root=str(root) if root else None, splits_dir=str(splits) if splits else None,
+        out=str(out) if out else None, backbone=backbone, weights=weights, frames=frames, train_views=train_views,
+        seed=seed, prompt_template=prompt_template, splits=tuple(split), save_frames=save_frames,
+        chunk_videos=chunk_videos, workers=workers, batch_frames=batch_frames, device=device,
+        shard=parse_shard(shard), progress=not quiet,
+    )
+    summary = run_extract(cfg)
+    print_extract_summary(summary, Console())

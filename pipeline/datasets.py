@@ -1,0 +1,35 @@
+"""Datasets by name: the shipped splits of the five standard benchmarks, the generated `toy` set, or a user's own
+dataset given by `--splits DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import MdmfError
+
+TOY_DEFAULT_ROOT = Path("data") / "toy"
+
+
+def default_root(dataset: str) -> Path | None:
+    """Where a dataset's videos are by default: only the toy set has a default (it is generated there)."""
+    return TOY_DEFAULT_ROOT if dataset == "toy" else None
+
+
+def load_dataset(name: str, root: str | Path | None, splits_dir: str | Path | None = None, progress: bool = True):
+    """The `DatasetSplits` of dataset `name` whose videos live under `root`.
+
+    `toy` is generated under `root` on first use (deterministic from its seed) and brings its own split files.
+    """
+    from pipeline.splits import load_splits, splits_dir as shipped_splits_dir
+
+    root = Path(root) if root else default_root(name)
+    if root is None:
+        raise MdmfError(f"dataset {name}: give the folder that holds its videos with --root DIR")
+    if name == "toy":
+        from pipeline.toy import generate_toy
+
+        generate_toy(root, progress=progress)
+        return load_splits(Path(splits_dir) if splits_dir else root / "splits")
+    if not root.is_dir():
+        raise MdmfError(f"--root {root}: no such folder; point it at the folder that holds the {name} videos")
+    return load_splits(shipped_splits_dir(name, splits_dir))

@@ -1,0 +1,272 @@
+"""Stage one: decode videos, sample T frames per view, encode them with CLIP, write a feature store.
+
+Decoding and cropping run in DataLoader worker processes (`workers`), one decord thread each, while the main process
+encodes: the two overlap. Work is done in units of `chunk_videos` videos (one store chunk); a unit is written whole,
+status last, so an interrupted run (even `kill -9`) resumes with the same command and ends with the same store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.backbones import Backbone, load_backbone, resolve_backbone
+from pipeline.decode import VideoReadError, open_video, read_frames
+from pipeline.errors import MdmfError
+from pipeline.sampling import tsn_indices, view_rng
+from pipeline.store import FAILED, OK, SHORT, FeatureStore, SplitLayout
+from pipeline.transforms import FramePreprocessor, ViewAugment
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ExtractConfig:
+    """Everything `mdmf extract` is told. The `identity()` part decides the stored numbers and is checked on resume."""
+
+    dataset: str
+    root: str
+    splits_dir: str | None = None  # None: the shipped splits/<dataset> (toy: <root>/splits)
+    out: str | None = None  # None: cache/<dataset>/<backbone>
+    backbone: str | None = None  # None: tiny for toy, RN50 otherwise
+    weights: str | None = None  # None: the backbone's default (openai; the shipped file for tiny)
+    frames: int = 8
+    train_views: int = 2
+    seed: int = 0
+    prompt_template: str = "a photo of {}"
+    resize_ratio: float = 256 / 224
+    chunk_videos: int = 16
+    save_frames: bool = False
+    splits: tuple[str, ...] = SPLITS
+    # runtime only: these do not change the stored numbers
+    workers: int = 2
+    batch_frames: int = 256
+    device: str = "auto"
+    shard: tuple[int, int] = (0, 1)
+    progress: bool = True
+
+    def resolved_backbone(self) -> str:
+        return self.backbone or ("tiny" if self.dataset == "toy" else "RN50")
+
+    def store_path(self) -> Path:
+        return Path(self.out) if self.out else Path("cache") / self.dataset / self.resolved_backbone()
+
+    def identity(self, backbone: Backbone, flip: bool) -> dict:
+        return {
+            "dataset": self.dataset,
+            **{k: v for k, v in backbone.describe().items() if k != "weights"},
+            "frames": self.frames,
+            "train_views": self.train_views,
+            "seed": self.seed,
+            "prompt_template": self.prompt_template,
+            "resize_ratio": self.resize_ratio,
+            "flip": flip,
+            "sampling": "tsn: random frame per segment (train), segment centre (val/test)",
+            "save_frames": self.save_frames,
+        }
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    seconds: float
+    videos_done: int
+    per_split: dict = field(default_factory=dict)
+    failures: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Job:
+    split: str
+    unit: int
+    row: int
+    video_id: str
+    path: str
+    train: bool
+
+
+class _DecodeDataset(Dataset):
+    """Decodes and crops one video's views; runs inside DataLoader workers."""
+
+    def __init__(self, jobs: list[_Job], frames: int, views: dict[str, int], pre: FramePreprocessor, seed: int,
+                 allow_flip: bool):
+        self.jobs, self.frames, self.views, self.pre, self.seed, self.allow_flip = jobs, frames, views, pre, seed, allow_flip
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> dict:
+        job = self.jobs[i]
+        k = self.views[job.split]
+        out = {"i": i, "status": OK, "error": "", "crops": None, "indices": np.full((k, self.frames), -1, np.int32)}
+        try:
+            if not job.path:
+                raise VideoReadError("file not found under the dataset root")
+            reader = open_video(Path(job.path))
+            n = len(reader)
+            crops = []
+            for v in range(k):
+                rng = view_rng(self.seed, job.split, job.video_id, v) if job.train else None
+                idx = tsn_indices(n, self.frames, rng)
+                aug = ViewAugment.random(rng, self.allow_flip) if job.train else ViewAugment()
+                crops.append(self.pre.crop(read_frames(reader, idx), aug))
+                out["indices"][v] = idx
+            out["crops"] = torch.stack(crops)  # (K, T, 3, S, S) uint8
+            out["status"] = SHORT if n < self.frames else OK
+        except VideoReadError as err:
+            out["status"], out["error"] = FAILED, str(err)
+        except Exception as err:  # an unexpected decoder failure must not stop a 2-hour run
+            out["status"], out["error"] = FAILED, f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        return out
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureStore:
+    """Create (or open and check) the store for `cfg`; fills the prompt embeddings of every split."""
+    from pipeline.datasets import default_root
+    from pipeline.splits import prompt_for, resolve_video
+
+    root = Path(cfg.root) if cfg.root else default_root(cfg.dataset)
+    layouts = {}
+    for split in cfg.splits:
+        entries = dataset.entries[split]
+        layouts[split] = SplitLayout(
+            video_ids=[e.video_id for e in entries],
+            paths=[str(resolve_video(root, e, dataset.info) or "") for e in entries],
+            labels=np.asarray([e.label for e in entries], dtype=np.int32),
+            class_names=list(dataset.classes[split]),
+            prompts=[prompt_for(c, cfg.prompt_template) for c in dataset.classes[split]],
+            views=cfg.train_views if split == "train" else 1,
+        )
+    meta = {
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("workers", "batch_frames", "device", "shard", "progress")},
+        "backbone": backbone.describe(),
+        "versions": _versions(),
+    }
+    store = FeatureStore.create_or_open(
+        cfg.store_path(), meta=meta, identity=cfg.identity(backbone, dataset.info.flip), layouts=layouts,
+        frames=cfg.frames, dim=backbone.dim, chunk_videos=cfg.chunk_videos,
+        image_size=backbone.image_size if cfg.save_frames else None,
+    )
+    for split in cfg.splits:
+        if not store.has_prompt_embeddings(split):
+            prompts = store.strings(split, "prompts")
+            store.write_prompt_embeddings(split, backbone.encode_text(prompts).numpy())
+    return store
+
+
+def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=None) -> ExtractSummary:
+    """Run (or resume) stage one for `cfg`; returns a summary (also written as `<store>/summary.json`)."""
+    from pipeline.datasets import load_dataset
+
+    if cfg.frames < 1 or cfg.train_views < 1 or cfg.chunk_videos < 1:
+        raise MdmfError("--frames, --train-views and --chunk-videos must be positive")
+    shard, num_shards = cfg.shard
+    if not 0 <= shard < num_shards:
+        raise MdmfError(f"--shard {shard}/{num_shards}: the shard index must be in 0..{num_shards - 1}")
+    dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir)
+    for split in cfg.splits:
+        if split not in dataset.entries:
+            raise MdmfError(f"dataset {cfg.dataset} has no split {split!r} (it has {', '.join(dataset.entries)})")
+    device = pick_device(cfg.device)
+    backbone = backbone or load_backbone(resolve_backbone(cfg.resolved_backbone(), cfg.weights), device=device)
+    backbone.model.to(device)
+    start = time.perf_counter()
+    store = prepare_store(cfg, backbone, dataset)
+
+    jobs: list[_Job] = []
+    paths = {s: store.strings(s, "paths") for s in cfg.splits}
+    ids = {s: store.strings(s, "video_ids") for s in cfg.splits}
+    for split in cfg.splits:
+        for unit in store.pending_units(split, shard, num_shards):
+            for row in store.unit_rows(split, unit):
+                jobs.append(_Job(split, unit, row, ids[split][row], paths[split][row], split == "train"))
+
+    pre = FramePreprocessor(backbone.image_size, backbone.mean, backbone.std, cfg.resize_ratio, backbone.interpolation)
+    views = {s: store.views(s) for s in cfg.splits}
+    done = _encode_jobs(cfg, store, backbone, pre, jobs, views, dataset.info.flip, device)
+
+    summary = ExtractSummary(store=str(store.path), seconds=round(time.perf_counter() - start, 2), videos_done=done,
+                             per_split=store.progress(),
+                             failures={s: store.failures(s)[:20] for s in store.splits})
+    if num_shards == 1 or all(v["pending"] == 0 for v in summary.per_split.values()):
+        (store.path / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
+    return summary
+
+
+def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device) -> int:
+    """Decode in workers, encode here, write unit by unit. Returns the number of videos processed."""
+    from pipeline.progress import progress_bar
+
+    if not jobs:
+        return 0
+    loader = DataLoader(
+        _DecodeDataset(jobs, cfg.frames, views, pre, cfg.seed, allow_flip),
+        batch_size=None, shuffle=False, num_workers=cfg.workers, worker_init_fn=_worker_init,
+        prefetch_factor=4 if cfg.workers > 0 else None, persistent_workers=False,
+    )
+    pending: list[dict] = []
+    with progress_bar(cfg.progress, "extract", total=len(jobs), unit="videos") as advance:
+        for item in loader:
+            item["job"] = jobs[item["i"]]
+            pending.append(item)
+            job = item["job"]
+            rows = store.unit_rows(job.split, job.unit)
+            if job.row == rows.stop - 1:  # the unit's last video: every earlier one has arrived (in-order loader)
+                _write_unit(store, backbone, pre, pending, views[job.split], cfg, device)
+                advance(len(pending))
+                pending = []
+    return len(jobs)
+
+
+@torch.no_grad()
+def _write_unit(store, backbone, pre, items, k, cfg, device) -> None:
+    split, unit = items[0]["job"].split, items[0]["job"].unit
+    n, t, d = len(items), cfg.frames, backbone.dim
+    feats = np.zeros((n, k, t, d), np.float16)
+    indices = np.stack([it["indices"] for it in items])
+    status = np.asarray([it["status"] for it in items], np.int8)
+    ok = [i for i, it in enumerate(items) if it["crops"] is not None]
+    frames = None
+    if ok:
+        crops = torch.stack([items[i]["crops"] for i in ok])  # (n_ok, K, T, 3, S, S) uint8
+        flat = crops.reshape(-1, *crops.shape[-3:])
+        out = []
+        for b in range(0, flat.shape[0], cfg.batch_frames):  # fixed batches: a resumed unit gives the same numbers
+            x = pre.normalize(flat[b : b + cfg.batch_frames]).to(device)
+            out.append(backbone.encode_images(x).float().cpu())
+        feats[ok] = torch.cat(out).reshape(len(ok), k, t, d).numpy().astype(np.float16)
+        if cfg.save_frames:
+            frames = np.zeros((n, k, t, pre.image_size, pre.image_size, 3), np.uint8)
+            frames[ok] = crops.permute(0, 1, 2, 4, 5, 3).numpy()
+    store.write_unit(split, unit, feats, indices, status, [it["error"] for it in items], frames)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("mdmf", "torch", "open_clip_torch", "decord", "zarr", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out

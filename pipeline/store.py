@@ -1,0 +1,312 @@
+"""The feature store: one Zarr v3 directory holding the CLIP features of a dataset's splits.
+
+Layout (`V` videos of a split, `K` views per video, `T` frames, `D` width, `S` image size)::
+
+    <store>/                      root attributes: {"mdmf": {schema_version, config, backbone, ...}}
+      <split>/                    one group per split (train, val, test)
+        features       (V, K, T, D) float16   frame embeddings, not normalised
+        frame_indices  (V, K, T)    int32     the decoded frame index behind each embedding
+        status         (V,)         int8      0 pending, 1 ok, 2 failed, 3 ok but shorter than T frames
+        errors         (V,)         str       the reason for a failure ('' otherwise)
+        video_ids      (V,)         str       as in the split file
+        paths          (V,)         str       the resolved file ('' when it was not found)
+        labels         (V,)         int32     class id within the split
+        class_names    (C,)         str       class id order
+        prompts        (C,)         str       the exact prompt strings given to the text encoder
+        prompt_embeddings (C, D)    float32   text embeddings (NaN until written)
+        frames         (V, K, T, S, S, 3) uint8   only with --save-frames: the cropped frames that were encoded
+
+Crash safety: the arrays are chunked by `chunk_videos` videos, a unit of work is exactly one chunk, and Zarr's
+local store writes every chunk file atomically (temporary file, then rename). A unit writes its features and frame
+indices first and its `status` chunk last, so a unit is either done or pending; after `kill -9` the rerun redoes at
+most the units that were in flight. Shards (`--shard i/n`) own disjoint units, so they never write the same chunk.
+Attributes are written once, when the store is created, and never rewritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from pipeline.errors import MdmfError
+
+SCHEMA_VERSION = 1
+PENDING, OK, FAILED, SHORT = 0, 1, 2, 3
+STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", SHORT: "short"}
+
+
+@dataclass
+class SplitLayout:
+    """What one split of a new store will hold."""
+
+    video_ids: list[str]
+    paths: list[str]
+    labels: np.ndarray  # (V,) int
+    class_names: list[str]
+    prompts: list[str]
+    views: int
+
+
+@dataclass
+class SplitFeatures:
+    """A split's usable features in memory (failed videos left out)."""
+
+    features: np.ndarray  # (V, K, T, D) float16
+    labels: np.ndarray  # (V,) int64, class id within the split
+    video_ids: list[str]
+    class_names: list[str]
+    prompts: list[str]
+    prompt_embeddings: np.ndarray  # (C, D) float32
+    frame_indices: np.ndarray  # (V, K, T) int32
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # row of each video in the store
+
+
+def _strings(values) -> np.ndarray:
+    return np.asarray(list(values), dtype=str) if len(values) else np.zeros(0, dtype=str)
+
+
+class FeatureStore:
+    """A feature store on disk. Create with `FeatureStore.create_or_open`, read with `FeatureStore.open`."""
+
+    def __init__(self, path: Path, root: zarr.Group):
+        self.path = Path(path)
+        self.root = root
+
+    # ---- opening -------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str, mode: str = "r") -> "FeatureStore":
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise MdmfError(f"{path}: no feature store here; create one with `mdmf extract` (or check --cache/--out)")
+        try:
+            root = zarr.open_group(str(path), mode=mode)
+        except Exception as err:  # a damaged zarr.json
+            raise MdmfError(f"{path}: cannot open the feature store ({err}); delete it and extract again") from None
+        meta = dict(root.attrs).get("mdmf")
+        if not meta:
+            raise MdmfError(f"{path}: a Zarr group, but not an mdmf feature store (no 'mdmf' attributes)")
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise MdmfError(
+                f"{path}: store schema version {meta.get('schema_version')}, this mdmf reads {SCHEMA_VERSION}; "
+                "extract again into a new --out"
+            )
+        return cls(path, root)
+
+    @classmethod
+    def create_or_open(
+        cls,
+        path: Path | str,
+        meta: dict,
+        identity: dict,
+        layouts: dict[str, SplitLayout],
+        frames: int,
+        dim: int,
+        chunk_videos: int = 16,
+        image_size: int | None = None,
+    ) -> "FeatureStore":
+        """Open the store at `path` if it was made with the same `identity`, else create it.
+
+        `identity` holds every setting that changes the stored numbers; a store made with other settings is never
+        mixed into: the error names the first differing attribute. `image_size` adds the `frames` array.
+        """
+        path = Path(path)
+        if (path / "zarr.json").is_file():
+            store = cls.open(path, mode="r+")
+            store._check_identity(identity)
+            return store
+        path.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(str(path), mode="a")
+        for split, lay in layouts.items():
+            g = root.create_group(split, overwrite=True)
+            n, k, c = len(lay.video_ids), lay.views, chunk_videos
+            g.create_array("features", shape=(n, k, frames, dim), chunks=(c, k, frames, dim), dtype="float16",
+                           compressors=None, fill_value=0)
+            g.create_array("frame_indices", shape=(n, k, frames), chunks=(c, k, frames), dtype="int32", fill_value=-1)
+            g.create_array("status", shape=(n,), chunks=(c,), dtype="int8", fill_value=PENDING)
+            g.create_array("errors", shape=(n,), chunks=(c,), dtype=str, fill_value="")
+            if image_size:
+                g.create_array("frames", shape=(n, k, frames, image_size, image_size, 3),
+                               chunks=(1, k, frames, image_size, image_size, 3), dtype="uint8", fill_value=0)
+            for name, values in (("video_ids", lay.video_ids), ("paths", lay.paths),
+                                 ("class_names", lay.class_names), ("prompts", lay.prompts)):
+                arr = g.create_array(name, shape=(len(values),), chunks=(max(1, len(values)),), dtype=str,
+                                     fill_value="")
+                if len(values):
+                    arr[:] = _strings(values)
+            lab = g.create_array("labels", shape=(n,), chunks=(max(1, n),), dtype="int32", fill_value=-1)
+            if n:
+                lab[:] = np.asarray(lay.labels, dtype=np.int32)
+            g.create_array("prompt_embeddings", shape=(len(lay.class_names), dim),
+                           chunks=(max(1, len(lay.class_names)), dim), dtype="float32", fill_value=float("nan"))
+        # Attributes last: a store without them is recognisably unfinished and is recreated.
+        root.attrs["mdmf"] = {"schema_version": SCHEMA_VERSION, "identity": identity, "chunk_videos": chunk_videos,
+                              "frames": frames, "dim": dim, **meta}
+        return cls(path, root)
+
+    def _check_identity(self, identity: dict) -> None:
+        stored = self.meta.get("identity", {})
+        for key in sorted(set(stored) | set(identity)):
+            if stored.get(key) != identity.get(key):
+                raise MdmfError(
+                    f"{self.path}: this store was made with {key}={stored.get(key)!r}, the command asks for "
+                    f"{key}={identity.get(key)!r}; use --out for a new store, or delete {self.path} to start over"
+                )
+
+    # ---- metadata ------------------------------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict:
+        return dict(self.root.attrs["mdmf"])
+
+    @property
+    def splits(self) -> list[str]:
+        return [s for s in ("train", "val", "test") if s in self.root] + sorted(
+            s for s in self.root.group_keys() if s not in ("train", "val", "test")
+        )
+
+    def group(self, split: str) -> zarr.Group:
+        if split not in self.root:
+            raise MdmfError(f"{self.path}: the store has no split {split!r} (it has: {', '.join(self.splits)})")
+        return self.root[split]
+
+    @property
+    def chunk_videos(self) -> int:
+        return int(self.meta["chunk_videos"])
+
+    def num_videos(self, split: str) -> int:
+        return int(self.group(split)["status"].shape[0])
+
+    def views(self, split: str) -> int:
+        return int(self.group(split)["features"].shape[1])
+
+    # ---- units of work -------------------------------------------------------------------------------------------
+    def num_units(self, split: str) -> int:
+        return -(-self.num_videos(split) // self.chunk_videos)
+
+    def unit_rows(self, split: str, unit: int) -> range:
+        start = unit * self.chunk_videos
+        return range(start, min(start + self.chunk_videos, self.num_videos(split)))
+
+    def pending_units(self, split: str, shard: int = 0, num_shards: int = 1) -> list[int]:
+        """Units of `split` owned by shard `shard` of `num_shards` whose status chunk is not written yet."""
+        status = self.group(split)["status"][:]
+        return [
+            u for u in range(self.num_units(split))
+            if u % num_shards == shard and np.any(status[self.unit_rows(split, u).start : self.unit_rows(split, u).stop] == PENDING)
+        ]
+
+    def write_unit(self, split: str, unit: int, features: np.ndarray, frame_indices: np.ndarray,
+                   status: np.ndarray, errors: list[str], frames: np.ndarray | None = None) -> None:
+        """Write one unit (one chunk of videos); its status chunk goes last and marks it done."""
+        rows = self.unit_rows(split, unit)
+        sl = slice(rows.start, rows.stop)
+        g = self.group(split)
+        if np.any(status == PENDING):
+            raise ValueError("every video of a unit must end ok, failed or short")
+        g["features"][sl] = features.astype(np.float16)
+        g["frame_indices"][sl] = frame_indices.astype(np.int32)
+        if frames is not None and "frames" in g:
+            g["frames"][sl] = frames
+        g["errors"][sl] = _strings(errors)
+        g["status"][sl] = status.astype(np.int8)
+
+    def has_prompt_embeddings(self, split: str) -> bool:
+        emb = self.group(split)["prompt_embeddings"][:]
+        return emb.size == 0 or not np.isnan(emb).any()
+
+    def write_prompt_embeddings(self, split: str, embeddings: np.ndarray) -> None:
+        self.group(split)["prompt_embeddings"][:] = embeddings.astype(np.float32)
+
+    # ---- reading -------------------------------------------------------------------------------------------------
+    def strings(self, split: str, name: str) -> list[str]:
+        return [str(v) for v in self.group(split)[name][:]]
+
+    def status(self, split: str) -> np.ndarray:
+        return self.group(split)["status"][:]
+
+    def load(self, split: str) -> SplitFeatures:
+        """The usable videos of `split` (status ok or short) with their features, in memory."""
+        g = self.group(split)
+        status = g["status"][:]
+        if np.any(status == PENDING):
+            raise MdmfError(
+                f"{self.path}: split {split} is not fully extracted ({int((status == PENDING).sum())} of "
+                f"{len(status)} videos pending); run the same `mdmf extract` command again to finish it"
+            )
+        if not self.has_prompt_embeddings(split):
+            raise MdmfError(f"{self.path}: split {split} has no prompt embeddings yet; run `mdmf extract` again")
+        rows = np.flatnonzero((status == OK) | (status == SHORT))
+        ids = self.strings(split, "video_ids")
+        return SplitFeatures(
+            features=g["features"][:][rows],
+            labels=g["labels"][:][rows].astype(np.int64),
+            video_ids=[ids[r] for r in rows],
+            class_names=self.strings(split, "class_names"),
+            prompts=self.strings(split, "prompts"),
+            prompt_embeddings=g["prompt_embeddings"][:],
+            frame_indices=g["frame_indices"][:][rows],
+            rows=rows,
+        )
+
+    def progress(self) -> dict[str, dict[str, int]]:
+        """Per split: total videos and how many are pending, ok, failed, short (across all shards)."""
+        out = {}
+        for split in self.splits:
+            status = self.status(split)
+            out[split] = {"total": int(status.size)} | {
+                name: int((status == code).sum()) for code, name in STATUS_NAMES.items()
+            }
+        return out
+
+    def failures(self, split: str) -> list[tuple[str, str, str]]:
+        """(video id, path, reason) of every failed video of `split`."""
+        status = self.status(split)
+        rows = np.flatnonzero(status == FAILED)
+        if rows.size == 0:
+            return []
+        g = self.group(split)
+        ids, paths, errors = g["video_ids"][:], g["paths"][:], g["errors"][:]
+        return [(str(ids[r]), str(paths[r]), str(errors[r])) for r in rows]
+
+
+def store_info(store: FeatureStore) -> dict:
+    """What `mdmf cache info` shows, as JSON-safe data."""
+    meta = store.meta
+    splits = {}
+    for split, counts in store.progress().items():
+        splits[split] = counts | {"classes": len(store.strings(split, "class_names")), "views": store.views(split)}
+    return {
+        "path": str(store.path),
+        "schema_version": meta["schema_version"],
+        "backbone": meta["backbone"],
+        "identity": meta["identity"],
+        "dim": meta["dim"],
+        "frames": meta["frames"],
+        "versions": meta.get("versions", {}),
+        "splits": splits,
+        "failures": {s: store.failures(s)[:20] for s in store.splits},
+    }
+
+
+def export_h5(store: FeatureStore, out: Path) -> Path:
+    """Copy every array of the store into an HDF5 file (one group per split), attributes as JSON strings."""
+    import json
+
+    import h5py
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["mdmf"] = json.dumps(store.meta)
+        for split in store.splits:
+            g = f.create_group(split)
+            for name, arr in store.group(split).arrays():
+                data = arr[:]
+                if data.dtype.kind in "UTO":
+                    g.create_dataset(name, data=np.asarray(data, dtype=object), dtype=h5py.string_dtype())
+                else:
+                    g.create_dataset(name, data=data, chunks=True if data.size else None)
+    tmp.replace(out)  # a crash never leaves a half-written file under the requested name
+    return out
