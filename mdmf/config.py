@@ -1,0 +1,147 @@
+"""`ModelConfig`: every option of the few-shot models, with the paper's values as defaults.
+
+The config is saved in checkpoints (`to_dict`) and the model is rebuilt from it (`from_dict`), so every field is a
+JSON-safe scalar or a tuple of ints. Where the paper and the authors' code disagree (docs METHOD §9), the default
+follows the paper and the other choice is a value of the same field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# Allowed values of the string fields; the first one is the default.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "name": ("mdmf", "clip-fsar", "otam"),
+    # both: local + global view (the paper); local/global: one view; ntc: one view without temporal context.
+    "views": ("both", "local", "global", "ntc"),
+    "pps_train_mode": ("sample", "argmax"),
+    "pps_eval_mode": ("sample", "argmax"),
+    # paper: Conv-ReLU-BN twice (eq. 3); reference: two convolutions, no activation, no BN (the authors' code).
+    "ltce": ("paper", "reference"),
+    # prompt: the first MMFE token (paper); first-frame: token 1, the reference code's slicing slip.
+    "text_score_token": ("prompt", "first-frame"),
+    # both: a view is reliable when it wins on both scores (paper); visual/text: one score decides;
+    # none: distil every query both ways; off: no distillation at all.
+    "distill_condition": ("both", "visual", "text", "none", "off"),
+    # bi: L_{l->g} + L_{g->l} (paper); l2g / g2l: only that term.
+    "distill_direction": ("bi", "l2g", "g2l"),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Options of `mdmf`, `clip-fsar` and `otam` (docs METHOD §3–§9). Invalid values raise `ValueError` on creation."""
+
+    name: str = "mdmf"
+    dim: int = 1024  # D: CLIP embedding width (1024 for RN50, 512 for ViT-B/16)
+    frames: int = 8  # T: frames per video
+    views: str = "both"
+    # Probability Prompt Selector (§3); pps=False gives queries a zero prompt (ablation).
+    pps: bool = True
+    pps_train_mode: str = "sample"
+    pps_eval_mode: str = "sample"
+    pps_topk: int = 4
+    pps_temperature: float = 0.005
+    # Multi-modal Fusion Encoder (§4); CLIP-FSAR's temporal transformer uses the same sizes.
+    heads: int = 8
+    depth: int = 1
+    attn_dropout: float = 0.2
+    mlp_dim: int = 2048
+    position_embedding: bool = True  # the reference code has none
+    # Temporal context extractors (§4).
+    ltce: str = "paper"
+    tcn_dilations: tuple[int, ...] = (1, 2, 4)
+    tcn_kernel: int = 3
+    tcn_dropout: float = 0.1
+    # Distance and view fusion (§5): logits = -(alpha_global * d_global + alpha_local * d_local).
+    otam_smoothing: float = 0.5
+    otam_bidirectional: bool = True
+    alpha_global: float = 1.0
+    alpha_local: float = 1.0
+    # Distillation between the views (§6); only with views="both".
+    text_score_token: str = "prompt"
+    distill_condition: str = "both"
+    distill_direction: str = "bi"
+    distill_weight: float = 1.0
+    detach_teacher: bool = False
+    # CLIP-FSAR only (§8): weight of its video-text cross-entropy over all train classes. CLIP-FSAR adds this term to
+    # the matching loss as one of its two components, so it gets the same weight as the matching loss by default.
+    fsar_text_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        # JSON turns tuples into lists and may write 1 for 1.0; normalise so that equal configs compare equal.
+        if isinstance(self.tcn_dilations, list):
+            self.tcn_dilations = tuple(self.tcn_dilations)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the field, the value and what is allowed."""
+        for f in dataclasses.fields(self):
+            _check_type(f.name, f.type, getattr(self, f.name))
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"ModelConfig.{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        _require(self.dim >= 1, "dim", self.dim, "a positive integer")
+        _require(self.frames >= 1, "frames", self.frames, "a positive integer")
+        _require(self.heads >= 1 and self.dim % self.heads == 0, "heads", self.heads,
+                 f"a positive divisor of dim={self.dim}")
+        _require(self.depth >= 1, "depth", self.depth, "a positive integer")
+        _require(self.mlp_dim >= 1, "mlp_dim", self.mlp_dim, "a positive integer")
+        _require(0.0 <= self.attn_dropout < 1.0, "attn_dropout", self.attn_dropout, "in [0, 1)")
+        _require(0.0 <= self.tcn_dropout < 1.0, "tcn_dropout", self.tcn_dropout, "in [0, 1)")
+        _require(1 <= self.pps_topk <= self.frames, "pps_topk", self.pps_topk, f"between 1 and frames={self.frames}")
+        _require(self.pps_temperature > 0, "pps_temperature", self.pps_temperature, "positive")
+        _require(len(self.tcn_dilations) >= 1 and all(d >= 1 for d in self.tcn_dilations), "tcn_dilations",
+                 self.tcn_dilations, "a non-empty list of positive integers")
+        _require(self.tcn_kernel >= 1, "tcn_kernel", self.tcn_kernel, "a positive integer")
+        _require(self.otam_smoothing > 0, "otam_smoothing", self.otam_smoothing, "positive")
+        for name in ("alpha_global", "alpha_local", "distill_weight", "fsar_text_weight"):
+            _require(getattr(self, name) >= 0, name, getattr(self, name), "non-negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (tuples become lists)."""
+        data = dataclasses.asdict(self)
+        data["tcn_dilations"] = list(self.tcn_dilations)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild a config from `to_dict` output (or a subset of overrides); unknown keys are an error."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {', '.join(known)}")
+        return cls(**data)
+
+
+def _require(ok: bool, name: str, value: Any, what: str) -> None:
+    if not ok:
+        raise ValueError(f"ModelConfig.{name} must be {what}; got {value!r}")
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    # The annotations are strings (postponed evaluation); only these few kinds occur in ModelConfig.
+    if annotation == "bool":
+        ok = isinstance(value, bool)
+    elif annotation == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif annotation == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif annotation == "str":
+        ok = isinstance(value, str)
+    elif annotation == "tuple[int, ...]":
+        ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    else:  # a new field with a new kind of type: extend this function
+        raise TypeError(f"ModelConfig.{name}: no type check for {annotation!r}")
+    if not ok:
+        raise ValueError(f"ModelConfig.{name} must be of type {annotation}; got {value!r}")
+
+
+__all__ = ["CHOICES", "ModelConfig"]
