@@ -2,4 +2,5 @@
 
 # One import per command module; keep the list sorted.
 import cli.cache  # noqa: F401
+import cli.check_data  # noqa: F401
 import cli.extract  # noqa: F401

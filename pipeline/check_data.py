@@ -1,0 +1,171 @@
+"""`mdmf check-data`: are the videos a splits folder lists on disk, and can decord open them?
+
+Each listed video is looked up with `resolve_video` and, when found, opened with decord (`num_threads=1`) to read its
+frame count: the same open as extraction, without decoding frames. Videos are checked in a thread pool (decord's
+FFmpeg calls release the GIL), results are kept in list order so the examples are the first ones of each split.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import MdmfError
+from pipeline.progress import progress_bar
+from pipeline.splits import DatasetInfo, DatasetSplits, SplitEntry, expected_location, resolve_video
+
+FOUND, MISSING, UNREADABLE = "found", "missing", "unreadable"
+
+
+@dataclass
+class SplitCheck:
+    """Counts for one split; `found` = listed − missing (files present), `readable` = found − unreadable."""
+
+    split: str
+    listed: int = 0
+    missing: int = 0
+    unreadable: int = 0
+    frames: list[int] = field(default_factory=list, repr=False)  # frame counts of the readable videos
+    found_examples: list[str] = field(default_factory=list)
+    missing_examples: list[str] = field(default_factory=list)  # where the video was expected
+    unreadable_examples: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def found(self) -> int:
+        return self.listed - self.missing
+
+    @property
+    def readable(self) -> int:
+        return self.found - self.unreadable
+
+    def to_json(self) -> dict:
+        return {
+            "listed": self.listed, "found": self.found, "missing": self.missing, "unreadable": self.unreadable,
+            "readable": self.readable,
+            "frames_min": min(self.frames) if self.frames else None,
+            "frames_median": statistics.median(self.frames) if self.frames else None,
+            "found_examples": self.found_examples, "missing_examples": self.missing_examples,
+            "unreadable_examples": [{"path": p, "reason": r} for p, r in self.unreadable_examples],
+        }
+
+
+@dataclass
+class CheckReport:
+    """What `check_data` found, per split; `ok` is False when any listed video is missing or unreadable."""
+
+    dataset: str
+    root: str
+    splits_dir: str
+    splits: dict[str, SplitCheck]
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s.missing == 0 and s.unreadable == 0 for s in self.splits.values())
+
+    def to_json(self) -> dict:
+        return {"dataset": self.dataset, "root": self.root, "splits_dir": self.splits_dir, "ok": self.ok,
+                "seconds": self.seconds, "splits": {name: s.to_json() for name, s in self.splits.items()}}
+
+    def table(self) -> Table:
+        table = Table(title=f"{self.dataset}: videos under {self.root}")
+        for col in ("split", "listed", "found", "missing", "unreadable", "readable", "frames min / median"):
+            table.add_column(col, justify="left" if col == "split" else "right")
+        for name, s in self.splits.items():
+            frames = f"{min(s.frames)} / {statistics.median(s.frames):g}" if s.frames else "-"
+            table.add_row(name, str(s.listed), str(s.found), _red(s.missing), _red(s.unreadable), str(s.readable), frames)
+        return table
+
+    def print(self, console: Console) -> None:
+        """The table, then the first missing and unreadable videos of each split, then a one-line verdict."""
+        console.print(self.table())
+        for name, s in self.splits.items():
+            if s.missing:
+                console.print(f"[yellow]{name}: {s.missing} missing[/], e.g. (expected at)")
+                for path in s.missing_examples:
+                    console.print(f"  {path}", highlight=False)
+            if s.unreadable:
+                console.print(f"[yellow]{name}: {s.unreadable} unreadable[/], e.g.")
+                for path, reason in s.unreadable_examples:
+                    console.print(f"  {path}: {reason}", highlight=False)
+        total = sum(s.listed for s in self.splits.values())
+        if self.ok:
+            console.print(f"[green]all {total} listed videos found and readable[/] ({self.seconds:.1f} s)")
+        else:
+            bad = sum(s.missing + s.unreadable for s in self.splits.values())
+            console.print(f"[red]{bad} of {total} listed videos are missing or unreadable[/] ({self.seconds:.1f} s)")
+
+
+def _red(n: int) -> str:
+    return f"[red]{n}[/]" if n else "0"
+
+
+def probe_video(path: Path) -> tuple[int | None, str]:
+    """(frame count, "") for a video decord can open, else (None, reason). Never raises for a bad file."""
+    from pipeline.decode import VideoReadError, open_video
+
+    try:
+        return len(open_video(path)), ""
+    except VideoReadError as err:
+        return None, str(err)
+    except Exception as err:  # noqa: BLE001 - any failure of one file is that file's problem, not the run's
+        return None, f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
+
+
+def _check_one(root: Path, entry: SplitEntry, info: DatasetInfo) -> tuple[str, str, int | None, str]:
+    path = resolve_video(root, entry, info)
+    if path is None:
+        return MISSING, expected_location(root, entry, info), None, ""
+    frames, reason = probe_video(path)
+    return (FOUND if frames is not None else UNREADABLE), str(path), frames, reason
+
+
+def check_data(splits: DatasetSplits, root: Path, workers: int = 2, progress: bool = True,
+               split_names: Sequence[str] | None = None, examples: int = 5) -> CheckReport:
+    """Look up and open every video of `splits` (or only of `split_names`) under `root`.
+
+    Raises `MdmfError` when `root` is not a folder or a requested split does not exist; bad videos are counted and
+    reported, never raised. `examples` = how many paths of each kind are kept per split.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise MdmfError(f"--root {root}: no such folder; point it at the folder that holds the {splits.name} videos")
+    if workers < 1:
+        raise MdmfError(f"--workers {workers}: need at least 1")
+    names = list(split_names) if split_names else list(splits.entries)
+    for name in names:
+        if name not in splits.entries:
+            raise MdmfError(f"{splits.path} has no split {name!r} (it has {', '.join(splits.entries)})")
+    jobs = [(name, entry) for name in names for entry in splits.entries[name]]
+    report = CheckReport(splits.name, str(root), str(splits.path), {name: SplitCheck(name) for name in names})
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            progress_bar(progress, f"checking {splits.name}", len(jobs), "videos") as advance:
+        results = pool.map(lambda job: _check_one(root, job[1], splits.info), jobs)
+        for (name, _), (kind, path, frames, reason) in zip(jobs, results):
+            s = report.splits[name]
+            s.listed += 1
+            if kind == MISSING:
+                s.missing += 1
+                _keep(s.missing_examples, path, examples)
+            elif kind == UNREADABLE:
+                s.unreadable += 1
+                _keep(s.unreadable_examples, (path, reason), examples)
+            else:
+                s.frames.append(frames)
+                _keep(s.found_examples, path, examples)
+            advance(1)
+    report.seconds = round(time.perf_counter() - start, 2)
+    return report
+
+
+def _keep(items: list, item, limit: int) -> None:
+    if len(items) < limit:
+        items.append(item)
