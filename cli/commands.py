@@ -3,4 +3,7 @@
 # One import per command module; keep the list sorted.
 import cli.cache  # noqa: F401
 import cli.check_data  # noqa: F401
+import cli.demo  # noqa: F401
+import cli.evaluate  # noqa: F401
 import cli.extract  # noqa: F401
+import cli.train  # noqa: F401

@@ -5,6 +5,7 @@
   A local file of the same weights (`--weights PATH`) is built the same way.
 * `tiny`: the small ViT shipped with mdmf (`assets/open_clip/mdmf-tiny.json`), pretrained CLIP-style on the toy
   world (`scripts/pretrain_tiny.py`); its weights file ships in `assets/`.
+* A JSON model config file of open_clip's format (`--backbone my-model.json`, the model is named after the file).
 * Any other open_clip model name, with an open_clip pretrained tag (from the local cache only), a local file, or
   `random` (random initialisation: plumbing only, its features carry almost nothing).
 
@@ -99,6 +100,12 @@ def resolve_backbone(name: str, weights: str | None = None) -> BackboneSpec:
     import open_clip
 
     register_tiny()
+    if name.endswith(".json"):  # a user's own open_clip model config; its file name is the model name
+        config = Path(name).expanduser()
+        if not config.is_file():
+            raise MdmfError(f"--backbone {name}: config file not found")
+        open_clip.add_model_config(config)
+        name = config.stem
     weights = weights or default_weights(name)
     base = BACKBONE_ALIASES.get(name, name)
     known = open_clip.list_models()
@@ -191,8 +198,8 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu", seed: 
             )
         except (RuntimeError, KeyError, ValueError) as err:
             raise MdmfError(
-                f"could not load weights {spec.weights} into {spec.open_clip_name}: {str(err).splitlines()[0][:300]}; "
-                "check that the file holds weights for this backbone"
+                f"could not build {spec.open_clip_name} with weights {spec.weights}: {str(err).splitlines()[0][:300]}; "
+                "check the model config and that the weights file belongs to this backbone"
             ) from None
     model.eval()
     pp = model.visual.preprocess_cfg

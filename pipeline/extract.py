@@ -55,7 +55,9 @@ class ExtractConfig:
         return self.backbone or ("tiny" if self.dataset == "toy" else "RN50")
 
     def store_path(self) -> Path:
-        return Path(self.out) if self.out else Path("cache") / self.dataset / self.resolved_backbone()
+        backbone = self.resolved_backbone()
+        name = Path(backbone).stem if backbone.endswith(".json") else backbone
+        return Path(self.out) if self.out else Path("cache") / self.dataset / name
 
     def identity(self, backbone: Backbone, flip: bool) -> dict:
         return {

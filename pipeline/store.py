@@ -162,9 +162,8 @@ class FeatureStore:
 
     @property
     def splits(self) -> list[str]:
-        return [s for s in ("train", "val", "test") if s in self.root] + sorted(
-            s for s in self.root.group_keys() if s not in ("train", "val", "test")
-        )
+        # Looked up by name: listing the root would trip over summary.json, which is not a Zarr node.
+        return [s for s in ("train", "val", "test") if s in self.root]
 
     def group(self, split: str) -> zarr.Group:
         if split not in self.root:

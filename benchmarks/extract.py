@@ -1,0 +1,131 @@
+"""Stage-one throughput, measured in one run on the same videos.
+
+Prints decode-only videos/s (workers decoding and cropping, no encoder), encode-only frames/s (the encoder on
+already-cropped frames), full extraction videos/s, and the overlap ratio
+
+    full time / max(decode-only time, encode-only time)
+
+which is 1.0 when decoding and encoding overlap perfectly and 2.0 when they run one after the other
+(target: <= 1.2).
+
+    python benchmarks/extract.py --videos 64 --backbone tiny --weights random --workers 2
+    python benchmarks/extract.py --backbone RN50 --weights random --device cuda --workers 8   # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def make_videos(root: Path, splits: Path, count: int, frames: int, height: int, width: int) -> None:
+    """UCF-like clips (320×240, ~7 s at 25 fps by default) in one test class folder each."""
+    from videogen import write_video
+
+    splits.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(count):
+        write_video(root / f"class{i % 5}" / f"v{i:04d}.avi", frames, height, width, fps=25)
+        lines.append(f"class{i % 5}\tv{i:04d}")
+    (splits / "test.txt").write_text("\n".join(lines) + "\n")
+    (splits / "test_classes.txt").write_text("\n".join(f"class{c}" for c in range(5)) + "\n")
+    (splits / "info.json").write_text(json.dumps({"name": "bench", "layout": "class_folders", "flip": True,
+                                                  "extensions": ["avi"], "source": "benchmarks/extract.py"}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=64)
+    ap.add_argument("--frames", type=int, default=175, help="frames per generated video")
+    ap.add_argument("--size", default="320x240")
+    ap.add_argument("--backbone", default="tiny")
+    ap.add_argument("--weights", default="random")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-frames", type=int, default=256)
+    ap.add_argument("--json", type=Path, help="write the numbers here too")
+    args = ap.parse_args()
+
+    from pipeline.backbones import load_backbone, resolve_backbone
+    from pipeline.datasets import load_dataset
+    from pipeline.extract import ExtractConfig, _DecodeDataset, _Job, _worker_init, pick_device, run_extract
+    from pipeline.transforms import FramePreprocessor
+    from torch.utils.data import DataLoader
+
+    width, height = (int(v) for v in args.size.split("x"))
+    device = pick_device(args.device)
+    work = Path(tempfile.mkdtemp(prefix="mdmf-bench-"))
+    try:
+        t = time.perf_counter()
+        make_videos(work / "videos", work / "splits", args.videos, args.frames, height, width)
+        print(f"generated {args.videos} videos ({args.size}, {args.frames} frames) in {time.perf_counter() - t:.1f} s")
+        backbone = load_backbone(resolve_backbone(args.backbone, args.weights), device=device)
+        backbone.model.to(device)
+        pre = FramePreprocessor(backbone.image_size, backbone.mean, backbone.std, 256 / 224, backbone.interpolation)
+        dataset = load_dataset("bench", work / "videos", work / "splits", progress=False)
+        from pipeline.splits import resolve_video
+
+        jobs = [_Job("test", 0, i, e.video_id, str(resolve_video(work / "videos", e, dataset.info)), False)
+                for i, e in enumerate(dataset.entries["test"])]
+
+        # decode only: the same worker dataset the extractor uses, no encoder
+        loader = DataLoader(_DecodeDataset(jobs, 8, {"test": 1}, pre, 0, True), batch_size=None,
+                            num_workers=args.workers, worker_init_fn=_worker_init,
+                            prefetch_factor=4 if args.workers else None)
+        t = time.perf_counter()
+        crops = [item["crops"] for item in loader]
+        decode_s = time.perf_counter() - t
+
+        # encode only: the same number of frames through the encoder, in the extractor's batch size
+        flat = torch.cat([c.reshape(-1, *c.shape[-3:]) for c in crops])
+        with torch.no_grad():
+            backbone.encode_images(pre.normalize(flat[:8]).to(device))  # warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for b in range(0, flat.shape[0], args.batch_frames):
+                backbone.encode_images(pre.normalize(flat[b : b + args.batch_frames]).to(device)).float().cpu()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            encode_s = time.perf_counter() - t
+
+        # full extraction into a fresh store
+        cfg = ExtractConfig(dataset="bench", root=str(work / "videos"), splits_dir=str(work / "splits"),
+                            out=str(work / "store"), backbone=args.backbone, weights=args.weights, splits=("test",),
+                            workers=args.workers, device=str(device), batch_frames=args.batch_frames, progress=False)
+        t = time.perf_counter()
+        run_extract(cfg, backbone=backbone, dataset=dataset)
+        full_s = time.perf_counter() - t
+
+        n, frames = args.videos, flat.shape[0]
+        result = {
+            "machine": f"{platform.node()} {platform.processor() or platform.machine()}, torch threads "
+                       f"{torch.get_num_threads()}, device {device}"
+                       + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+            "backbone": args.backbone, "videos": n, "frames_encoded": int(frames), "workers": args.workers,
+            "decode_only_videos_per_s": n / decode_s, "encode_only_frames_per_s": frames / encode_s,
+            "encode_only_videos_per_s": n / encode_s, "full_videos_per_s": n / full_s,
+            "decode_s": decode_s, "encode_s": encode_s, "full_s": full_s,
+            "overlap_ratio": full_s / max(decode_s, encode_s),
+        }
+        for k, v in result.items():
+            print(f"{k:28s} {v:.3f}" if isinstance(v, float) else f"{k:28s} {v}")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The real `mdmf` entry point in subprocesses: kill -9 and resume, cache info, HDF5 export, error exit codes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from conftest import MICRO_CONFIG
+from pipeline.store import FeatureStore
+
+MDMF = [sys.executable, "-m", "cli.main"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def extract_args(root, splits, out):
+    return MDMF + ["extract", "--dataset", "small", "--root", str(root), "--splits", str(splits), "--out", str(out),
+                   "--backbone", str(MICRO_CONFIG), "--weights", "random", "--chunk-videos", "1", "--workers", "0",
+                   "--quiet"]
+
+
+def done_units(store: Path) -> int:
+    return sum(len(list((store / s / "status" / "c").glob("*"))) for s in ("train", "val", "test")
+               if (store / s / "status" / "c").is_dir())
+
+
+def run(args, **kw):
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_store(small_dataset, tmp_path):
+    root, splits = small_dataset
+    assert run(extract_args(root, splits, tmp_path / "whole")).returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(extract_args(root, splits, killed), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while done_units(killed) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = FeatureStore.open(killed).progress()
+    pending = sum(c["pending"] for c in partial.values())
+    assert 0 < pending < 21, "the kill should land mid-run"
+
+    resumed = run(extract_args(root, splits, killed))
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = FeatureStore.open(tmp_path / "whole"), FeatureStore.open(killed)
+    for split in ("train", "val", "test"):
+        for name in ("features", "frame_indices", "status", "errors"):
+            np.testing.assert_array_equal(a.group(split)[name][:], b.group(split)[name][:])
+
+
+def test_cache_info_and_export(small_dataset, tmp_path):
+    root, splits = small_dataset
+    store = tmp_path / "s"
+    assert run(extract_args(root, splits, store)).returncode == 0
+    info = run(MDMF + ["cache", "info", str(store), "--json"])
+    assert info.returncode == 0, info.stderr
+    data = json.loads(info.stdout)
+    assert data["backbone"]["backbone"] == "mdmf-micro" and len(data["backbone"]["weights_sha256"]) == 64
+    assert data["splits"]["train"]["ok"] == 9 and data["splits"]["test"]["classes"] == 2
+    table = run(MDMF + ["cache", "info", str(store)])
+    assert table.returncode == 0 and "train" in table.stdout and "mdmf-micro" in table.stdout
+
+    h5 = tmp_path / "copy.h5"
+    assert run(MDMF + ["cache", "export", str(store), "--to", str(h5)]).returncode == 0
+    with h5py.File(h5) as f:
+        np.testing.assert_array_equal(f["train/features"][:], FeatureStore.open(store).group("train")["features"][:])
+        assert f["test/prompts"][0].decode() == "a photo of playing piano"
+        assert json.loads(f.attrs["mdmf"])["dim"] == 16
+
+
+def test_user_errors_are_one_line_and_exit_2(small_dataset, tmp_path):
+    root, splits = small_dataset
+    missing = run(MDMF + ["cache", "info", str(tmp_path / "nothing")])
+    assert missing.returncode == 2 and "no feature store" in missing.stderr and "Traceback" not in missing.stderr
+    bad = run(extract_args(root, splits, tmp_path / "s")[:-1] + ["--quiet", "--backbone", "NoSuchNet"])
+    assert bad.returncode == 2 and "unknown backbone" in bad.stderr and "Traceback" not in bad.stderr
+    weights = run(MDMF + ["extract", "--dataset", "small", "--root", str(root), "--splits", str(splits),
+                          "--backbone", "RN50", "--weights", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x")])
+    assert weights.returncode == 2 and "nope.pt" in weights.stderr
