@@ -1,0 +1,191 @@
+"""`FewShotMethod`: the interface all few-shot models share (docs CONTRACTS.md, "Model API"), and its result types.
+
+Shapes: E episodes, N way, K shot, M queries per episode, T frames, D width, L tokens per video, C classes.
+A method splits its work into `encode` (per video, episode-independent), `fuse` (per (video, prompt) pair) and
+`score` (prototypes, distances, logits), so that evaluation can compute each video and each pair once; `forward`
+composes them for training and for checking that composition.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mdmf.config import ModelConfig
+from mdmf.otam import otam_distance
+from mdmf.pps import ProbabilityPromptSelector
+
+ROLES = ("support", "query")
+
+
+@dataclass
+class ClassTexts:
+    """The prompt embeddings of all training classes, for losses that classify videos over all of them (CLIP-FSAR's
+    video-text loss). `embeddings (C, D)`; `episode_classes (E, N)` long: row e holds the indices into `embeddings`
+    of episode e's N classes, in episode order (so query label y of episode e is class `episode_classes[e, y]`)."""
+
+    embeddings: torch.Tensor
+    episode_classes: torch.Tensor
+
+
+@dataclass
+class VideoTextLogits:
+    """Logits of each episode video over all C training classes: `support (E, N, K, C)`, `query (E, M, C)`,
+    with `episode_classes (E, N)` to turn episode labels into class indices."""
+
+    support: torch.Tensor
+    query: torch.Tensor
+    episode_classes: torch.Tensor
+
+
+@dataclass
+class Scores:
+    """What `score` / `forward` return.
+
+    logits `(E, M, N)`: `-Σ_view α_view · distance_view`, the classification logits.
+    distances: view -> `(E, M, N)` OTAM distances to the class prototypes.
+    text_logits: view -> `(E, M, N)` cosine between the query's and each prototype's prompt token (MDMF), or None.
+    prompt_choice `(E, M)` long: the class whose prompt each query received from PPS (`forward` only), or None.
+    video_text: CLIP-FSAR's video-text logits when `forward` was given `ClassTexts`, else None.
+    """
+
+    logits: torch.Tensor
+    distances: dict[str, torch.Tensor]
+    text_logits: dict[str, torch.Tensor] | None = None
+    prompt_choice: torch.Tensor | None = None
+    video_text: VideoTextLogits | None = None
+
+
+class FewShotMethod(nn.Module, abc.ABC):
+    """Base of MDMF, CLIP-FSAR and the OTAM baseline. Subclasses implement `encode` and `fuse`, and may adjust
+    which tokens are compared (`frame_tokens`), add text logits, view weights and auxiliary losses."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.pps = ProbabilityPromptSelector(config.pps_topk, config.pps_temperature)
+
+    @property
+    def query_prompt_mode(self) -> str:
+        """"pps": queries take the prompt PPS selects; "none": queries get no prompt (`fuse(..., None, "query")`)."""
+        return "none"
+
+    # ---- per-video and per-pair work ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def encode(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames `(B, T, D)` -> dict of `(B, …)` tensors: the episode-independent work on each video."""
+
+    @abc.abstractmethod
+    def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
+             role: str) -> dict[str, torch.Tensor]:
+        """encoded (from `encode`), prompts `(B, D)` or None, role "support" | "query" -> view -> `(B, L, D)`."""
+
+    def pps_similarity(self, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """frames `(B, T, D)`, prompts `(C, D)` -> `(B, C)`: mean of the top-k frame–prompt cosines."""
+        return self.pps.similarity(frames, prompts)
+
+    def select_prompts(self, sim: torch.Tensor, mode: str = "sample",
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """sim `(E, M, N)` -> `(E, M)` long: the episode class whose prompt each query takes."""
+        return self.pps.select(sim, mode, generator)
+
+    # ---- episode scoring ---------------------------------------------------------------------------------------
+    def frame_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The tokens OTAM compares, `(…, L, D) -> (…, T, D)`; all of them unless a method says otherwise."""
+        return tokens
+
+    def view_weight(self, view: str) -> float:
+        """α of a view in `logits = -Σ α · distance`."""
+        return 1.0
+
+    def text_logits(self, query: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor | None:
+        """query `(E, M, L, D)`, prototypes `(E, N, L, D)` -> `(E, M, N)` text logits, or None."""
+        return None
+
+    def score(self, query_tokens: dict[str, torch.Tensor], support_tokens: dict[str, torch.Tensor]) -> Scores:
+        """query_tokens view -> `(E, M, L, D)`, support_tokens view -> `(E, N, K, L, D)` -> `Scores`.
+
+        The prototype of a class is the mean of its K support outputs over all L tokens.
+        """
+        distances, text = {}, {}
+        for view, query in query_tokens.items():
+            prototypes = support_tokens[view].mean(dim=2)  # (E, N, L, D)
+            distances[view] = otam_distance(self.frame_tokens(query), self.frame_tokens(prototypes),
+                                            self.config.otam_smoothing, self.config.otam_bidirectional)
+            t = self.text_logits(query, prototypes)
+            if t is not None:
+                text[view] = t
+        logits = -sum(self.view_weight(view) * d for view, d in distances.items())
+        return Scores(logits=logits, distances=distances, text_logits=text or None)
+
+    def forward(self, support: torch.Tensor, class_prompts: torch.Tensor, query: torch.Tensor,
+                generator: torch.Generator | None = None, class_texts: ClassTexts | None = None) -> Scores:
+        """support `(E, N, K, T, D)`, class_prompts `(E, N, D)`, query `(E, M, T, D)` -> `Scores`.
+
+        Supports take their class's prompt; queries take the prompt PPS draws with `generator` (training:
+        `pps_train_mode`, eval: `pps_eval_mode`) or none. `class_texts` is only used by methods with a loss over all
+        training classes (CLIP-FSAR). `encode` runs on all videos of all E episodes in one call (see LTCE's BN note).
+        """
+        E, N, K, T, D = support.shape
+        M = query.shape[1]
+        videos = torch.cat([support.reshape(E * N * K, T, D), query.reshape(E * M, T, D)])
+        encoded = self.encode(videos)
+        encoded_support = {k: v[: E * N * K] for k, v in encoded.items()}
+        encoded_query = {k: v[E * N * K :] for k, v in encoded.items()}
+
+        choice, query_prompts = None, None
+        if self.query_prompt_mode == "pps":
+            sim = self.pps.similarity(query, class_prompts)  # (E, M, N)
+            mode = self.config.pps_train_mode if self.training else self.config.pps_eval_mode
+            choice = self.select_prompts(sim, mode, generator)  # (E, M)
+            query_prompts = torch.gather(class_prompts, 1, choice[..., None].expand(E, M, D)).reshape(E * M, D)
+        support_prompts = class_prompts[:, :, None].expand(E, N, K, D).reshape(E * N * K, D)
+
+        s_tokens = self.fuse(encoded_support, support_prompts, "support")
+        q_tokens = self.fuse(encoded_query, query_prompts, "query")
+        scores = self.score({v: t.reshape(E, M, *t.shape[1:]) for v, t in q_tokens.items()},
+                            {v: t.reshape(E, N, K, *t.shape[1:]) for v, t in s_tokens.items()})
+        scores.prompt_choice = choice
+        if class_texts is not None:
+            scores.video_text = self.video_text_logits(support, query, class_texts)
+        return scores
+
+    # ---- training objective ------------------------------------------------------------------------------------
+    def video_text_logits(self, support: torch.Tensor, query: torch.Tensor,
+                          class_texts: ClassTexts) -> VideoTextLogits | None:
+        """Logits of the episode's videos over all training classes, for methods that have such a loss."""
+        return None
+
+    def auxiliary_losses(self, scores: Scores, query_labels: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        """name -> (weight, scalar loss) added to the cross-entropy; query_labels `(E, M)`."""
+        return {}
+
+    def loss(self, scores: Scores, query_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """query_labels `(E, M)` episode class indices -> (loss, parts).
+
+        loss = cross-entropy of `logits` averaged over all E·M queries + Σ weight · auxiliary loss;
+        parts holds "ce" and each auxiliary loss unweighted, as floats, for logging.
+        """
+        ce = F.cross_entropy(scores.logits.reshape(-1, scores.logits.shape[-1]), query_labels.reshape(-1))
+        total, parts = ce, {"ce": float(ce.detach())}
+        for name, (weight, value) in self.auxiliary_losses(scores, query_labels).items():
+            total = total + weight * value
+            parts[name] = float(value.detach())
+        return total, parts
+
+    # ---- helpers for subclasses --------------------------------------------------------------------------------
+    def check_frames(self, frames: torch.Tensor) -> None:
+        """Programming-error guard: frames must be `(B, T, D)` with this config's T and D."""
+        want = (self.config.frames, self.config.dim)
+        if frames.dim() != 3 or tuple(frames.shape[1:]) != want:
+            raise ValueError(f"{self.config.name} expects frames (B, {want[0]}, {want[1]}); got {tuple(frames.shape)}")
+
+    @staticmethod
+    def check_role(role: str) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")

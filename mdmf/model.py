@@ -1,0 +1,88 @@
+"""CLIP-MDMF: multi-view distillation based on multi-modal fusion (docs METHOD §3–§6)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mdmf.base import FewShotMethod, Scores
+from mdmf.config import ModelConfig
+from mdmf.distillation import ViewPosterior, mutual_distillation
+from mdmf.gtce import GlobalTemporalContext
+from mdmf.ltce import LocalTemporalContext
+from mdmf.mmfe import MultiModalFusionEncoder
+
+# Views of each `views` setting; "ntc" has no temporal context (its MMFE is self-attention).
+VIEWS = {"both": ("global", "local"), "local": ("local",), "global": ("global",), "ntc": ("ntc",)}
+
+
+class MDMF(FewShotMethod):
+    """Per view: a temporal context extractor (LTCE or GTCE) and its own MMFE; tokens `(B, T+1, D)` per view.
+
+    encode -> {"frames", "local"?, "global"?} of `(B, T, D)`; fuse -> view -> `(B, T+1, D)` with token 0 the prompt;
+    score compares tokens 1..T with OTAM and the prompt tokens by cosine; loss adds the views' mutual distillation.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        c = config
+        self.views = VIEWS[c.views]
+        contexts = {}
+        if "local" in self.views:
+            contexts["local"] = LocalTemporalContext(c.dim, variant=c.ltce)
+        if "global" in self.views:
+            contexts["global"] = GlobalTemporalContext(c.dim, c.tcn_dilations, c.tcn_kernel, c.tcn_dropout)
+        self.contexts = nn.ModuleDict(contexts)
+        self.fusion = nn.ModuleDict({
+            view: MultiModalFusionEncoder(c.dim, c.frames, c.heads, c.depth, c.mlp_dim, c.attn_dropout,
+                                          c.position_embedding, self_attention=view == "ntc")
+            for view in self.views})
+
+    @property
+    def query_prompt_mode(self) -> str:
+        return "pps" if self.config.pps else "none"
+
+    def encode(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames `(B, T, D)` -> {"frames": frames, view: context `(B, T, D)` for local/global}."""
+        self.check_frames(frames)
+        return {"frames": frames, **{view: context(frames) for view, context in self.contexts.items()}}
+
+    def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
+             role: str) -> dict[str, torch.Tensor]:
+        """encoded from `encode`, prompts `(B, D)` -> view -> `(B, T+1, D)`.
+
+        A missing prompt is a zero vector; with `pps=False` every query gets the zero prompt.
+        """
+        self.check_role(role)
+        frames = encoded["frames"]
+        if prompts is None or (role == "query" and not self.config.pps):
+            prompts = frames.new_zeros(frames.shape[0], frames.shape[2])
+        return {view: mmfe(prompts, frames, encoded.get(view)) for view, mmfe in self.fusion.items()}
+
+    def frame_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[..., 1:, :]  # the prompt token takes no part in the distance (paper §3.5.1)
+
+    def view_weight(self, view: str) -> float:
+        return {"global": self.config.alpha_global, "local": self.config.alpha_local}.get(view, 1.0)
+
+    def text_logits(self, query: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """Cosine between the query's and each prototype's first token (eq. 11); `first-frame` uses token 1 as the
+        reference code does. query `(E, M, L, D)`, prototypes `(E, N, L, D)` -> `(E, M, N)`."""
+        index = 0 if self.config.text_score_token == "prompt" else 1
+        q = F.normalize(query[..., index, :], dim=-1)  # (E, M, D)
+        u = F.normalize(prototypes[..., index, :], dim=-1)  # (E, N, D)
+        return q @ u.transpose(-1, -2)
+
+    def distills(self) -> bool:
+        """Distillation needs the two views; single-view and NTC configs have none."""
+        return self.config.views == "both" and self.config.distill_condition != "off"
+
+    def auxiliary_losses(self, scores: Scores, query_labels: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        if not self.distills():
+            return {}
+        c = self.config
+        glob, local = (ViewPosterior.from_scores(scores.distances[v], scores.text_logits[v])
+                       for v in ("global", "local"))
+        terms = mutual_distillation(glob, local, c.distill_condition, c.distill_direction, c.detach_teacher)
+        return {"distill_l2g": (c.distill_weight, terms.l2g), "distill_g2l": (c.distill_weight, terms.g2l)}
