@@ -68,11 +68,11 @@ class FewShotMethod(nn.Module, abc.ABC):
         super().__init__()
         config.validate()
         self.config = config
-        self.pps = ProbabilityPromptSelector(config.pps_topk, config.pps_temperature)
+        self.prompt_selector = ProbabilityPromptSelector(config.pps_topk, config.pps_temperature)
 
     @property
     def query_prompt_mode(self) -> str:
-        """"pps": queries take the prompt PPS selects; "none": queries get no prompt (`fuse(..., None, "query")`)."""
+        """How queries get a prompt: `pps` (the class PPS selects) or `none` (`fuse(..., None, "query")`)."""
         return "none"
 
     # ---- per-video and per-pair work ---------------------------------------------------------------------------
@@ -87,12 +87,12 @@ class FewShotMethod(nn.Module, abc.ABC):
 
     def pps_similarity(self, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """frames `(B, T, D)`, prompts `(C, D)` -> `(B, C)`: mean of the top-k frame–prompt cosines."""
-        return self.pps.similarity(frames, prompts)
+        return self.prompt_selector.similarity(frames, prompts)
 
     def select_prompts(self, sim: torch.Tensor, mode: str = "sample",
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """sim `(E, M, N)` -> `(E, M)` long: the episode class whose prompt each query takes."""
-        return self.pps.select(sim, mode, generator)
+        return self.prompt_selector.select(sim, mode, generator)
 
     # ---- episode scoring ---------------------------------------------------------------------------------------
     def frame_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -140,7 +140,7 @@ class FewShotMethod(nn.Module, abc.ABC):
 
         choice, query_prompts = None, None
         if self.query_prompt_mode == "pps":
-            sim = self.pps.similarity(query, class_prompts)  # (E, M, N)
+            sim = self.prompt_selector.similarity(query, class_prompts)  # (E, M, N)
             mode = self.config.pps_train_mode if self.training else self.config.pps_eval_mode
             choice = self.select_prompts(sim, mode, generator)  # (E, M)
             query_prompts = torch.gather(class_prompts, 1, choice[..., None].expand(E, M, D)).reshape(E * M, D)

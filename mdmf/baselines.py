@@ -10,7 +10,7 @@ from mdmf.base import ClassTexts, FewShotMethod, Scores, VideoTextLogits
 from mdmf.config import ModelConfig
 from mdmf.layers import PositionEmbedding, TransformerBlock
 
-# CLIP's learned logit scale at the end of pre-training (1 / temperature 0.01): video-text cosines are used as CLIP does.
+# CLIP's learned logit scale at the end of pre-training (1 / temperature 0.01): video-text cosines as CLIP uses them.
 CLIP_LOGIT_SCALE = 100.0
 
 

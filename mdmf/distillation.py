@@ -29,7 +29,8 @@ class ViewPosterior:
 @dataclass
 class DistillationTerms:
     """`l2g` = L_{l→g} (global teaches local, over Ω^g), `g2l` = L_{g→l} (local teaches global, over Ω^l): scalars,
-    each the mean over episodes of that episode's weighted KL. `global_reliable` / `local_reliable`: Ω^g, Ω^l `(E, M)`."""
+    each the mean over episodes of that episode's weighted KL.
+    `global_reliable` / `local_reliable`: the masks Ω^g, Ω^l `(E, M)`."""
 
     l2g: torch.Tensor
     g2l: torch.Tensor

@@ -19,7 +19,8 @@ def episode(seed=0):
     g = torch.Generator().manual_seed(seed)
     support, prompts = torch.randn(E, N, K, T, D, generator=g), torch.randn(E, N, D, generator=g)
     query, labels = torch.randn(E, M, T, D, generator=g), torch.randint(0, N, (E, M), generator=g)
-    texts = ClassTexts(torch.randn(C, D, generator=g), torch.stack([torch.randperm(C, generator=g)[:N] for _ in range(E)]))
+    episode_classes = torch.stack([torch.randperm(C, generator=g)[:N] for _ in range(E)])  # (E, N) of C classes
+    texts = ClassTexts(torch.randn(C, D, generator=g), episode_classes)
     return support, prompts, query, labels, texts
 
 
@@ -101,3 +102,13 @@ def test_otam_baseline_is_otam_on_raw_frames_to_mean_prototypes(bidirectional):
     loss, parts = model.loss(scores, labels)
     assert set(parts) == {"ce"}
 
+
+
+def test_clip_fsar_eval_fuse_of_a_video_does_not_depend_on_its_batch():
+    model = make("clip-fsar").eval()
+    g = torch.Generator().manual_seed(2)
+    frames, prompts = torch.randn(5, T, D, generator=g), torch.randn(5, D, generator=g)
+    for role in ("support", "query"):
+        alone = model.fuse(model.encode(frames[3:4]), prompts[3:4], role)["fsar"]
+        batched = model.fuse(model.encode(frames), prompts, role)["fsar"]
+        torch.testing.assert_close(alone[0], batched[3], rtol=1e-5, atol=1e-5)

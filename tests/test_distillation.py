@@ -84,7 +84,8 @@ def test_weighted_kl_is_mean_of_per_episode_losses():
 
     def random_view(e):
         logits = torch.randn(e, 4, 5, generator=g)
-        return ViewPosterior(torch.log_softmax(logits, -1), torch.rand(e, 4, generator=g), torch.rand(e, 4, generator=g))
+        scores = torch.rand(2, e, 4, generator=g)
+        return ViewPosterior(torch.log_softmax(logits, -1), scores[0], scores[1])
 
     teacher, student = random_view(2), random_view(2)
     selected = torch.tensor([[True, True, False, True], [False, False, True, False]])

@@ -125,7 +125,8 @@ def test_loss_is_ce_plus_weighted_distillation():
     ce = torch.nn.functional.cross_entropy(scores.logits.reshape(-1, N), labels.reshape(-1))
     assert parts["ce"] == pytest.approx(float(ce.detach()))
     assert parts["distill_l2g"] > 0 and parts["distill_g2l"] > 0
-    assert float(loss.detach()) == pytest.approx(parts["ce"] + 0.7 * (parts["distill_l2g"] + parts["distill_g2l"]), rel=1e-5)
+    want = parts["ce"] + 0.7 * (parts["distill_l2g"] + parts["distill_g2l"])
+    assert float(loss.detach()) == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.parametrize("overrides", [dict(views="local"), dict(views="ntc"), dict(distill_condition="off")])
