@@ -1,0 +1,35 @@
+"""Checkpoints that carry their resolved configs, written atomically.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over the target:
+a crash while saving leaves the previous file intact, never a broken one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from pipeline.errors import MdmfError
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise MdmfError(f"{path}: checkpoint not found; train first (`mdmf train`) or check --run")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise MdmfError(f"{path}: cannot read the checkpoint ({str(err).splitlines()[0][:200]})") from None

@@ -1,0 +1,71 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mdmf.config import ModelConfig
+from mdmf.registry import build_model
+from pipeline.evaluate import EvalConfig, evaluate_split
+from synthetic import make_store
+
+SMALL = dict(dim=32, heads=4, mlp_dim=64)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("eval") / "store")
+
+
+@pytest.mark.parametrize("name,options", [("otam", {}), ("mdmf", SMALL), ("mdmf", {**SMALL, "pps": False}),
+                                          ("mdmf", {**SMALL, "views": "local", "pps_eval_mode": "argmax"}),
+                                          ("clip-fsar", SMALL)])
+@pytest.mark.parametrize("shot", [1, 5])
+def test_reuse_gives_the_naive_result_to_the_last_digit(store, name, options, shot):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=name, **{"dim": 32, **options}))
+    cfg = dict(shot=shot, episodes=300, batch_episodes=100, progress=False)
+    fast = evaluate_split(model, store, "test", EvalConfig(**cfg, reuse=True))
+    slow = evaluate_split(model, store, "test", EvalConfig(**cfg, reuse=False))
+    assert fast.accuracy == slow.accuracy and fast.per_class == slow.per_class
+    assert 20 < fast.accuracy <= 100
+
+
+def test_same_seed_same_number_other_seed_other_episodes(store):
+    model = build_model(ModelConfig(name="mdmf", **SMALL))
+    a = evaluate_split(model, store, "test", EvalConfig(episodes=400, seed=3, progress=False))
+    b = evaluate_split(model, store, "test", EvalConfig(episodes=400, seed=3, batch_episodes=37, progress=False))
+    c = evaluate_split(model, store, "test", EvalConfig(episodes=400, seed=4, progress=False))
+    assert a.accuracy != c.accuracy
+    # batch size changes how PPS draws are grouped, not the episodes: OTAM (no PPS) must agree exactly
+    otam = build_model(ModelConfig(name="otam", dim=32))
+    x = evaluate_split(otam, store, "test", EvalConfig(episodes=400, seed=3, progress=False))
+    y = evaluate_split(otam, store, "test", EvalConfig(episodes=400, seed=3, batch_episodes=37, progress=False))
+    assert x.accuracy == y.accuracy and a.accuracy == evaluate_split(
+        model, store, "test", EvalConfig(episodes=400, seed=3, progress=False)).accuracy
+    assert b.episodes == 400
+
+
+def test_interval_and_per_class(store):
+    otam = build_model(ModelConfig(name="otam", dim=32))
+    r = evaluate_split(otam, store, "test", EvalConfig(episodes=500, progress=False))
+    assert set(r.per_class) == {f"test class {c}" for c in range(6)}
+    assert 0 < r.ci95 < 5
+    # the interval is 1.96 sigma / sqrt(n) of per-episode accuracy: quadrupling n halves it (roughly)
+    r4 = evaluate_split(otam, store, "test", EvalConfig(episodes=2000, progress=False))
+    assert 0.35 < r4.ci95 / r.ci95 < 0.65
+
+
+def test_eval_cli_otam_baseline_writes_json(store, tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "eval", "--model", "otam", "--cache", str(store.path),
+                           "--episodes", "200", "--shot", "5", "--json", str(out), "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert set(data) >= {"accuracy", "ci95", "episodes", "way", "shot", "per_class"}
+    assert data["episodes"] == 200 and data["shot"] == 5 and data["way"] == 5
+    assert "accuracy" in proc.stdout or "%" in proc.stdout
