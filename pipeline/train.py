@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mdmf.base import ClassTexts
 from pipeline.checkpoint import load_checkpoint, save_atomic
 from pipeline.episodes import EpisodeSampler, EpisodeSpec
 from pipeline.errors import MdmfError
@@ -171,7 +172,8 @@ def train_head(cfg: TrainConfig, resume: bool = False, steps: int | None = None)
                 support = feats[batch.support, batch.support_views].float().to(device)  # (E, N, K, T, D)
                 query = feats[batch.query, batch.query_views].float().to(device)  # (E, M, T, D)
                 scores = model(support, prompts[batch.classes].to(device), query,
-                               generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + first))
+                               generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + first),
+                               class_texts=ClassTexts(prompts.to(device), batch.classes.to(device)))
                 labels = batch.query_labels.to(device)
                 loss, parts = model.loss(scores, labels)
                 (loss / chunks).backward()

@@ -52,6 +52,13 @@ def test_resume_continues_the_same_run(store, tmp_path):
     assert strip(la) == strip(lb)
 
 
+def test_clip_fsar_trains_with_its_video_text_loss(store, tmp_path):
+    train_head(cfg(store, tmp_path / "fsar", model={"name": "clip-fsar", "heads": 4, "mlp_dim": 64}, steps=2,
+                   val_every=2))
+    line = json.loads((tmp_path / "fsar" / "metrics.jsonl").read_text().splitlines()[0])
+    assert line["video_text"] > 0 and line["loss"] > line["ce"]
+
+
 def test_existing_run_needs_resume_and_resume_needs_a_run(store, tmp_path):
     train_head(cfg(store, tmp_path / "run", steps=3))
     with pytest.raises(MdmfError, match="--resume"):
