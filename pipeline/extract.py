@@ -52,11 +52,17 @@ class ExtractConfig:
     progress: bool = True
 
     def resolved_backbone(self) -> str:
-        return self.backbone or ("tiny" if self.dataset == "toy" else "RN50")
+        from pipeline.backbones import run_backbone
+
+        return self.backbone or run_backbone(self.weights) or ("tiny" if self.dataset == "toy" else "RN50")
 
     def store_path(self) -> Path:
+        from pipeline.backbones import run_backbone
+
         backbone = self.resolved_backbone()
         name = Path(backbone).stem if backbone.endswith(".json") else backbone
+        if run_backbone(self.weights):  # fine-tuned weights: never the store of the weights it started from
+            name = f"{name}-{Path(self.weights).resolve().name}"
         return Path(self.out) if self.out else Path("cache") / self.dataset / name
 
     def identity(self, backbone: Backbone, flip: bool) -> dict:
@@ -108,27 +114,38 @@ class _DecodeDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         job = self.jobs[i]
-        k = self.views[job.split]
-        out = {"i": i, "status": OK, "error": "", "crops": None, "indices": np.full((k, self.frames), -1, np.int32)}
-        try:
-            if not job.path:
-                raise VideoReadError("file not found under the dataset root")
-            reader = open_video(Path(job.path))
-            n = len(reader)
-            crops = []
-            for v in range(k):
-                rng = view_rng(self.seed, job.split, job.video_id, v) if job.train else None
-                idx = tsn_indices(n, self.frames, rng)
-                aug = ViewAugment.random(rng, self.allow_flip) if job.train else ViewAugment()
-                crops.append(self.pre.crop(read_frames(reader, idx), aug))
-                out["indices"][v] = idx
-            out["crops"] = torch.stack(crops)  # (K, T, 3, S, S) uint8
-            out["status"] = SHORT if n < self.frames else OK
-        except VideoReadError as err:
-            out["status"], out["error"] = FAILED, str(err)
-        except Exception as err:  # an unexpected decoder failure must not stop a 2-hour run
-            out["status"], out["error"] = FAILED, f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-        return out
+        rngs = [view_rng(self.seed, job.split, job.video_id, v) if job.train else None
+                for v in range(self.views[job.split])]
+        return {"i": i, **decode_views(job.path, self.frames, self.pre, rngs, self.allow_flip)}
+
+
+def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, allow_flip: bool) -> dict:
+    """Decode and crop one video once per entry of `rngs`: a generator draws a train view (random segment offsets,
+    crop, flip if allowed); None gives the eval view (segment centres, centre crop).
+
+    Returns {"status", "error", "crops" `(K, T, 3, S, S)` uint8 or None, "indices" `(K, T)` int32}. Stage two's
+    end-to-end training decodes through here too, so its frames are exactly what stage one encoded.
+    """
+    k = len(rngs)
+    out = {"status": OK, "error": "", "crops": None, "indices": np.full((k, frames), -1, np.int32)}
+    try:
+        if not path:
+            raise VideoReadError("file not found under the dataset root")
+        reader = open_video(Path(path))
+        n = len(reader)
+        crops = []
+        for v, rng in enumerate(rngs):
+            idx = tsn_indices(n, frames, rng)
+            aug = ViewAugment.random(rng, allow_flip) if rng is not None else ViewAugment()
+            crops.append(pre.crop(read_frames(reader, idx), aug))
+            out["indices"][v] = idx
+        out["crops"] = torch.stack(crops)  # (K, T, 3, S, S) uint8
+        out["status"] = SHORT if n < frames else OK
+    except VideoReadError as err:
+        out["status"], out["error"] = FAILED, str(err)
+    except Exception as err:  # an unexpected decoder failure must not stop a 2-hour run
+        out["status"], out["error"] = FAILED, f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+    return out
 
 
 def _worker_init(_: int) -> None:
@@ -225,14 +242,13 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device) -> 
         batch_size=None, shuffle=False, num_workers=cfg.workers, worker_init_fn=_worker_init,
         prefetch_factor=4 if cfg.workers > 0 else None, persistent_workers=False,
     )
+    last_row = {(j.split, j.unit): store.unit_rows(j.split, j.unit).stop - 1 for j in jobs}
     pending: list[dict] = []
     with progress_bar(cfg.progress, "extract", total=len(jobs), unit="videos") as advance:
         for item in loader:
-            item["job"] = jobs[item["i"]]
+            item["job"] = job = jobs[item["i"]]
             pending.append(item)
-            job = item["job"]
-            rows = store.unit_rows(job.split, job.unit)
-            if job.row == rows.stop - 1:  # the unit's last video: every earlier one has arrived (in-order loader)
+            if job.row == last_row[job.split, job.unit]:  # the unit is complete (the loader keeps the order)
                 _write_unit(store, backbone, pre, pending, views[job.split], cfg, device)
                 advance(len(pending))
                 pending = []
@@ -253,7 +269,7 @@ def _write_unit(store, backbone, pre, items, k, cfg, device) -> None:
         flat = crops.reshape(-1, *crops.shape[-3:])
         out = []
         for b in range(0, flat.shape[0], cfg.batch_frames):  # fixed batches: a resumed unit gives the same numbers
-            x = pre.normalize(flat[b : b + cfg.batch_frames]).to(device)
+            x = pre.normalize(flat[b : b + cfg.batch_frames].to(device, non_blocking=True))  # uint8 over the bus
             out.append(backbone.encode_images(x).float().cpu())
         feats[ok] = torch.cat(out).reshape(len(ok), k, t, d).numpy().astype(np.float16)
         if cfg.save_frames:

@@ -74,6 +74,10 @@ class FeatureStore:
     def __init__(self, path: Path, root: zarr.Group):
         self.path = Path(path)
         self.root = root
+        # Zarr opens a node by reading its metadata from disk: keep the handles (the layout never changes).
+        self._groups: dict[str, zarr.Group] = {}
+        self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._meta: dict | None = None
 
     # ---- opening -------------------------------------------------------------------------------------------------
     @classmethod
@@ -158,7 +162,9 @@ class FeatureStore:
     # ---- metadata ------------------------------------------------------------------------------------------------
     @property
     def meta(self) -> dict:
-        return dict(self.root.attrs["mdmf"])
+        if self._meta is None:
+            self._meta = dict(self.root.attrs["mdmf"])  # written once at creation, never changed
+        return self._meta
 
     @property
     def splits(self) -> list[str]:
@@ -166,19 +172,27 @@ class FeatureStore:
         return [s for s in ("train", "val", "test") if s in self.root]
 
     def group(self, split: str) -> zarr.Group:
-        if split not in self.root:
-            raise MdmfError(f"{self.path}: the store has no split {split!r} (it has: {', '.join(self.splits)})")
-        return self.root[split]
+        if split not in self._groups:
+            if split not in self.root:
+                raise MdmfError(f"{self.path}: the store has no split {split!r} (it has: {', '.join(self.splits)})")
+            self._groups[split] = self.root[split]
+        return self._groups[split]
+
+    def array(self, split: str, name: str) -> zarr.Array:
+        key = (split, name)
+        if key not in self._arrays:
+            self._arrays[key] = self.group(split)[name]
+        return self._arrays[key]
 
     @property
     def chunk_videos(self) -> int:
         return int(self.meta["chunk_videos"])
 
     def num_videos(self, split: str) -> int:
-        return int(self.group(split)["status"].shape[0])
+        return int(self.array(split, "status").shape[0])
 
     def views(self, split: str) -> int:
-        return int(self.group(split)["features"].shape[1])
+        return int(self.array(split, "features").shape[1])
 
     # ---- units of work -------------------------------------------------------------------------------------------
     def num_units(self, split: str) -> int:
@@ -201,15 +215,14 @@ class FeatureStore:
         """Write one unit (one chunk of videos); its status chunk goes last and marks it done."""
         rows = self.unit_rows(split, unit)
         sl = slice(rows.start, rows.stop)
-        g = self.group(split)
         if np.any(status == PENDING):
             raise ValueError("every video of a unit must end ok, failed or short")
-        g["features"][sl] = features.astype(np.float16)
-        g["frame_indices"][sl] = frame_indices.astype(np.int32)
-        if frames is not None and "frames" in g:
-            g["frames"][sl] = frames
-        g["errors"][sl] = _strings(errors)
-        g["status"][sl] = status.astype(np.int8)
+        self.array(split, "features")[sl] = features.astype(np.float16)
+        self.array(split, "frame_indices")[sl] = frame_indices.astype(np.int32)
+        if frames is not None:
+            self.array(split, "frames")[sl] = frames
+        self.array(split, "errors")[sl] = _strings(errors)
+        self.array(split, "status")[sl] = status.astype(np.int8)
 
     def has_prompt_embeddings(self, split: str) -> bool:
         emb = self.group(split)["prompt_embeddings"][:]
