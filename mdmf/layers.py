@@ -22,14 +22,21 @@ class TransformerBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        """x `(B, L, D)`, memory `(B, L', D)` (cross-attention only) -> `(B, L, D)`."""
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x `(B, L, D)`, memory `(B, L', D)` (cross-attention only) -> `(B, L, D)`.
+
+        `return_attention=True` also returns the attention weights `(B, heads, L, L')` (each row sums to 1; after
+        dropout in training mode, as PyTorch returns them). Off by default: asking for them takes a slower kernel.
+        """
         if self.cross != (memory is not None):
             raise ValueError("a cross-attention block needs `memory`; a self-attention block takes none")
         q = self.norm_query(x)
         kv = self.norm_memory(memory) if self.cross else q
-        x = x + self.attn(q, kv, kv, need_weights=False)[0]
-        return x + self.mlp(self.norm_mlp(x))
+        attended, weights = self.attn(q, kv, kv, need_weights=return_attention, average_attn_weights=False)
+        x = x + attended
+        x = x + self.mlp(self.norm_mlp(x))
+        return (x, weights) if return_attention else x
 
 
 class PositionEmbedding(nn.Module):

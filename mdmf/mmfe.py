@@ -25,9 +25,14 @@ class MultiModalFusionEncoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_dim, attn_dropout, cross=not self_attention)
                                     for _ in range(depth))
 
-    def forward(self, prompt: torch.Tensor, frames: torch.Tensor,
-                context: torch.Tensor | None = None) -> torch.Tensor:
-        """prompt `(B, D)`, frames `(B, T, D)`, context `(B, T, D)` (None for self-attention) -> `(B, T+1, D)`."""
+    def forward(self, prompt: torch.Tensor, frames: torch.Tensor, context: torch.Tensor | None = None,
+                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """prompt `(B, D)`, frames `(B, T, D)`, context `(B, T, D)` (None for self-attention) -> `(B, T+1, D)`.
+
+        `return_attention=True` also returns every block's attention weights, `(B, depth, heads, T+1, T+1)`:
+        entry `[b, i, h, q, k]` is how much output token q (0 the prompt, 1..T the frames) attends to key token k
+        (0 the prompt, 1..T the raw frames) in block i, head h. The output tokens are the same either way.
+        """
         if self.self_attention != (context is None):
             raise ValueError("MMFE: cross-attention needs a temporal context; self-attention (NTC) takes none")
         visual = self.position(torch.cat([prompt[:, None], frames], dim=1))  # (B, T+1, D)
@@ -35,6 +40,11 @@ class MultiModalFusionEncoder(nn.Module):
             x, memory = visual, None
         else:
             x, memory = self.position(torch.cat([prompt[:, None], context], dim=1)), visual
+        maps = []
         for block in self.blocks:
-            x = block(x, memory)
-        return x
+            if return_attention:
+                x, weights = block(x, memory, return_attention=True)
+                maps.append(weights)
+            else:
+                x = block(x, memory)
+        return (x, torch.stack(maps, dim=1)) if return_attention else x

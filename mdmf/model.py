@@ -54,11 +54,22 @@ class MDMF(FewShotMethod):
 
         A missing prompt is a zero vector; with `pps=False` every query gets the zero prompt.
         """
+        prompts = self._fusion_prompts(encoded["frames"], prompts, role)
+        return {view: mmfe(prompts, encoded["frames"], encoded.get(view)) for view, mmfe in self.fusion.items()}
+
+    def attention(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
+                  role: str) -> dict[str, torch.Tensor]:
+        """What `fuse` attends to: view -> `(B, depth, heads, T+1, T+1)` MMFE attention weights (rows: output tokens,
+        columns: key tokens, 0 the prompt and 1..T the raw frames). For figures; `fuse` stays the scoring path."""
+        prompts = self._fusion_prompts(encoded["frames"], prompts, role)
+        return {view: mmfe(prompts, encoded["frames"], encoded.get(view), return_attention=True)[1]
+                for view, mmfe in self.fusion.items()}
+
+    def _fusion_prompts(self, frames: torch.Tensor, prompts: torch.Tensor | None, role: str) -> torch.Tensor:
         self.check_role(role)
-        frames = encoded["frames"]
         if prompts is None or (role == "query" and not self.config.pps):
-            prompts = frames.new_zeros(frames.shape[0], frames.shape[2])
-        return {view: mmfe(prompts, frames, encoded.get(view)) for view, mmfe in self.fusion.items()}
+            return frames.new_zeros(frames.shape[0], frames.shape[2])
+        return prompts
 
     def frame_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens[..., 1:, :]  # the prompt token takes no part in the distance (paper §3.5.1)

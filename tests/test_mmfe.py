@@ -83,3 +83,42 @@ def test_block_memory_argument_matches_the_mode():
 def test_position_embedding_rejects_too_many_tokens():
     with pytest.raises(ValueError, match="positions"):
         PositionEmbedding(4, 8)(torch.randn(1, 5, 8))
+
+
+@pytest.mark.parametrize("self_attention", [False, True])
+def test_attention_weights_on_request_leave_the_output_unchanged(self_attention):
+    prompt, frames, context = inputs()
+    enc = mmfe(depth=2, self_attention=self_attention)
+    ctx = None if self_attention else context
+    plain = enc(prompt, frames, ctx)
+    out, weights = enc(prompt, frames, ctx, return_attention=True)
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+    assert weights.shape == (3, 2, 4, 9, 9)  # (B, depth, heads, T+1 queries, T+1 keys)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2, 4, 9))
+    assert (weights >= 0).all()
+
+
+def test_attention_weights_follow_the_keys():
+    """Keys made of one repeated frame except a distinct prompt: attention is uniform over the identical frames."""
+    prompt, frames, context = inputs(1)
+    enc = mmfe(self_attention=False, position_embedding=False)
+    same = frames[:, :1].expand(1, 8, 32)
+    _, weights = enc(prompt, same, context, return_attention=True)
+    w = weights[0, 0]  # (heads, 9, 9)
+    torch.testing.assert_close(w[..., 1:], w[..., 1:2].expand_as(w[..., 1:]))
+
+
+def test_mdmf_attention_matches_its_views_and_prompt_rules():
+    from mdmf.config import ModelConfig
+    from mdmf.model import MDMF
+
+    torch.manual_seed(0)
+    model = MDMF(ModelConfig(dim=32, heads=4, mlp_dim=64, pps=False)).eval()
+    _, frames, _ = inputs(2)
+    prompts = torch.randn(2, 32)
+    encoded = model.encode(frames)
+    maps = model.attention(encoded, prompts, "query")
+    assert set(maps) == {"global", "local"} and maps["local"].shape == (2, 1, 4, 9, 9)
+    # pps=False: queries get the zero prompt in fuse, and so in attention
+    torch.testing.assert_close(maps["local"], model.attention(encoded, None, "query")["local"])
+    assert not torch.allclose(model.attention(encoded, prompts, "support")["local"], maps["local"])
