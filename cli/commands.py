@@ -6,4 +6,5 @@ import cli.check_data  # noqa: F401
 import cli.demo  # noqa: F401
 import cli.evaluate  # noqa: F401
 import cli.extract  # noqa: F401
+import cli.predict  # noqa: F401
 import cli.train  # noqa: F401

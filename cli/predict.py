@@ -1,0 +1,60 @@
+"""`mdmf predict`: classify videos against a folder of labelled examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.app import app
+
+
+@app.command("predict")
+def predict(
+    support: Path = typer.Option(..., help="folder with one sub-folder of 1-5 example videos per class (>= 2 classes)"),
+    query: list[Path] = typer.Option(None, help="video to classify (repeatable); more videos may follow it"),
+    more: list[Path] = typer.Argument(None, metavar="[VIDEO]...", help="further videos to classify"),
+    run: Path = typer.Option(None, help="a run folder of `mdmf train` (default: the untrained OTAM baseline)"),
+    cache: Path = typer.Option(None, help="with --run: its feature store (default: the path recorded in the run)"),
+    backbone: str = typer.Option(None, help="without --run: tiny (default), RN50, ViT-B-16, an open_clip name or a "
+                                            "model config .json; with --run: only the .json a store was made from"),
+    weights: str = typer.Option(None, help="without --run: the backbone's weights (default: its own); with --run: "
+                                           "where the store's weights file is now (its hash must match)"),
+    frames: int = typer.Option(8, help="without --run: frames sampled per video (T)"),
+    prompt_template: str = typer.Option("a photo of {}", help="without --run: class prompt; {} is the readable name"),
+    pps: str = typer.Option(None, help="query prompt choice: sample or argmax (default: the model's own, as in eval)"),
+    top: int = typer.Option(5, help="classes shown per query (JSON always has all)"),
+    seed: int = typer.Option(0, help="seed of PPS sampling"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    device: str = typer.Option("auto"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Rank the support classes for each query video, with probabilities (softmax of the logits)."""
+    from pipeline.predict import PredictConfig
+    from pipeline.predict import predict as run_predict
+
+    cfg = PredictConfig(support=str(support), queries=[str(q) for q in [*(query or []), *(more or [])]], run=str(run) if run else None,
+                        cache=str(cache) if cache else None,
+                        backbone=backbone, weights=weights, frames=frames, prompt_template=prompt_template, pps=pps,
+                        seed=seed, device=device, progress=not (quiet or as_json))
+    result = run_predict(cfg)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    console = Console()
+    who = f"run {result.run} ({result.model})" if result.run else "untrained OTAM baseline on raw CLIP features"
+    shots = ", ".join(f"{name} ({k})" for name, k in result.shots.items())
+    console.print(f"{who}; backbone {result.encoder['backbone']}; {len(result.classes)} classes: {shots}",
+                  highlight=False)
+    for q in result.queries:
+        table = Table(title=f"{q.video}" + (f"  (PPS prompt: {q.prompt_class})" if q.prompt_class else ""))
+        table.add_column("rank", justify="right")
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        for rank, row in enumerate(q.ranking[:top], 1):
+            table.add_row(str(rank), row["class"], f"{100 * row['probability']:.1f} %")
+        console.print(table)
+    console.print(f"probabilities: {result.probability}", style="dim", highlight=False)
