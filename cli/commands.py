@@ -7,4 +7,5 @@ import cli.demo  # noqa: F401
 import cli.evaluate  # noqa: F401
 import cli.extract  # noqa: F401
 import cli.predict  # noqa: F401
+import cli.report  # noqa: F401
 import cli.train  # noqa: F401

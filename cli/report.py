@@ -1,0 +1,37 @@
+"""`mdmf report`: figures and a short summary of a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.app import app
+
+
+@app.command("report")
+def report(
+    run: Path = typer.Option(..., help="a run folder of `mdmf train`"),
+    out: Path = typer.Option(None, help="where to write (default <run>/report)"),
+    cache: Path = typer.Option(None, help="feature store (default: the one recorded in the run)"),
+    split: str = typer.Option("test", help="split for accuracy, confusion, t-SNE and attention"),
+    way: int = typer.Option(None, help="default: the run's training way"),
+    shot: int = typer.Option(None, help="default: the run's training shot"),
+    episodes: int = typer.Option(2000, help="episodes to evaluate (an eval JSON of the run newer than best.pt is reused)"),
+    seed: int = typer.Option(0, help="episode seed"),
+    no_reuse_eval: bool = typer.Option(False, help="evaluate again even if an eval JSON exists"),
+    tsne_classes: int = typer.Option(10, help="classes shown in the t-SNE figure"),
+    tsne_per_class: int = typer.Option(60, help="videos per class in the t-SNE figure"),
+    tsne_iterations: int = typer.Option(750, help="t-SNE gradient steps"),
+    attention_examples: int = typer.Option(3, help="episodes shown in the attention figure (MDMF only)"),
+    device: str = typer.Option("auto"),
+    quiet: bool = typer.Option(False, help="no progress bars"),
+) -> None:
+    """Write PNG figures (curves, per-class accuracy, confusion, t-SNE, MMFE attention) and report.md/.html/.json."""
+    from pipeline.report import ReportConfig, make_report
+
+    make_report(ReportConfig(run=str(run), out=str(out) if out else None, cache=str(cache) if cache else None,
+                             split=split, way=way, shot=shot, episodes=episodes, seed=seed,
+                             reuse_eval=not no_reuse_eval, tsne_classes=tsne_classes, tsne_per_class=tsne_per_class,
+                             tsne_iterations=tsne_iterations, attention_examples=attention_examples, device=device,
+                             progress=not quiet))

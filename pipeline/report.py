@@ -1,0 +1,146 @@
+"""`mdmf report`: figures and a short summary of a trained run, written to `<run>/report/`.
+
+* `curves.png`: training loss (and its parts) and train / validation accuracy per step, from `metrics.jsonl`;
+* `per_class.png`, `confusion.png`: per-class accuracy and the confusion matrix on the test split. The accuracies
+  come from `pipeline.evaluate` (an existing `<run>/eval/<split>_<way>w<shot>s_seed<seed>.json` newer than `best.pt`
+  is reused; otherwise `episodes` episodes are evaluated and written to `report/eval_…json`); the confusion matrix
+  from `pipeline.episode_predictions` on the first `episodes` of the same seeded episodes;
+* `tsne.png`: t-SNE of test videos, raw CLIP features (mean over frames) beside each view's fused features;
+* `attention.png`: MMFE attention (MDMF only) for the first query of the first few episodes;
+* `report.json` (all numbers), `report.md` and `report.html` (the same summary, figures linked).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from pipeline.errors import MdmfError
+
+
+@dataclass
+class ReportConfig:
+    run: str
+    out: str | None = None  # None: <run>/report
+    cache: str | None = None  # None: the store recorded in the run
+    split: str = "test"
+    way: int | None = None  # None: the run's training way
+    shot: int | None = None  # None: the run's training shot
+    episodes: int = 2000
+    seed: int = 0
+    reuse_eval: bool = True
+    tsne_classes: int = 10
+    tsne_per_class: int = 60
+    tsne_iterations: int = 750
+    attention_examples: int = 3
+    device: str = "auto"
+    progress: bool = True
+
+
+def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out: Path, run: Path, device: str):
+    """(EvalResult, where it came from): a reusable eval JSON of the run, or a fresh evaluation written to `out`."""
+    from pipeline.evaluate import EvalConfig, EvalResult, evaluate, write_result
+
+    name = f"{cfg.split}_{way}w{shot}s_seed{cfg.seed}.json"
+    best_time = (run / "best.pt").stat().st_mtime
+    known = {f.name for f in fields(EvalResult)}
+    for candidate, need_episodes in ((run / "eval" / name, None), (out / f"eval_{name}", cfg.episodes)):
+        if cfg.reuse_eval and candidate.is_file() and candidate.stat().st_mtime >= best_time:
+            try:
+                result = EvalResult(**{k: v for k, v in json.loads(candidate.read_text()).items() if k in known})
+            except (TypeError, json.JSONDecodeError):  # damaged or from an older mdmf: evaluate again
+                continue
+            if need_episodes in (None, result.episodes):
+                return result, str(candidate)
+    ecfg = EvalConfig(way=way, shot=shot, queries=1, episodes=cfg.episodes, seed=cfg.seed, device=device,
+                      progress=cfg.progress)
+    result = evaluate(model, data.features, data.labels, data.prompt_embeddings, data.class_names, ecfg)
+    write_result(result, out / f"eval_{name}", f"{run.name} ({model.config.name}) on {cfg.split}, for the report")
+    return result, "computed for this report"
+
+
+def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
+    """Write the figures and the summary; returns the summary (also `report.json`)."""
+    from pipeline.episode_predictions import predict_episodes
+    from pipeline.evaluate import load_run_model
+    from pipeline.extract import pick_device
+    from pipeline.progress import progress_bar
+    from pipeline.report_data import attention_examples, read_curves, tsne_subset, video_embeddings
+    from pipeline.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
+    from pipeline.report_summary import write_summary
+    from pipeline.store import FeatureStore
+    from pipeline.tsne import tsne
+
+    console = console or Console()
+    run = Path(cfg.run)
+    model, state = load_run_model(run)
+    train_cfg = state["train_config"]
+    store = FeatureStore.open(cfg.cache or train_cfg["store"])
+    data = store.load(cfg.split)
+    way, shot = cfg.way or train_cfg["way"], cfg.shot or train_cfg["shot"]
+    if cfg.episodes < 1:
+        raise MdmfError(f"--episodes {cfg.episodes}: evaluate at least one episode")
+    device = str(pick_device(cfg.device))
+    out = Path(cfg.out) if cfg.out else run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to(device).eval()
+    figures: dict[str, Path] = {}
+
+    console.print(f"[bold]report[/] for {run} → {out}")
+    curves = read_curves(run / "metrics.jsonl")
+    figures["curves"] = training_curves(curves, out / "curves.png", best_step=state["best"].get("step"))
+
+    result, source = _evaluation(model, store, data, cfg, way, shot, out, run, device)
+    episodes = min(cfg.episodes, result.episodes)
+    with progress_bar(cfg.progress, "episode predictions", total=episodes, unit="episodes") as advance:
+        preds = predict_episodes(model, data.features, data.labels, data.prompt_embeddings, way, shot, 1, episodes,
+                                 cfg.seed, device=device, advance=advance)
+    split_title = f"{cfg.split}, {way}-way {shot}-shot"
+    figures["per_class"] = per_class_accuracy(result.per_class, result.accuracy, out / "per_class.png",
+                                              f"per-class accuracy ({split_title}, {result.episodes} episodes)")
+    matrix = preds.confusion(len(data.class_names))
+    figures["confusion"] = confusion(matrix, data.class_names, out / "confusion.png",
+                                     f"confusion ({split_title}, {episodes} episodes)")
+
+    rows = tsne_subset(data.labels, cfg.tsne_classes, cfg.tsne_per_class, cfg.seed)
+    frames = torch.as_tensor(data.features[:, 0], dtype=torch.float32, device=device)  # (V, T, D)
+    prompts = torch.as_tensor(data.prompt_embeddings, dtype=torch.float32, device=device)  # (C, D)
+    embeddings = video_embeddings(model, frames[rows], prompts)
+    points = {}
+    with progress_bar(cfg.progress, f"t-SNE of {len(rows)} videos", total=len(embeddings), unit="panels") as advance:
+        for name, vectors in embeddings.items():
+            points[name] = tsne(vectors.cpu(), iterations=cfg.tsne_iterations).numpy()
+            advance(1)
+    figures["tsne"] = tsne_panels(points, data.labels[rows], data.class_names, out / "tsne.png")
+
+    examples = attention_examples(model, frames, prompts, preds, data.class_names, data.video_ids,
+                                  cfg.attention_examples)
+    if examples:
+        figures["attention"] = attention_maps(examples, int(store.meta["frames"]), out / "attention.png")
+
+    summary = {
+        "run": str(run), "model": model.config.to_dict(), "store": str(store.path),
+        "backbone": store.meta.get("backbone", {}).get("backbone"), "train": train_cfg, "best": state["best"],
+        "steps_logged": len(curves.train), "validations": curves.val,
+        "evaluation": {**result.to_json(), "source": source},
+        "predictions": {"episodes": episodes, "seed": cfg.seed, "accuracy": preds.accuracy(),
+                        "per_class": preds.per_class(data.class_names),
+                        "note": "the first `episodes` of the same seeded episodes as the evaluation"},
+        "confusion": {"classes": data.class_names, "counts": matrix.tolist()},
+        "tsne": {"videos": int(len(rows)), "classes": int(len(np.unique(data.labels[rows]))),
+                 "panels": list(points), "iterations": cfg.tsne_iterations},
+        "attention": [{k: v for k, v in asdict(ex).items() if k != "maps"} for ex in examples],
+        "figures": {k: v.name for k, v in figures.items()},
+        "config": asdict(cfg),
+    }
+    (out / "report.json").write_text(json.dumps(summary, indent=2))
+    write_summary(summary, out)
+    console.print(f"{cfg.split} accuracy {result.accuracy:.2f} ± {result.ci95:.2f} % ({result.episodes} episodes, "
+                  f"{source}); wrote {len(figures)} figures, report.md, report.html and report.json to {out}",
+                  highlight=False)
+    return summary

@@ -1,0 +1,124 @@
+"""The report's PNG figures. Matplotlib's object API (`Figure`, rendered by Agg): no pyplot, no global state, no
+display needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+DPI = 120
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _short(name: str, width: int = 28) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def training_curves(curves, path: Path, best_step: int | None = None) -> Path:
+    """Left: the loss and its parts per optimizer step. Right: train accuracy (moving mean over 10 steps) and
+    validation accuracy with its 95% interval, per step."""
+    fig = Figure(figsize=(11, 4))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    steps = [r["step"] for r in curves.train]
+    for key in ("loss", "ce", "distill_l2g", "distill_g2l", "video_text"):
+        if curves.train and key in curves.train[0]:
+            loss_ax.plot(steps, [r[key] for r in curves.train], label=key, lw=1.2 if key == "loss" else 0.8)
+    loss_ax.set(xlabel="optimizer step", ylabel="loss", title="training loss")
+    if curves.train:
+        acc = np.array([r["train_accuracy"] for r in curves.train])
+        window = min(10, len(acc))
+        smooth = np.convolve(acc, np.ones(window) / window, mode="valid")
+        acc_ax.plot(steps[window - 1 :], smooth, label=f"train (mean of {window} steps)", lw=1)
+    if curves.val:
+        acc_ax.errorbar([r["step"] for r in curves.val], [r["val_accuracy"] for r in curves.val],
+                        yerr=[r.get("val_ci95", 0) for r in curves.val], marker="o", ms=3, capsize=2,
+                        label="validation (95% interval)")
+    if best_step:
+        for ax in (loss_ax, acc_ax):
+            ax.axvline(best_step, color="grey", ls="--", lw=0.8, label="best checkpoint" if ax is acc_ax else None)
+    acc_ax.set(xlabel="optimizer step", ylabel="accuracy %", title="few-shot accuracy")
+    for ax in (loss_ax, acc_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def per_class_accuracy(per_class: dict[str, float], mean: float, path: Path, title: str) -> Path:
+    """Horizontal bars, best class on top, the overall accuracy as a dashed line."""
+    names = sorted(per_class, key=per_class.get)
+    fig = Figure(figsize=(7, 0.8 + 0.28 * len(names)))
+    ax = fig.subplots()
+    ax.barh(range(len(names)), [per_class[n] for n in names], color="#4c72b0")
+    ax.set_yticks(range(len(names)), [_short(n, 40) for n in names], fontsize=8)
+    ax.axvline(mean, color="#c44e52", ls="--", lw=1, label=f"all queries {mean:.1f} %")
+    ax.set(xlabel="accuracy %", xlim=(0, 100), title=title)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix (row: true class, column: predicted); cell values printed for ≤ 15 classes."""
+    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    n = len(class_names)
+    size = min(4 + 0.35 * n, 18)
+    fig = Figure(figsize=(size + 1.5, size))
+    ax = fig.subplots()
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    labels = [_short(c) for c in class_names]
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    if n <= 15:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the row's queries")
+    return _save(fig, path)
+
+
+def tsne_panels(points: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str], path: Path) -> Path:
+    """One scatter per embedding (name -> `(V, 2)`), coloured by class, one shared legend."""
+    fig = Figure(figsize=(4.2 * len(points) + 2.5, 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(points)))
+    classes = np.unique(labels)
+    palette = [f"C{i}" for i in range(10)] if len(classes) <= 10 else [colormaps["tab20"](i % 20) for i in range(20)]
+    for ax, (name, xy) in zip(axes, points.items()):
+        for i, c in enumerate(classes):
+            sel = labels == c
+            colour = palette[i % len(palette)]
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=colour, label=_short(class_names[c]), alpha=0.8, lw=0)
+        ax.set(title=name, xticks=[], yticks=[])
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), markerscale=2, frameon=False)
+    return _save(fig, path)
+
+
+def attention_maps(examples, frames: int, path: Path) -> Path:
+    """Rows: examples (a query of an episode); columns: views. Each map: output token (rows: P = the fused prompt,
+    1..T the frames) against key token (P = the prompt, 1..T the raw CLIP frames), last block, mean over heads."""
+    views = list(examples[0].maps)
+    fig = Figure(figsize=(3.6 * len(views) + 0.8, 3.6 * len(examples)), layout="constrained")
+    axes = np.array(fig.subplots(len(examples), len(views), squeeze=False))
+    ticks = ["P"] + [str(t) for t in range(1, frames + 1)]
+    for row, ex in zip(axes, examples):
+        for ax, view in zip(row, views):
+            im = ax.imshow(ex.maps[view], cmap="viridis", vmin=0)
+            ax.set_xticks(range(frames + 1), ticks, fontsize=7)
+            ax.set_yticks(range(frames + 1), ticks, fontsize=7)
+            ax.set_xlabel("key: prompt / raw frame", fontsize=7)
+            ax.set_ylabel("output token", fontsize=7)
+            prompt = _short(ex.prompt_class, 18) if ex.prompt_class else "none"
+            ax.set_title(f"{view} view · episode {ex.episode}\ntrue {_short(ex.true_class, 18)} · prompt {prompt} · "
+                         f"pred {_short(ex.predicted_class, 18)}", fontsize=7)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
