@@ -1,6 +1,7 @@
 """Imports every command module so that each registers its commands on the app."""
 
 # One import per command module; keep the list sorted.
+import cli.ablate  # noqa: F401
 import cli.cache  # noqa: F401
 import cli.check_data  # noqa: F401
 import cli.demo  # noqa: F401

@@ -1,0 +1,36 @@
+"""`mdmf ablate`: the paper's ablation tables on the cache, beside the paper's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.app import app
+
+
+@app.command("ablate")
+def ablate(
+    dataset: str = typer.Option(..., help="dataset whose store to use (finds cache/<dataset>/<backbone>)"),
+    table: int = typer.Option(..., help="paper table: 3 (views x PPS), 4 (distillation x PPS), 5 (condition x direction)"),
+    cache: Path = typer.Option(None, help="feature store (default cache/<dataset>/<backbone>)"),
+    backbone: str = typer.Option(None, help="backbone part of the default store path"),
+    runs: Path = typer.Option(Path("runs"), help="folder of the cell runs (ablate-<dataset>-t<table>-<cell>)"),
+    cell: list[str] = typer.Option([], help="only this cell (repeatable; default: all)"),
+    steps: int = typer.Option(300, help="training steps per cell"),
+    episodes: int = typer.Option(10_000, help="test episodes per cell"),
+    shot: int = typer.Option(None, help="default: the table's (5)"),
+    way: int = typer.Option(5),
+    val_every: int = typer.Option(25), val_episodes: int = typer.Option(1000),
+    episodes_per_step: int = typer.Option(16, help="episodes whose gradients are accumulated per step"),
+    lr: float = typer.Option(None, help="default: the head stage's"),
+    seed: int = typer.Option(0), device: str = typer.Option("auto"),
+    quiet: bool = typer.Option(False, help="no progress bars"),
+) -> None:
+    """Train and evaluate every cell of a paper ablation table; done cells are skipped, interrupted ones resumed."""
+    from pipeline.ablate import AblateConfig, run_ablation
+
+    run_ablation(AblateConfig(dataset=dataset, table=table, cache=str(cache) if cache else None, backbone=backbone,
+                              runs=str(runs), cells=tuple(cell), shot=shot, way=way, steps=steps, episodes=episodes,
+                              seed=seed, val_every=val_every, val_episodes=val_episodes,
+                              episodes_per_step=episodes_per_step, lr=lr, device=device, progress=not quiet))

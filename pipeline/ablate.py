@@ -1,0 +1,186 @@
+"""`mdmf ablate`: the paper's ablation tables (3, 4, 5) as grids of head-stage runs on a feature store.
+
+A table is a preset file `pipeline/presets/ablation_table<N>.json`: per cell, the `ModelConfig` overrides that make
+it (only overrides of the paper defaults) and the paper's numbers. Every cell is a run folder
+`<runs>/ablate-<dataset>-t<N>-<cell>`, trained with `train_head`, then evaluated on the test split; the eval JSON
+(`<run>/eval/test_<way>w<shot>s_seed<seed>.json`, as `mdmf eval` writes it) marks the cell done. Running the command
+again skips done cells, resumes a cell whose training was interrupted (from its `last.pt`), and only re-evaluates a
+trained cell whose eval is missing, older than its `best.pt`, or of another episode count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.errors import MdmfError
+
+PRESETS = Path(__file__).resolve().parent / "presets"
+TABLES = (3, 4, 5)
+
+
+@dataclass
+class AblationCell:
+    cell: str
+    label: str
+    overrides: dict
+    paper: dict[str, float] = field(default_factory=dict)  # dataset -> paper accuracy %, 5-way
+
+
+def load_table(table: int) -> tuple[dict, list[AblationCell]]:
+    """(table header: title, shot, note; cells) of a preset; overrides are checked against `ModelConfig`."""
+    from mdmf.config import ModelConfig
+
+    if table not in TABLES:
+        raise MdmfError(f"--table {table}: the paper's ablation tables are {', '.join(map(str, TABLES))}")
+    data = json.loads((PRESETS / f"ablation_table{table}.json").read_text())
+    cells = [AblationCell(**c) for c in data["cells"]]
+    for c in cells:
+        ModelConfig.from_dict({"name": "mdmf", **c.overrides})  # raises on an unknown field or value
+    return {k: v for k, v in data.items() if k != "cells"}, cells
+
+
+@dataclass
+class AblateConfig:
+    dataset: str
+    table: int
+    cache: str | None = None  # None: cache/<dataset>/<backbone>
+    backbone: str | None = None  # part of the default store path
+    runs: str = "runs"
+    cells: tuple[str, ...] = ()  # only these cells (empty: all)
+    shot: int | None = None  # None: the table's (5)
+    way: int = 5
+    steps: int = 300
+    episodes: int = 10_000  # test episodes per cell
+    seed: int = 0
+    val_every: int = 25
+    val_episodes: int = 1000
+    episodes_per_step: int = 16
+    lr: float | None = None  # None: the head stage's default
+    device: str = "auto"
+    progress: bool = True
+
+    def store(self) -> Path:
+        if self.cache:
+            return Path(self.cache)
+        return Path("cache") / self.dataset / (self.backbone or ("tiny" if self.dataset == "toy" else "RN50"))
+
+    def run_dir(self, cell: str) -> Path:
+        return Path(self.runs) / f"ablate-{self.dataset}-t{self.table}-{cell}"
+
+
+def _eval_path(run: Path, way: int, shot: int, seed: int) -> Path:
+    return run / "eval" / f"test_{way}w{shot}s_seed{seed}.json"
+
+
+def trained_steps(run: Path) -> int | None:
+    """The step of a run's `last.pt` (None without one); memory-mapped, so the weights are not read."""
+    import torch
+
+    last = run / "last.pt"
+    if not last.is_file():
+        return None
+    return int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)["step"])
+
+
+def cell_state(run: Path, cfg: AblateConfig, shot: int) -> str:
+    """What a cell still needs: `done`, `evaluate` (trained to `cfg.steps`, no current eval of `cfg.episodes`),
+    `resume` (interrupted, or asked for more steps), `restart` (interrupted before its first checkpoint) or `train`."""
+    steps = trained_steps(run)
+    if steps is None:
+        return "restart" if (run / "config.json").is_file() else "train"
+    if steps < cfg.steps:
+        return "resume"
+    result, best = _eval_path(run, cfg.way, shot, cfg.seed), run / "best.pt"
+    if result.is_file() and best.is_file() and result.stat().st_mtime >= best.stat().st_mtime:
+        if json.loads(result.read_text()).get("episodes") == cfg.episodes:
+            return "done"
+    return "evaluate"
+
+
+def _check_same_cell(run: Path, cell: AblationCell, shot: int) -> None:
+    """A cell's existing run must have been made with the cell's settings (a renamed or edited preset, or a run
+    folder reused by hand, would otherwise be reported under the wrong label)."""
+    saved = json.loads((run / "config.json").read_text())
+    model, train = saved.get("model", {}), saved.get("train", {})
+    for key, value in {**cell.overrides, "name": "mdmf"}.items():
+        if model.get(key) != value:
+            raise MdmfError(f"{run}: made with {key}={model.get(key)!r}, but cell {cell.cell} needs {key}={value!r}; "
+                            "delete the folder or use another --runs")
+    if train.get("shot") != shot:
+        raise MdmfError(f"{run}: trained {train.get('shot')}-shot, the grid asks for {shot}-shot; use another --runs")
+
+
+def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console) -> dict:
+    """Bring one cell to done; returns its row (cell, label, overrides, run, state before, accuracy, ci95, paper)."""
+    from pipeline.evaluate import EvalConfig, evaluate_split, load_run_model, write_result
+    from pipeline.extract import pick_device
+    from pipeline.store import FeatureStore
+    from pipeline.train import TrainConfig, train_head
+
+    run = cfg.run_dir(cell.cell)
+    state = cell_state(run, cfg, shot)
+    if state not in ("train", "restart"):
+        _check_same_cell(run, cell, shot)
+    console.print(f"[bold]{cell.cell}[/] ({cell.label}): {state}", highlight=False)
+    if state == "restart":  # nothing was checkpointed: start the cell over
+        for name in ("config.json", "metrics.jsonl", "best.pt"):
+            (run / name).unlink(missing_ok=True)
+    if state in ("train", "restart", "resume"):
+        lr = {} if cfg.lr is None else {"lr": cfg.lr}  # None: the head stage's default
+        tcfg = TrainConfig(store=str(cfg.store()), run_dir=str(run), model={"name": "mdmf", **cell.overrides},
+                           way=cfg.way, shot=shot, steps=cfg.steps, episodes_per_step=cfg.episodes_per_step,
+                           batch_episodes=math.gcd(16, cfg.episodes_per_step), val_every=cfg.val_every,
+                           val_episodes=cfg.val_episodes, seed=cfg.seed, device=cfg.device, progress=cfg.progress, **lr)
+        train_head(tcfg, resume=state == "resume", steps=cfg.steps)
+    path = _eval_path(run, cfg.way, shot, cfg.seed)
+    if state != "done":
+        model, saved = load_run_model(run)
+        store = FeatureStore.open(cfg.cache or saved["train_config"]["store"])
+        result = evaluate_split(model, store, "test", EvalConfig(
+            way=cfg.way, shot=shot, queries=1, episodes=cfg.episodes, seed=cfg.seed,
+            device=str(pick_device(cfg.device)), progress=cfg.progress))
+        write_result(result, path, f"{run.name}: table {cfg.table}, {cell.label}")
+    return _row(cell, run, path, state)
+
+
+def _row(cell: AblationCell, run: Path, result: Path, state: str) -> dict:
+    data = json.loads(result.read_text())
+    return {"cell": cell.cell, "label": cell.label, "overrides": cell.overrides, "run": str(run), "state": state,
+            "accuracy": data["accuracy"], "ci95": data["ci95"], "episodes": data["episodes"], "paper": cell.paper}
+
+
+def run_ablation(cfg: AblateConfig, console: Console | None = None) -> dict:
+    """Every (selected) cell of the table; writes `<runs>/ablate-<dataset>-t<N>.json` and `.md`; returns the JSON."""
+    from pipeline.ablate_output import print_table, to_markdown
+
+    console = console or Console()
+    header, cells = load_table(cfg.table)
+    unknown = sorted(set(cfg.cells) - {c.cell for c in cells})
+    if unknown:
+        raise MdmfError(f"--cell {', '.join(unknown)}: table {cfg.table} has cells {', '.join(c.cell for c in cells)}")
+    if not (cfg.store() / "zarr.json").is_file():
+        raise MdmfError(f"{cfg.store()}: no feature store; extract {cfg.dataset} first (`mdmf extract`) or give --cache")
+    shot = cfg.shot or int(header["shot"])
+    rows = []
+    for cell in cells:
+        if not cfg.cells or cell.cell in cfg.cells:
+            rows.append(run_cell(cfg, cell, shot, console))
+        elif cell_state(cfg.run_dir(cell.cell), cfg, shot) == "done":  # not asked for, but finished earlier: show it
+            run = cfg.run_dir(cell.cell)
+            rows.append(_row(cell, run, _eval_path(run, cfg.way, shot, cfg.seed), "done"))
+    summary = {"dataset": cfg.dataset, "table": cfg.table, "title": header["title"], "note": header.get("note"),
+               "way": cfg.way, "shot": shot, "steps": cfg.steps, "episodes": cfg.episodes, "seed": cfg.seed,
+               "store": str(cfg.store()), "cells": rows}
+    out = Path(cfg.runs) / f"ablate-{cfg.dataset}-t{cfg.table}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    out.with_suffix(".md").write_text(to_markdown(summary))
+    print_table(summary, console)
+    console.print(f"written to {out}.json and {out}.md", highlight=False)
+    return summary
+

@@ -1,0 +1,56 @@
+"""An ablation grid beside the paper's numbers: a rich table for the terminal and Markdown for the run folder."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+PAPER_COLUMNS = {"kinetics100": "Kinetics", "ssv2_small": "SSv2-Small", "hmdb51": "HMDB51"}
+CAVEAT = ("Paper: RN50, end-to-end fine-tuned, 5-way. A head trained on frozen cached features is expected to land "
+          "clearly below it; compare the differences between cells, not the absolute numbers.")
+
+
+def _setting(overrides: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items())
+
+
+def _delta(row: dict, dataset: str) -> str:
+    paper = row["paper"].get(dataset)
+    return f"{row['accuracy'] - paper:+.1f}" if paper is not None else "-"
+
+
+def print_table(summary: dict, console: Console) -> None:
+    ds = summary["dataset"]
+    table = Table(title=f"Table {summary['table']}: {summary['title']} — {ds}, {summary['way']}-way "
+                        f"{summary['shot']}-shot, {summary['episodes']} test episodes")
+    for col in ("cell", "setting", "ours %"):
+        table.add_column(col, justify="right" if col == "ours %" else "left")
+    for key, name in PAPER_COLUMNS.items():
+        table.add_column(f"paper {name}", justify="right", style="bold" if key == ds else "dim")
+    table.add_column("Δ paper", justify="right")
+    for row in summary["cells"]:
+        table.add_row(row["cell"], row["label"],
+                      f"{row['accuracy']:.2f} ± {row['ci95']:.2f}",
+                      *(f"{row['paper'][k]:.1f}" if k in row["paper"] else "-" for k in PAPER_COLUMNS),
+                      _delta(row, ds))
+    console.print(table)
+    if summary.get("note"):
+        console.print(summary["note"], style="dim", highlight=False)
+    console.print(CAVEAT, style="dim", highlight=False)
+
+
+def to_markdown(summary: dict) -> str:
+    ds = summary["dataset"]
+    head = ["cell", "setting", "overrides", "ours %"] + [f"paper {n}" for n in PAPER_COLUMNS.values()] + ["Δ paper"]
+    delta = (f"Δ is ours minus the paper's {PAPER_COLUMNS[ds]} column." if ds in PAPER_COLUMNS else
+             f"The paper has no {ds} column (Δ only for {', '.join(PAPER_COLUMNS)}).")
+    lines = [f"# Table {summary['table']}: {summary['title']}", "",
+             f"{ds}, {summary['way']}-way {summary['shot']}-shot; {summary['steps']} training steps per cell; "
+             f"{summary['episodes']} test episodes (seed {summary['seed']}); accuracy ± 95% interval. {delta}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in summary["cells"]:
+        cells = [row["cell"], row["label"], f"`{_setting(row['overrides'])}`", f"{row['accuracy']:.2f} ± {row['ci95']:.2f}"]
+        cells += [f"{row['paper'][k]:.1f}" if k in row["paper"] else "-" for k in PAPER_COLUMNS] + [_delta(row, ds)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + ([summary["note"], ""] if summary.get("note") else []) + [CAVEAT, ""]
+    return "\n".join(lines)
