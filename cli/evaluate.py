@@ -25,6 +25,9 @@ def eval_(
     way: int = typer.Option(5), shot: int = typer.Option(1), queries: int = typer.Option(1, help="query videos per class"),
     episodes: int = typer.Option(10_000), seed: int = typer.Option(0),
     batch_episodes: int = typer.Option(500), no_reuse: bool = typer.Option(False, help="run the full model per episode (slow; for checking)"),
+    from_frames: bool = typer.Option(False, help="e2e run: encode the split's frames directly instead of re-extracting a store"),
+    root: Path = typer.Option(None, help="e2e run: folder of the videos (default: where the store was extracted from)"),
+    workers: int = typer.Option(2, help="e2e run: decoding processes"),
     json_path: Path = typer.Option(None, "--json", help="also write the result JSON here"),
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False),
 ) -> None:
@@ -41,11 +44,15 @@ def eval_(
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     cfg = EvalConfig(way=way, shot=shot, queries=queries, episodes=episodes, seed=seed, batch_episodes=batch_episodes,
                      reuse=not no_reuse, device=dev, progress=not quiet)
+    e2e_run = False
     if run is not None:
         net, state = load_run_model(run)
-        store = FeatureStore.open(cache or state["train_config"]["store"])
-        out = run / "eval" / f"{split}_{way}w{shot}s_seed{seed}.json"
-        title = f"{run.name} ({net.config.name}) on {split}"
+        e2e_run = state["train_config"].get("stage") == "e2e" and cache is None
+        if from_frames and not e2e_run:
+            raise MdmfError("--from-frames is for runs of `mdmf train --stage e2e` (without --cache)")
+        store = None if e2e_run else FeatureStore.open(cache or state["train_config"]["store"])
+        out = run / "eval" / f"{split}_{way}w{shot}s_seed{seed}{'_frames' if from_frames else ''}.json"
+        title = f"{run.name} ({net.config.name}{', e2e' if e2e_run else ''}) on {split}"
     else:
         store = FeatureStore.open(cache or default_store(dataset, backbone))
         if model != "otam":
@@ -53,7 +60,14 @@ def eval_(
         net = build_model(ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
         out = Path("runs") / "baselines" / f"{store.meta['identity']['dataset']}-{store.meta['identity']['backbone']}-otam" / f"{split}_{way}w{shot}s_seed{seed}.json"
         title = f"OTAM on raw CLIP features ({store.path}) on {split}"
-    result = evaluate_split(net, store, split, cfg)
+    if e2e_run:  # its heads need features of its own fine-tuned encoder
+        from pipeline.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
+
+        kw = dict(root=str(root) if root else None, workers=workers)
+        result = (evaluate_run_from_frames(run, split, cfg, **kw) if from_frames
+                  else evaluate_run_cached(run, split, cfg, progress=not quiet, **kw))
+    else:
+        result = evaluate_split(net, store, split, cfg)
     write_result(result, out, title)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

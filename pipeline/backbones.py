@@ -8,6 +8,8 @@
 * A JSON model config file of open_clip's format (`--backbone my-model.json`, the model is named after the file).
 * Any other open_clip model name, with an open_clip pretrained tag (from the local cache only), a local file, or
   `random` (random initialisation: plumbing only, its features carry almost nothing).
+* A run folder of `mdmf train --stage e2e` as `--weights runs/<name>`: the run's base backbone and weights, with the
+  visual encoder replaced by the fine-tuned one in `runs/<name>/visual.pt` (the text encoder is never fine-tuned).
 
 Nothing here reaches for the network: a pretrained tag must already be in open_clip's cache, otherwise a clear error
 says how to get the file. (open_clip itself would retry the hub for about 50 s before failing.)
@@ -40,6 +42,8 @@ class BackboneSpec:
     open_clip_name: str  # e.g. "RN50-quickgelu", "mdmf-tiny"
     weights: str  # "openai", a tag, "random", or a file path (as given)
     weights_file: Path | None  # the local file that will be loaded, None for random
+    visual_file: Path | None = None  # a fine-tuned run's visual.pt, loaded over the visual encoder of `base`
+    base: "BackboneSpec | None" = None  # what that run started from
 
 
 @dataclass
@@ -123,12 +127,63 @@ def resolve_backbone(name: str, weights: str | None = None) -> BackboneSpec:
         return BackboneSpec(name, open_clip_name, weights, None)
     path = Path(weights).expanduser()
     if path.suffix or os.sep in weights or path.exists():
+        if path.is_dir() and (path / RUN_VISUAL).is_file():
+            return _resolve_run(name, path)
         if path.is_dir():
             raise MdmfError(f"--weights {weights}: is a folder; give the weights file (.pt, .bin or .safetensors)")
         if not path.is_file():
             raise MdmfError(f"--weights {weights}: file not found; give the path of a CLIP weights file")
         return BackboneSpec(name, open_clip_name, weights, path.resolve())
     return BackboneSpec(name, open_clip_name, weights, _cached_pretrained(open_clip_name, weights))
+
+
+RUN_VISUAL = "visual.pt"  # in an e2e run folder: {"visual": state dict, "step": int, "backbone": run_base_record(...)}
+
+
+def run_base_record(spec: BackboneSpec, base_sha256: str, config_file: str | None = None) -> dict:
+    """What an e2e run writes about its base backbone so that `--weights runs/<name>` can rebuild it elsewhere.
+
+    `config_file`: a JSON backbone's config copied into the run folder (its name there), so the run stands alone.
+    Weights are kept as their tag (openai, random, ...) or as the absolute path of the file.
+    """
+    if spec.visual_file:  # a run fine-tuned from another run
+        weights = str(spec.visual_file.parent)
+    elif spec.weights_file is None or not (Path(spec.weights).suffix or os.sep in spec.weights):
+        weights = spec.weights
+    else:
+        weights = str(spec.weights_file)
+    return {"backbone": config_file or spec.name, "weights": weights,
+            "open_clip_model": spec.open_clip_name, "weights_sha256": base_sha256}
+
+
+def _read_run_base(run: Path) -> dict:
+    try:
+        return torch.load(run / RUN_VISUAL, map_location="cpu", weights_only=False)["backbone"]
+    except Exception as err:
+        raise MdmfError(f"--weights {run}: cannot read {RUN_VISUAL} ({str(err).splitlines()[0][:200]})") from None
+
+
+def run_backbone(weights: str | None) -> str | None:
+    """The backbone of a run folder given as weights (its name, or the path of its JSON config), else None."""
+    if not weights or not (Path(weights) / RUN_VISUAL).is_file():
+        return None
+    base = _read_run_base(Path(weights))
+    return str(Path(weights) / base["backbone"]) if base["backbone"].endswith(".json") else base["backbone"]
+
+
+def _base_name(name: str) -> str:
+    name = Path(name).stem if name.endswith(".json") else name
+    return BACKBONE_ALIASES.get(name, name)
+
+
+def _resolve_run(name: str, run: Path) -> BackboneSpec:
+    base = _read_run_base(run)
+    arg = run_backbone(str(run))
+    if _base_name(name) != _base_name(arg):
+        raise MdmfError(f"--weights {run} fine-tuned {_base_name(arg)}, but the backbone asked for is "
+                        f"{_base_name(name)}; leave --backbone out (the run's is used) or pass --backbone {base['backbone']}")
+    spec = resolve_backbone(arg, base["weights"])
+    return BackboneSpec(spec.name, spec.open_clip_name, str(run), spec.weights_file, (run / RUN_VISUAL).resolve(), spec)
 
 
 def _cached_pretrained(open_clip_name: str, tag: str) -> Path:
@@ -187,6 +242,9 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu", seed: 
     """Build the open_clip model for `spec` in eval mode. Random weights are seeded (same seed, same weights)."""
     import open_clip
 
+    if spec.visual_file:
+        return _load_finetuned(spec, device, seed)
+
     register_tiny()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -201,11 +259,11 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu", seed: 
                 f"could not build {spec.open_clip_name} with weights {spec.weights}: {str(err).splitlines()[0][:300]}; "
                 "check the model config and that the weights file belongs to this backbone"
             ) from None
+    sha = file_sha256(spec.weights_file) if spec.weights_file else state_sha256(model)
     model.eval()
     pp = model.visual.preprocess_cfg
     size = pp["size"] if isinstance(pp["size"], int) else int(pp["size"][0])
     dim = int(open_clip.get_model_config(spec.open_clip_name)["embed_dim"])
-    sha = file_sha256(spec.weights_file) if spec.weights_file else state_sha256(model)
     return Backbone(
         spec=spec,
         model=model,
@@ -217,3 +275,18 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu", seed: 
         dim=dim,
         weights_sha256=sha,
     )
+
+
+def _load_finetuned(spec: BackboneSpec, device, seed: int) -> Backbone:
+    """The run's base backbone with its fine-tuned visual encoder; the hash covers both."""
+    import dataclasses
+
+    base = load_backbone(spec.base, device=device, seed=seed)
+    record = torch.load(spec.visual_file, map_location="cpu", weights_only=False)
+    if record["backbone"]["weights_sha256"] != base.weights_sha256:
+        raise MdmfError(f"{spec.visual_file}: the run was fine-tuned from base weights with sha256 "
+                        f"{record['backbone']['weights_sha256'][:12]}…, but {spec.base.weights} now gives "
+                        f"{base.weights_sha256[:12]}…; give the run the base weights it started from")
+    base.model.visual.load_state_dict(record["visual"])
+    sha = hashlib.sha256(f"{base.weights_sha256}+{file_sha256(spec.visual_file)}".encode()).hexdigest()
+    return dataclasses.replace(base, spec=spec, weights_sha256=sha)

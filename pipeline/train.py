@@ -1,14 +1,22 @@
-"""Episodic training of a few-shot head on cached features (`mdmf train --stage head`).
+"""Episodic training, one loop for both stages of `mdmf train`.
 
-A run folder holds everything needed to continue or evaluate it::
+* `--stage head`: the few-shot heads on cached features (the backbone ran once, in stage one).
+* `--stage e2e`: the same heads with the CLIP visual encoder in front, from frames (`pipeline.e2e`).
+
+What differs is only where an episode's frame features come from (an "episode input": `CachedFeatures` here,
+`pipeline.e2e.FrameInput` for e2e) and which modules train; the loop, the run folder, checkpoints, validation and
+resume are shared. A run folder holds everything needed to continue or evaluate it::
 
     runs/<name>/config.json     the resolved training + model config
     runs/<name>/metrics.jsonl   one JSON line per optimizer step (loss parts, accuracy) and per validation
-    runs/<name>/last.pt         model, optimizer, step, best score, RNG state (for --resume)
-    runs/<name>/best.pt         the model with the best validation accuracy (val split, never test)
+    runs/<name>/last.pt         model, optimizer, grad scaler, step, best score, RNG state (for --resume)
+    runs/<name>/best.pt         the heads with the best validation accuracy (val split, never test)
+    runs/<name>/visual.pt       e2e only: the visual encoder of best.pt (`--weights runs/<name>` re-extracts with it)
 
-Episode `i` of training is a pure function of (seed, i), and dropout draws from torch's generator whose state is saved
-in `last.pt`, so a resumed run continues exactly as an uninterrupted one would.
+Episode `i` is a pure function of (seed, i), and so is the randomness of the chunk of episodes a forward pass sees
+(PPS draws, dropout: torch is re-seeded from (seed, first episode of the chunk)): a resumed run continues exactly as
+an uninterrupted one would, and N processes (`torchrun`, `pipeline.distributed`) that split each optimizer step's
+episodes between them compute the update one process computes.
 """
 
 from __future__ import annotations
@@ -20,14 +28,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from mdmf.base import ClassTexts
+from pipeline import distributed
 from pipeline.checkpoint import load_checkpoint, save_atomic
-from pipeline.episodes import EpisodeSampler, EpisodeSpec
+from pipeline.e2e import E2EConfig
+from pipeline.episodes import EpisodeBatch, EpisodeSampler, EpisodeSpec
 from pipeline.errors import MdmfError
 from pipeline.evaluate import EvalConfig, evaluate
 from pipeline.progress import progress_bar
 from pipeline.store import FeatureStore
+
+STAGES = ("head", "e2e")
+DEFAULT_LR = {"head": 1e-4, "e2e": 1e-5}  # heads; e2e: the paper's 1e-5 (the backbone's is E2EConfig.backbone_lr)
+DEFAULT_BATCH_EPISODES = {"head": 16, "e2e": 1}  # e2e: one episode's frames per backbone pass bounds GPU memory
 
 
 @dataclass
@@ -40,9 +55,9 @@ class TrainConfig:
     shot: int = 1
     queries: int = 5  # query videos per class at train time
     steps: int = 300  # optimizer steps
-    episodes_per_step: int = 16  # gradients accumulated over this many episodes per step
-    batch_episodes: int = 16  # episodes per forward pass (divides episodes_per_step)
-    lr: float = 1e-4  # head stage (frozen backbone); the paper's 1e-5 is for end to end
+    episodes_per_step: int = 16  # gradients accumulated over this many episodes per step (over all processes)
+    batch_episodes: int | None = None  # episodes per forward pass (None: 16 head, 1 e2e)
+    lr: float | None = None  # heads (None: 1e-4 head, with a frozen backbone; 1e-5 e2e, the paper's)
     weight_decay: float = 0.0
     grad_clip: float | None = None
     val_every: int = 25  # steps
@@ -52,6 +67,20 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    init: str | None = None  # start the heads from this run's best.pt (their model config comes with it)
+    e2e: E2EConfig | None = None  # stage e2e: backbone, frames, AMP, ... (None: the defaults)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise MdmfError(f"--stage {self.stage}: use one of {', '.join(STAGES)}")
+        if isinstance(self.e2e, dict):
+            self.e2e = E2EConfig.from_dict(self.e2e)
+        if self.stage == "e2e" and self.e2e is None:
+            self.e2e = E2EConfig()
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.stage]
+        if self.batch_episodes is None:
+            self.batch_episodes = DEFAULT_BATCH_EPISODES[self.stage]
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -60,12 +89,6 @@ class TrainConfig:
         if unknown:
             raise MdmfError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_head(store: FeatureStore, overrides: dict):
@@ -88,14 +111,91 @@ def _read_metrics(path: Path, upto_step: int) -> list[str]:
     return [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= upto_step]
 
 
-def train_head(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> dict:
-    """Train (or resume) a head; returns the best validation record.
+def _chunk_seed(seed: int, first: int, salt: int = 0) -> int:
+    return (int(seed) * 1_000_003 + int(first) + salt * 7_919_000_003) % (2**63)
 
-    On resume the run's saved config is used (the arguments' settings are ignored, except `progress` and `device`);
-    `steps` extends (or sets) the total number of optimizer steps.
+
+class CachedFeatures:
+    """Head stage: an episode's frame features are rows of the cached `(V, K, T, D)` float16 array."""
+
+    encoder = None
+    uses_scaler = False
+
+    def __init__(self, store: FeatureStore):
+        self.train, self.val = store.load("train"), store.load("val")
+        self.feats = torch.as_tensor(self.train.features)  # (V, K, T, D) float16, indexed per episode
+
+    @property
+    def views(self) -> int:
+        return int(self.feats.shape[1])
+
+    def param_groups(self) -> list[dict]:
+        return []
+
+    def chunks(self, sampler: EpisodeSampler, firsts: list[int], count: int):
+        for first in firsts:
+            batch = sampler.batch(first, count)
+            support = self.feats[batch.support, batch.support_views]  # (E, N, K, T, D)
+            query = self.feats[batch.query, batch.query_views]  # (E, M, T, D)
+            yield first, batch, torch.cat([support.reshape(-1, *support.shape[-2:]),
+                                           query.reshape(-1, *query.shape[-2:])])
+
+    def val_split(self, ctx):
+        return self.val
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def save_best(self, run: Path, step: int) -> None:
+        pass
+
+
+class EpisodeModel(nn.Module):
+    """The heads, with the visual encoder in front for e2e (easyfsl style: the heads always take features).
+
+    forward: episode videos `(E·(N·K + M), …)` (cached features `(…, T, D)`, or uint8 frames `(…, T, 3, S, S)` for
+    e2e; supports first, then queries) -> (loss, loss parts, logits `(E, M, N)` detached).
     """
-    if cfg.episodes_per_step % cfg.batch_episodes:
-        raise MdmfError("--episodes-per-step must be a multiple of --batch-episodes")
+
+    def __init__(self, heads: nn.Module, encoder: nn.Module | None = None):
+        super().__init__()
+        self.heads, self.encoder = heads, encoder
+
+    def forward(self, videos: torch.Tensor, batch: EpisodeBatch, prompts: torch.Tensor, labels: torch.Tensor,
+                generator: torch.Generator, class_texts: ClassTexts):
+        feats = self.encoder(videos) if self.encoder is not None else videos.float()  # (B, T, D)
+        E, N, K = batch.support.shape
+        M = batch.query.shape[1]
+        support = feats[: E * N * K].reshape(E, N, K, *feats.shape[1:])
+        query = feats[E * N * K :].reshape(E, M, *feats.shape[1:])
+        scores = self.heads(support, prompts, query, generator=generator, class_texts=class_texts)
+        loss, parts = self.heads.loss(scores, labels)
+        return loss, parts, scores.logits.detach()
+
+
+def train_head(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> dict:
+    """Train (or resume) a run of `cfg.stage` (the name is historical: both stages go through here)."""
+    return train(cfg, resume=resume, steps=steps)
+
+
+def _resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
+    """The run's saved config, with the settings that do not change the numbers taken from `cfg`."""
+    new = TrainConfig.from_dict({**saved, "progress": cfg.progress, "device": cfg.device})
+    if new.e2e is not None and cfg.e2e is not None:
+        new.e2e.workers = cfg.e2e.workers
+        new.e2e.root = cfg.e2e.root or new.e2e.root
+    return new
+
+
+def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> dict:
+    """Train (or resume) a run; returns the best validation record (on rank 0; other ranks get {}).
+
+    On resume the run's saved config is used (the arguments' settings are ignored, except `progress`, `device`
+    and, for e2e, `root` and `workers`); `steps` extends (or sets) the total number of optimizer steps.
+    """
     run = Path(cfg.run_dir)
     last = run / "last.pt"
     if run.exists() and (run / "config.json").exists() and not resume:
@@ -104,96 +204,167 @@ def train_head(cfg: TrainConfig, resume: bool = False, steps: int | None = None)
         if not last.is_file():
             raise MdmfError(f"{run}: nothing to resume (no last.pt); start it without --resume")
         state = load_checkpoint(last)
-        cfg = TrainConfig.from_dict({**state["train_config"], "progress": cfg.progress, "device": cfg.device})
+        cfg = _resume_config(cfg, state["train_config"])
     else:
         state = None
     if steps is not None:
         cfg.steps = steps
+    ctx = distributed.setup(cfg.device)
+    try:
+        if cfg.episodes_per_step % (cfg.batch_episodes * ctx.world):
+            raise MdmfError(f"--episodes-per-step ({cfg.episodes_per_step}) must be a multiple of --batch-episodes "
+                            f"({cfg.batch_episodes}) times the number of processes ({ctx.world})")
+        ctx.barrier()  # every rank has checked the run folder before rank 0 writes into it
+        return _train(cfg, state, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _init_heads(cfg: TrainConfig) -> dict | None:
+    """`--init runs/<head-run>`: its best.pt; the heads' config becomes that run's."""
+    if not cfg.init:
+        return None
+    path = Path(cfg.init) / "best.pt"
+    if not path.is_file():
+        raise MdmfError(f"--init {cfg.init}: no best.pt there; give a run folder of `mdmf train` that validated once")
+    state = load_checkpoint(path)
+    cfg.model = {k: v for k, v in state["model_config"].items() if k not in ("dim", "frames")}
+    return state
+
+
+def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -> dict:
+    run = Path(cfg.run_dir)
+    last = run / "last.pt"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
+    device = ctx.device
     store = FeatureStore.open(cfg.store)
-    train, val = store.load("train"), store.load("val")
-    torch.manual_seed(cfg.seed)  # initial weights and dropout: same seed, same run; the state is checkpointed
-    model = build_head(store, cfg.model).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    init = _init_heads(cfg) if state is None else None
+    torch.manual_seed(cfg.seed)  # initial weights: same seed, same run
+    heads = build_head(store, cfg.model)
+    if init is not None:
+        if (init["model_config"]["dim"], init["model_config"]["frames"]) != (heads.config.dim, heads.config.frames):
+            raise MdmfError(f"--init {cfg.init}: its heads are for D={init['model_config']['dim']}, "
+                            f"T={init['model_config']['frames']}; this store has D={heads.config.dim}, "
+                            f"T={heads.config.frames}")
+        heads.load_state_dict(init["model"])
+    if cfg.stage == "e2e":
+        from pipeline.e2e import FrameInput
+
+        inp = FrameInput(cfg, store, ctx)
+    else:
+        inp = CachedFeatures(store)
+    model = EpisodeModel(heads, inp.encoder).to(device)
+    groups = [{"params": [p for p in heads.parameters() if p.requires_grad], "lr": cfg.lr,
+               "weight_decay": cfg.weight_decay}] + inp.param_groups()
+    groups = [g for g in groups if g["params"]]
+    if not groups:
         raise MdmfError(f"model {cfg.model.get('name', 'mdmf')} has no trainable parameters: evaluate it directly")
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    run.mkdir(parents=True, exist_ok=True)
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.Adam(groups)
+    scaler = torch.amp.GradScaler(device.type, enabled=inp.uses_scaler)
     metrics_path = run / "metrics.jsonl"
     step, best = 0, {"val_accuracy": -1.0, "step": 0}
     if state is not None:
-        model.load_state_dict(state["model"])
+        heads.load_state_dict(state["model"])
+        inp.load_state_dict(state)
         opt.load_state_dict(state["optimizer"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         step, best = int(state["step"]), dict(state["best"])
         torch.set_rng_state(state["torch_rng"])
-        metrics_path.write_text("".join(line + "\n" for line in _read_metrics(metrics_path, step)))
-    else:
-        (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": model.config.to_dict(),
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        if ctx.is_main:
+            metrics_path.write_text("".join(line + "\n" for line in _read_metrics(metrics_path, step)))
+    elif ctx.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": heads.config.to_dict(),
                                                      "store": store.meta["identity"]}, indent=2))
         metrics_path.write_text("")
+    net = ctx.wrap(model)
 
-    feats = torch.as_tensor(train.features)  # (V, K, T, D) float16, indexed per episode
-    prompts = torch.as_tensor(train.prompt_embeddings, dtype=torch.float32)
-    sampler = EpisodeSampler(train.labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), cfg.seed, views=feats.shape[1])
+    prompts = torch.as_tensor(inp.train.prompt_embeddings, dtype=torch.float32)
+    sampler = EpisodeSampler(inp.train.labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), cfg.seed, views=inp.views)
     val_cfg = EvalConfig(way=cfg.way, shot=cfg.val_shot or cfg.shot, queries=1, episodes=cfg.val_episodes,
                          seed=cfg.seed + 1, device=str(device), progress=False)
-    chunks = cfg.episodes_per_step // cfg.batch_episodes
+    chunks = cfg.episodes_per_step // (cfg.batch_episodes * ctx.world)  # per process and optimizer step
+    per_rank = cfg.episodes_per_step // ctx.world
+    firsts = [s * cfg.episodes_per_step + ctx.rank * per_rank + c * cfg.batch_episodes
+              for s in range(step, cfg.steps) for c in range(chunks)]
 
-    def checkpoint(path: Path) -> None:
-        save_atomic({"model": model.state_dict(), "model_config": model.config.to_dict(), "optimizer": opt.state_dict(),
-                     "train_config": asdict(cfg), "step": step, "best": best, "torch_rng": torch.get_rng_state(),
-                     "store_identity": store.meta["identity"]}, path)
+    def checkpoint(path: Path, light: bool = False) -> None:
+        data = {"model": heads.state_dict(), "model_config": heads.config.to_dict(), "train_config": asdict(cfg),
+                "step": step, "best": best, "store_identity": store.meta["identity"], "stage": cfg.stage}
+        if not light:
+            data.update(optimizer=opt.state_dict(), scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(),
+                        cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        **inp.state_dict())
+        save_atomic(data, path)
 
-    def validate() -> float:
+    def validate() -> float | None:
         nonlocal best
-        result = evaluate(model, val.features, val.labels, val.prompt_embeddings, val.class_names, val_cfg)
+        val = inp.val_split(ctx)  # e2e: every rank encodes its share of the val videos
+        accuracy = None
+        if ctx.is_main:
+            result = evaluate(heads, val.features, val.labels, val.prompt_embeddings, val.class_names, val_cfg)
+            accuracy = result.accuracy
+            record = {"step": step, "val_accuracy": result.accuracy, "val_ci95": result.ci95}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if result.accuracy > best["val_accuracy"]:
+                best = {"val_accuracy": result.accuracy, "val_ci95": result.ci95, "step": step}
+                inp.save_best(run, step)  # before best.pt: a best.pt always has its visual.pt
+                checkpoint(run / "best.pt", light=cfg.stage == "e2e")
         model.train()
-        record = {"step": step, "val_accuracy": result.accuracy, "val_ci95": result.ci95}
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if result.accuracy > best["val_accuracy"]:
-            best = {"val_accuracy": result.accuracy, "val_ci95": result.ci95, "step": step}
-            checkpoint(run / "best.pt")
-        return result.accuracy
+        return accuracy
 
     start = time.perf_counter()
     model.train()
-    with progress_bar(cfg.progress, f"train {cfg.stage}", total=cfg.steps, unit="steps") as advance:
+    chunk_iter = iter(inp.chunks(sampler, firsts, cfg.batch_episodes))
+    with progress_bar(cfg.progress and ctx.is_main, f"train {cfg.stage}", total=cfg.steps, unit="steps") as advance:
         advance(step)
         while step < cfg.steps:
             opt.zero_grad(set_to_none=True)
             totals: dict[str, float] = {}
             correct = seen = 0
             for c in range(chunks):
-                first = step * cfg.episodes_per_step + c * cfg.batch_episodes
-                batch = sampler.batch(first, cfg.batch_episodes)
-                support = feats[batch.support, batch.support_views].float().to(device)  # (E, N, K, T, D)
-                query = feats[batch.query, batch.query_views].float().to(device)  # (E, M, T, D)
-                scores = model(support, prompts[batch.classes].to(device), query,
-                               generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + first),
-                               class_texts=ClassTexts(prompts.to(device), batch.classes.to(device)))
+                first, batch, videos = next(chunk_iter)
+                torch.manual_seed(_chunk_seed(cfg.seed, first, salt=1))  # dropout: a function of the episodes
                 labels = batch.query_labels.to(device)
-                loss, parts = model.loss(scores, labels)
-                (loss / chunks).backward()
+                with ctx.no_sync(net, skip=c < chunks - 1):
+                    loss, parts, logits = net(
+                        videos.to(device, non_blocking=True), batch, prompts[batch.classes].to(device), labels,
+                        torch.Generator().manual_seed(_chunk_seed(cfg.seed, first)),
+                        ClassTexts(prompts.to(device), batch.classes.to(device)))
+                    scaler.scale(loss / chunks).backward()
                 for k, v in {"loss": float(loss.detach()), **parts}.items():
                     totals[k] = totals.get(k, 0.0) + float(v) / chunks
-                correct += int((scores.logits.argmax(-1) == labels).sum())
+                correct += int((logits.argmax(-1) == labels).sum())
                 seen += labels.numel()
+            if ctx.distributed:  # log what one process would have logged: means over all the step's episodes
+                keys = list(totals)
+                summed = ctx.sum([totals[k] for k in keys] + [correct, seen])
+                totals = {k: v / ctx.world for k, v in zip(keys, summed)}
+                correct, seen = int(summed[-2]), int(summed[-1])
             if cfg.grad_clip:
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             step += 1
             if not all(np.isfinite(v) for v in totals.values()):
                 raise MdmfError(f"training diverged at step {step} (loss {totals}); lower --lr")
             record = {"step": step, "episodes": step * cfg.episodes_per_step, **totals,
                       "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - start, 3)}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if ctx.is_main:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             fields_ = {"loss": totals["loss"], "acc": record["train_accuracy"]}
             if step % cfg.val_every == 0 or step == cfg.steps:
                 fields_["val"] = validate()
-                checkpoint(last)
+                if ctx.is_main:
+                    checkpoint(last)
+                ctx.barrier()
             advance(1, **fields_)
-    return best
+    return best if ctx.is_main else {}

@@ -1,0 +1,282 @@
+"""Stage two end to end (`mdmf train --stage e2e`): the CLIP visual encoder is fine-tuned together with the heads.
+
+The heads are the same model class as in the head stage; in front of them sits `VisualEncoder`, which computes
+exactly what stage one computed for a crop (the model's mean/std, then `model.visual`). Everything else comes from
+the stage-one store: the split files' videos and labels, the train views' augmentation (seed), the prompt embeddings
+(the text encoder is never run again), and the weights the visual encoder starts from (checked by their sha256).
+
+Decisions, each an option of `E2EConfig`:
+* Learning rates: Adam, `backbone_lr` 1e-5 (the paper's single rate); the heads' rate is the run's `--lr` (1e-5 too
+  by default, so a default run is the paper's setting). Gradient accumulation and clipping are the shared loop's.
+* AMP (`amp`): bf16 autocast on CUDA when the GPU supports it (no grad scaler needed), else fp16 with a
+  `GradScaler`; off on the CPU. Only the visual encoder runs under autocast: the heads (OTAM's soft-min, PPS's
+  temperature 0.005) stay in float32.
+* Batch norm (`bn`, RN50 only; ViTs have none): `frozen` (default) keeps CLIP's running statistics (BN layers stay
+  in eval mode; their affine weights still train). Batch statistics of one 5-way episode are a poor estimate,
+  would make a video's features depend on the rest of its episode (and on how episodes are split over GPUs), and
+  would be updated twice under activation checkpointing. `train` uses batch statistics of each forward pass.
+* Activation checkpointing (`grad_checkpointing`): per transformer block (open_clip's own) or per ResNet bottleneck.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from pipeline.errors import MdmfError
+from pipeline.frames import AUGMENTS, SOURCES, DecodedFrames, SplitFrames, SplitVideos, StoredFrames, loader
+from pipeline.transforms import FramePreprocessor
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+BN_MODES = ("frozen", "train")
+
+
+@dataclass
+class E2EConfig:
+    root: str | None = None  # folder of the videos (None: the one the store was extracted from)
+    frames_from: str = "auto"  # auto (the frame store if the store has one) | decode | store
+    augment: str = "views"  # views: the store's train views | fresh: a new draw per (episode, video), decode only
+    backbone_lr: float = 1e-5
+    backbone_weight_decay: float = 0.0
+    amp: str = "auto"  # auto: bf16 on CUDA (fp16 + grad scaler without bf16), off on CPU
+    grad_checkpointing: bool = False
+    bn: str = "frozen"  # frozen: CLIP's running statistics (eval-mode BN) | train: batch statistics
+    workers: int = 4  # frame-loading processes per training process
+    val_batch_videos: int = 32  # videos per encoder pass when encoding the val split
+    # what the user asked for; checked against the store before training (None: whatever the store has)
+    backbone: str | None = None
+    weights: str | None = None
+    frames: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("frames_from", SOURCES), ("augment", AUGMENTS), ("amp", AMP_MODES), ("bn", BN_MODES)):
+            if getattr(self, name) not in allowed:
+                raise MdmfError(f"e2e setting {name}={getattr(self, name)!r}: use one of {', '.join(allowed)}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "E2EConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise MdmfError(f"unknown e2e settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    if amp == "auto":
+        if device.type != "cuda":
+            return "off"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if amp != "off" and device.type != "cuda":
+        raise MdmfError(f"--amp {amp}: mixed precision is for CUDA devices; use --amp off on {device.type}")
+    return amp
+
+
+class VisualEncoder(nn.Module):
+    """uint8 crops `(B, T, 3, S, S)` -> frame embeddings `(B, T, D)` float32: stage one's function, trainable.
+
+    Its state dict is the open_clip visual encoder's (`visual.*`), so it loads into `model.visual` as it is.
+    """
+
+    def __init__(self, visual: nn.Module, pre: FramePreprocessor, amp: str = "off", grad_checkpointing: bool = False,
+                 bn: str = "frozen"):
+        super().__init__()
+        self.visual, self.pre, self.amp, self.bn = visual, pre, amp, bn
+        self.checkpointing = grad_checkpointing
+        self._resnet = all(hasattr(visual, a) for a in ("stem", "layer1", "layer4", "attnpool"))
+        if grad_checkpointing and not self._resnet:
+            if not hasattr(visual, "set_grad_checkpointing"):
+                raise MdmfError(f"activation checkpointing is not available for {type(visual).__name__}; "
+                                "train without --grad-checkpointing")
+            visual.set_grad_checkpointing(True)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        B, T = frames.shape[:2]
+        x = self.pre.normalize(frames.reshape(B * T, *frames.shape[2:]))  # as stage one: float32, model mean/std
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            y = self._resnet_forward(x) if self._resnet and self.checkpointing and self.training else self.visual(x)
+        return y.float().reshape(B, T, -1)
+
+    def _resnet_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """open_clip's ModifiedResNet.forward, with each bottleneck block recomputed in the backward pass."""
+        v = self.visual
+        x = v.stem(x)
+        for layer in (v.layer1, v.layer2, v.layer3, v.layer4):
+            for block in layer:
+                x = checkpoint(block, x, use_reentrant=False)
+        return v.attnpool(x)
+
+    def train(self, mode: bool = True) -> "VisualEncoder":
+        super().train(mode)
+        if mode and self.bn == "frozen":
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+
+# ---- the store and the backbone it was made with -----------------------------------------------------------------
+
+def extract_config_of(store):
+    """The `ExtractConfig` a store was made with (runtime settings at their defaults)."""
+    from pipeline.extract import ExtractConfig
+
+    data = dict(store.meta["config"])
+    data["splits"] = tuple(data.get("splits", ()))
+    return ExtractConfig(**data)
+
+
+def load_store_backbone(store, cfg: E2EConfig, device: torch.device):
+    """The backbone the store's features were made with, after checking it against what the user asked for."""
+    from pipeline.backbones import _base_name, load_backbone, resolve_backbone
+
+    meta, ecfg = store.meta, extract_config_of(store)
+    made_with = meta["backbone"]
+    if cfg.frames is not None and cfg.frames != int(meta["frames"]):
+        raise MdmfError(f"--frames {cfg.frames}: the store {store.path} holds T={meta['frames']} frames per video; "
+                        f"extract a store with --frames {cfg.frames} (into a new --out) or leave --frames out")
+    name = ecfg.resolved_backbone()
+    if cfg.backbone is not None and _base_name(cfg.backbone) != _base_name(made_with["backbone"]):
+        raise MdmfError(f"--backbone {cfg.backbone}: the store {store.path} was extracted with "
+                        f"{made_with['backbone']}; extract one with --backbone {cfg.backbone}, or give its --cache")
+    weights = cfg.weights if cfg.weights is not None else ecfg.weights
+    backbone = load_backbone(resolve_backbone(name, weights), device=device)
+    if backbone.weights_sha256 != made_with["weights_sha256"]:
+        asked = f"--weights {cfg.weights}" if cfg.weights is not None else f"the weights {made_with['weights']}"
+        raise MdmfError(f"{asked} (sha256 {backbone.weights_sha256[:12]}…) are not the weights the store {store.path} "
+                        f"was extracted with (sha256 {made_with['weights_sha256'][:12]}…, {made_with['weights']}); "
+                        "extract a store with these weights (new --out), or leave --weights out")
+    return backbone, ecfg
+
+
+def preprocessor_of(store, ecfg) -> FramePreprocessor:
+    b = store.meta["backbone"]
+    return FramePreprocessor(int(b["image_size"]), tuple(b["mean"]), tuple(b["std"]), ecfg.resize_ratio,
+                             b["interpolation"])
+
+
+def split_videos(store, split: str, data, root: str | None, ecfg) -> SplitVideos:
+    """The usable videos of `split` (as `data = store.load(split)` orders them) and their files.
+
+    With `root`, files are looked up again under it (the videos moved since extraction)."""
+    paths = store.strings(split, "paths")
+    paths = [paths[r] for r in data.rows]
+    if root:
+        from pipeline.datasets import load_dataset
+        from pipeline.splits import resolve_video
+
+        dataset = load_dataset(ecfg.dataset, root, ecfg.splits_dir, progress=False)
+        by_id = {e.video_id: e for e in dataset.entries[split]}
+        paths = [str(resolve_video(root, by_id[v], dataset.info) or "") for v in data.video_ids]
+    return SplitVideos(split, list(data.video_ids), paths, np.asarray(data.rows), np.asarray(data.labels))
+
+
+def frame_source(store, ecfg, pre: FramePreprocessor, frames_from: str, augment: str = "views", train_seed: int = 0,
+                 videos: list[SplitVideos] = ()):
+    """The frame source for a store: its frame store, or decoding (checked: the files are there)."""
+    has_frames = all("frames" in store.group(v.split) for v in videos) if videos else False
+    if frames_from == "auto":
+        frames_from = "store" if has_frames and augment == "views" else "decode"
+    if frames_from == "store":
+        if augment != "views":
+            raise MdmfError("--augment fresh draws new crops from the videos: use it with --frames-from decode")
+        if not has_frames:
+            raise MdmfError(f"{store.path} has no frame store: extract it with --save-frames, or use --frames-from decode")
+        return StoredFrames(str(store.path)), "store"
+    for v in videos:
+        missing = [v.video_ids[i] for i, p in enumerate(v.paths) if not p or not Path(p).is_file()]
+        if missing:
+            raise MdmfError(f"{len(missing)} {v.split} videos are not where the store says (e.g. {missing[0]}); "
+                            "give the videos' folder with --root, or train from the frame store (--save-frames)")
+    flip = bool(store.meta["identity"].get("flip", True))
+    return DecodedFrames(int(store.meta["frames"]), pre, int(ecfg.seed), flip, augment, train_seed), "decode"
+
+
+@torch.no_grad()
+def encode_videos(encoder: VisualEncoder, source, videos: SplitVideos, indices: list[int], device: torch.device,
+                  batch_videos: int, workers: int) -> np.ndarray:
+    """Eval-view features `(len(indices), T, D)` of `videos[indices]`, rounded to float16 as the store holds them."""
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    for frames in loader(SplitFrames(source, videos, indices), workers, batch_size=batch_videos):
+        out.append(encoder(frames.to(device)).cpu())
+    encoder.train(was_training)
+    return torch.cat(out).numpy().astype(np.float16) if out else np.zeros(0, np.float16)
+
+
+class FrameInput:
+    """E2E stage: an episode's frames are decoded (or read from the frame store) in worker processes, and the visual
+    encoder, trained with the heads, turns them into features. The episode input of `pipeline.train`."""
+
+    def __init__(self, cfg, store, ctx):
+        e = cfg.e2e
+        self.cfg, self.store, self.ctx = cfg, store, ctx
+        backbone, self.ecfg = load_store_backbone(store, e, ctx.device)
+        self.base_spec, self.base_sha = backbone.spec, backbone.weights_sha256
+        self.amp = resolve_amp(e.amp, ctx.device)
+        self.pre = preprocessor_of(store, self.ecfg)
+        self.encoder = VisualEncoder(backbone.model.visual, self.pre, self.amp, e.grad_checkpointing, e.bn)
+        self.train, self.val = store.load("train"), store.load("val")
+        root = e.root
+        self.train_videos = split_videos(store, "train", self.train, root, self.ecfg)
+        self.val_videos = split_videos(store, "val", self.val, root, self.ecfg)
+        self.source, self.source_kind = frame_source(store, self.ecfg, self.pre, e.frames_from, e.augment, cfg.seed,
+                                                     [self.train_videos, self.val_videos])
+        self.views = store.views("train")
+
+    @property
+    def uses_scaler(self) -> bool:
+        return self.amp == "fp16"
+
+    def param_groups(self) -> list[dict]:
+        e = self.cfg.e2e
+        return [{"params": [p for p in self.encoder.parameters() if p.requires_grad], "lr": e.backbone_lr,
+                 "weight_decay": e.backbone_weight_decay}]
+
+    def chunks(self, sampler, firsts: list[int], count: int):
+        from pipeline.frames import EpisodeFrames
+
+        return loader(EpisodeFrames(self.source, self.train_videos, sampler, firsts, count), self.cfg.e2e.workers)
+
+    def val_split(self, ctx):
+        """The val split with features from the current encoder; the videos are shared out over the processes."""
+        from pipeline.store import SplitFeatures
+
+        n = len(self.val_videos.video_ids)
+        mine = np.array_split(np.arange(n), ctx.world)[ctx.rank].tolist()
+        part = encode_videos(self.encoder, self.source, self.val_videos, mine, ctx.device,
+                             self.cfg.e2e.val_batch_videos, self.cfg.e2e.workers)
+        parts = [p for p in ctx.gather(part) if p.size]
+        feats = np.concatenate(parts)[:, None]  # (V, 1, T, D)
+        v = self.val
+        return SplitFeatures(feats, v.labels, v.video_ids, v.class_names, v.prompts, v.prompt_embeddings,
+                             v.frame_indices, v.rows)
+
+    def state_dict(self) -> dict:
+        return {"visual": self.encoder.visual.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.encoder.visual.load_state_dict(state["visual"])
+
+    def save_best(self, run: Path, step: int) -> None:
+        """`visual.pt`: the visual encoder of best.pt, and what it started from (`--weights runs/<name>`)."""
+        import shutil
+
+        from pipeline.backbones import RUN_VISUAL, run_base_record
+        from pipeline.checkpoint import save_atomic
+
+        config_file = None
+        arg = self.ecfg.resolved_backbone()
+        if arg.endswith(".json"):  # the run carries its model config, so it stands alone
+            config_file = Path(arg).name
+            if not (run / config_file).is_file():
+                shutil.copyfile(arg, run / config_file)
+        save_atomic({"visual": self.encoder.visual.state_dict(), "step": step,
+                     "backbone": run_base_record(self.base_spec, self.base_sha, config_file)}, run / RUN_VISUAL)

@@ -1,0 +1,149 @@
+"""Frames for end-to-end training: decoded on the fly, or read from the uint8 frame store of `extract --save-frames`.
+
+Both sources give a video's crops as `(T, 3, S, S)` uint8, exactly what stage one encoded for that (video, view):
+decoding goes through `pipeline.extract.decode_views` with the store's seed, and the frame store holds those very
+crops. Train views:
+
+* `views` (default): episode video v takes the cached view the episode sampler picked for it (one of the store's
+  `--train-views`), so decoding and the frame store are interchangeable, bit for bit;
+* `fresh` (decoding only): a new random segment offset, crop and flip for every (episode, video), drawn from
+  `view_rng(seed, "train@<episode>", video id, 0)`: still a pure function of (seed, episode, video), so resume is exact.
+
+Val/test videos always take the eval view (segment centres, centre crop), view 0 of the store.
+Loading runs in DataLoader workers (one decord thread each) while the main process trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.episodes import EpisodeBatch, EpisodeSampler
+from pipeline.errors import MdmfError
+from pipeline.sampling import view_rng
+from pipeline.transforms import FramePreprocessor
+
+SOURCES = ("auto", "decode", "store")
+AUGMENTS = ("views", "fresh")
+
+
+@dataclass
+class SplitVideos:
+    """The usable videos of one split, in the order of the store's `load(split)` (row i = episode index i)."""
+
+    split: str
+    video_ids: list[str]
+    paths: list[str]
+    rows: np.ndarray  # row of each video in the store (frame store index)
+    labels: np.ndarray
+
+
+class FrameSource:
+    """Reads one video's crops; picklable, so DataLoader workers carry their own copy."""
+
+    def read(self, videos: SplitVideos, i: int, view: int, episode: int | None = None) -> torch.Tensor:
+        """`(T, 3, S, S)` uint8 crops of video `i` of `videos`: cached view `view`, or (`fresh`) episode `episode`'s."""
+        raise NotImplementedError
+
+
+class DecodedFrames(FrameSource):
+    def __init__(self, frames: int, pre: FramePreprocessor, store_seed: int, allow_flip: bool, augment: str = "views",
+                 train_seed: int = 0):
+        self.frames, self.pre, self.store_seed, self.allow_flip = frames, pre, store_seed, allow_flip
+        self.augment, self.train_seed = augment, train_seed
+
+    def read(self, videos: SplitVideos, i: int, view: int, episode: int | None = None) -> torch.Tensor:
+        from pipeline.extract import decode_views
+
+        vid = videos.video_ids[i]
+        if videos.split != "train":
+            rng = None
+        elif self.augment == "fresh" and episode is not None:
+            rng = view_rng(self.train_seed, f"train@{episode}", vid, 0)
+        else:
+            rng = view_rng(self.store_seed, "train", vid, view)
+        out = decode_views(videos.paths[i], self.frames, self.pre, [rng], self.allow_flip)
+        if out["crops"] is None:
+            raise MdmfError(f"{videos.paths[i] or vid}: {out['error']} (it decoded during extraction); check --root, "
+                            "or train from the frame store (`mdmf extract --save-frames`, then --frames-from store)")
+        return out["crops"][0]
+
+
+class StoredFrames(FrameSource):
+    def __init__(self, store_path: str):
+        self.store_path = str(store_path)
+        self._groups: dict = {}
+
+    def __getstate__(self) -> dict:  # open Zarr handles stay in the process that opened them
+        return {"store_path": self.store_path, "_groups": {}}
+
+    def read(self, videos: SplitVideos, i: int, view: int, episode: int | None = None) -> torch.Tensor:
+        if videos.split not in self._groups:
+            import zarr
+
+            self._groups[videos.split] = zarr.open_group(self.store_path, mode="r")[videos.split]["frames"]
+        crops = self._groups[videos.split][int(videos.rows[i]), view if videos.split == "train" else 0]
+        return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)  # (T, S, S, 3) -> (T, 3, S, S)
+
+
+class EpisodeFrames(Dataset):
+    """Item j: the frames of the episodes `first_j .. first_j + count - 1` (one chunk of an optimizer step).
+
+    Returns (first, EpisodeBatch, frames `(E·(N·K + M), T, 3, S, S)` uint8): all support videos in `(E, N, K)`
+    order, then all queries in `(E, M)` order.
+    """
+
+    def __init__(self, source: FrameSource, videos: SplitVideos, sampler: EpisodeSampler, firsts: list[int],
+                 count: int):
+        self.source, self.videos, self.sampler, self.firsts, self.count = source, videos, sampler, firsts, count
+
+    def __len__(self) -> int:
+        return len(self.firsts)
+
+    def __getitem__(self, j: int):
+        first = self.firsts[j]
+        batch = self.sampler.batch(first, self.count)
+        return first, batch, episode_frames(self.source, self.videos, batch, first)
+
+
+def episode_frames(source: FrameSource, videos: SplitVideos, batch: EpisodeBatch, first: int) -> torch.Tensor:
+    E = len(batch)
+    items = []
+    for e in range(E):
+        for i, v in zip(batch.support[e].reshape(-1).tolist(), batch.support_views[e].reshape(-1).tolist()):
+            items.append(source.read(videos, i, v, first + e))
+    for e in range(E):
+        for i, v in zip(batch.query[e].tolist(), batch.query_views[e].tolist()):
+            items.append(source.read(videos, i, v, first + e))
+    return torch.stack(items)
+
+
+class SplitFrames(Dataset):
+    """Item i: the eval view of video i, `(T, 3, S, S)` uint8 (for validation and from-frames evaluation)."""
+
+    def __init__(self, source: FrameSource, videos: SplitVideos, indices: list[int] | None = None):
+        self.source, self.videos = source, videos
+        self.indices = list(range(len(videos.video_ids))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        return self.source.read(self.videos, self.indices[j], 0)
+
+
+def loader(dataset: Dataset, workers: int, batch_size: int | None = None) -> DataLoader:
+    """In-order loading in `workers` processes (0: in this process)."""
+    from pipeline.extract import _worker_init
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      worker_init_fn=_worker_init, prefetch_factor=2 if workers > 0 else None,
+                      collate_fn=_keep if batch_size is None else None, persistent_workers=False)
+
+
+def _keep(item):
+    return item
