@@ -26,3 +26,17 @@ def small_dataset(tmp_path_factory):
     base = tmp_path_factory.mktemp("small_dataset")
     write_dataset(base / "videos", base / "splits", SMALL_CLASSES, per_class=3, num_frames=24)
     return base / "videos", base / "splits"
+
+
+# ---- the built-in toy dataset (owner: toy) ---------------------------------------------------------------------------
+TOY_TEST_VIDEOS_PER_CLASS = 6  # enough for a 5-way 5-shot episode with a query
+
+
+@pytest.fixture(scope="session")
+def toy_dataset(tmp_path_factory):
+    """(root, config): a small generated toy dataset, 6 videos per class, videos in root/videos, splits in root/splits."""
+    from pipeline.toy import ToyConfig, generate_toy
+
+    config = ToyConfig(videos_per_class=TOY_TEST_VIDEOS_PER_CLASS)
+    root = generate_toy(tmp_path_factory.mktemp("toy") / "toy", config, progress=False, workers=1)
+    return root, config
