@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
@@ -75,8 +76,8 @@ class Sprite:
     """One object in one frame, in pixel units of a `frame_size`² frame (x right, y down).
 
     `angle` (radians) turns the shape clockwise on screen as it grows (y points down); a triangle points along it.
-    `size` is the object's radius: a circle's radius; a square, triangle or bar of that size has about the circle's
-    area (a bar is 2.8 × 1 sizes); `reach` is how far it extends from its centre.
+    `size` is the object's radius: a circle's radius; a square or bar of that size has about the circle's area (a bar
+    is 2.8 × 1 sizes), a triangle two thirds of it; `reach()` is how far it extends from its centre.
     """
 
     shape: str
@@ -85,31 +86,21 @@ class Sprite:
     y: float
     size: float
     angle: float = 0.0
-    alpha: float = 1.0
 
 
 _TRIANGLE = np.array([(1.3, 0.0), (-0.8, 1.0), (-0.8, -1.0)])  # pointing along +u, in units of the size
 
 
-@dataclass(frozen=True)
-class _Grid:
-    xx: np.ndarray
-    yy: np.ndarray
+@lru_cache(maxsize=4)
+def _pixel_centres(size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    return xx, yy
 
 
-_GRIDS: dict[int, _Grid] = {}
-
-
-def _grid(size: int) -> _Grid:
-    if size not in _GRIDS:
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # pixel centres
-        _GRIDS[size] = _Grid(xx, yy)
-    return _GRIDS[size]
-
-
-def _signed_distance(s: Sprite, grid: _Grid) -> np.ndarray:
+def _signed_distance(s: Sprite, size: int) -> np.ndarray:
     """`(H, W)` signed distance (px, negative inside) from each pixel centre to the sprite's outline."""
-    dx, dy = grid.xx - s.x, grid.yy - s.y
+    xx, yy = _pixel_centres(size)
+    dx, dy = xx - s.x, yy - s.y
     if s.shape == "circle":
         return np.hypot(dx, dy) - s.size
     c, si = np.cos(s.angle), np.sin(s.angle)
@@ -134,11 +125,10 @@ def _signed_distance(s: Sprite, grid: _Grid) -> np.ndarray:
 def render_frame(sprites: list[Sprite], size: int = 64, noise: float = 0.0,
                  rng: np.random.Generator | None = None) -> np.ndarray:
     """Draw sprites (later ones on top) on the constant background: `(size, size, 3)` uint8 RGB, anti-aliased edges."""
-    grid = _grid(size)
     img = np.empty((size, size, 3), np.float32)
     img[:] = BACKGROUND
     for s in sprites:
-        cover = np.clip(0.5 - _signed_distance(s, grid), 0.0, 1.0) * s.alpha  # (H, W) in [0, 1]
+        cover = np.clip(0.5 - _signed_distance(s, size), 0.0, 1.0)  # (H, W) in [0, 1]: anti-aliased edge
         img += cover[..., None] * (np.asarray(s.colour, np.float32) - img)
     if noise > 0:
         img += (rng or np.random.default_rng()).normal(0.0, noise, img.shape).astype(np.float32)

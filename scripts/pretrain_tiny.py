@@ -58,7 +58,7 @@ class PretrainConfig:
     batch: int = 128
     group: int = 8  # scenes per group sharing one object and differing in place and pose (1: independent scenes)
     place_steps: int = 100  # first steps: one object per batch, so only place and pose tell captions apart
-    lr: float = 3e-4  # 5e-4 and more stayed on the plateau where position is not learned
+    lr: float = 3e-4  # at 5e-4 position was not learned (the features ignored where the object is)
     warmup: int = 30
     seed: int = 0
     colours: int = len(PALETTE)  # palette colours drawn (the videos use the first 4)
