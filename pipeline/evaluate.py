@@ -7,6 +7,11 @@ statistics) this reuse is exact:
 * a query video's fused tokens depend only on the video and the prompt PPS gives it: computed once per distinct
   (video, prompt) pair that the episodes ever ask for;
 * only `score` (prototypes, OTAM, fusion) runs per episode, batched over many episodes.
+In order: all episodes are drawn and their queries' prompts chosen (CPU), which fixes the distinct pairs; each pair is
+fused in batches as it is first asked for, into a table allocated once (on a GPU this runs asynchronously, overlapping
+the drawing); then `score` runs on chunks of episodes gathered from the tables (on a CPU in worker threads, one per
+torch thread).
+`benchmarks/eval.py` times this against one pass over the distinct work and against the naive path.
 The naive path (`reuse=False`) runs the model's full `forward` on every episode; both give the same predictions.
 Training cannot reuse like this: batch-norm in train mode couples the videos of an episode.
 """
@@ -14,7 +19,9 @@ Training cannot reuse like this: batch-norm in train mode couples the videos of 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -30,11 +37,13 @@ class EvalConfig:
     queries: int = 1
     episodes: int = 10_000
     seed: int = 0
-    batch_episodes: int = 500  # episodes scored per batch
+    batch_episodes: int = 500  # episodes per sampled batch (one PPS generator each; the naive path's forward pass)
     batch_videos: int = 1024  # videos per encode/fuse forward pass
+    score_episodes: int | None = None  # episodes per `score` call; None: ~32 MB of tokens on CPU, a batch on GPU
     reuse: bool = True
     device: str = "cpu"
     progress: bool = True
+    keep_predictions: bool = False  # EvalResult.predictions: every query's predicted label (for checks, not in JSON)
 
 
 @dataclass
@@ -48,9 +57,10 @@ class EvalResult:
     seed: int
     per_class: dict[str, float] = field(default_factory=dict)  # class name -> percent
     seconds: float = 0.0
+    predictions: torch.Tensor | None = field(default=None, repr=False, compare=False)  # (episodes, M) long
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(replace(self, predictions=None)).items() if k != "predictions"}
 
 
 def _generator(seed: int, start: int) -> torch.Generator:
@@ -58,8 +68,25 @@ def _generator(seed: int, start: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(start)) % (2**63))
 
 
-def _gather(tokens: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {view: t[index] for view, t in tokens.items()}
+def _gather(tokens: dict[str, torch.Tensor], index: torch.Tensor,
+            buffers: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Rows `index` of every view's `(rows, L, D)` table -> `(*index.shape, L, D)`.
+
+    `index_select` on the flattened table copies whole rows (advanced indexing copies element by element, ~2x
+    slower on a CPU); with `buffers` the rows land in a buffer reused from call to call, so that big gathers do not
+    fault in fresh pages every time.
+    """
+    out = {}
+    for view, t in tokens.items():
+        flat, n = t.reshape(t.shape[0], -1), index.numel()
+        if buffers is None:
+            rows = torch.index_select(flat, 0, index.reshape(-1))
+        else:
+            if view not in buffers or buffers[view].shape[0] < n:
+                buffers[view] = flat.new_empty(n, flat.shape[1])
+            rows = torch.index_select(flat, 0, index.reshape(-1), out=buffers[view][:n])
+        out[view] = rows.view(*index.shape, *t.shape[1:])
+    return out
 
 
 @torch.no_grad()
@@ -83,35 +110,40 @@ def evaluate(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings:
     model = model.to(device).eval()
     frames = torch.as_tensor(np.asarray(features[:, 0]), dtype=torch.float32, device=device)  # (V, T, D)
     prompts = torch.as_tensor(prompt_embeddings, dtype=torch.float32, device=device)  # (C, D)
-    video_labels = torch.as_tensor(labels, dtype=torch.long, device=device)
     sampler = EpisodeSampler(labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), seed=cfg.seed, views=1)
+    title = f"eval {cfg.way}-way {cfg.shot}-shot"
+    if cfg.reuse:
+        logits = _reused_logits(model, sampler, frames, prompts, torch.as_tensor(labels, dtype=torch.long), cfg, title)
+    else:
+        logits = _naive_logits(model, sampler, frames, prompts, cfg)
+
     per_episode = torch.zeros(cfg.episodes, dtype=torch.float64)
+    predictions = torch.zeros(cfg.episodes, sampler.spec.queries_per_episode, dtype=torch.long)
     class_hits = torch.zeros(len(class_names), dtype=torch.float64)
     class_count = torch.zeros(len(class_names), dtype=torch.float64)
 
-    if cfg.reuse:
-        encoded = _batched(model.encode, frames.shape[0], cfg.batch_videos, frames)
-        support_tokens = _batched(lambda enc_f, p: model.fuse(enc_f, p, role="support"), frames.shape[0],
-                                  cfg.batch_videos, _DictRows(encoded), prompts[video_labels])
-        sim = model.pps_similarity(frames, prompts) if getattr(model, "query_prompt_mode", "none") == "pps" else None
-        query_cache = _QueryTokenCache(model, encoded, prompts, cfg.batch_videos)
+    def record(start: int, batch: EpisodeBatch, pred: torch.Tensor) -> None:
+        pred = pred.cpu()  # (E, M)
+        count = len(batch)
+        predictions[start : start + count] = pred
+        correct = (pred == batch.query_labels).double()
+        per_episode[start : start + count] = correct.mean(-1)
+        true_class = torch.gather(batch.classes, 1, batch.query_labels)  # (E, M) split class ids
+        class_hits.index_add_(0, true_class.reshape(-1), correct.reshape(-1))
+        class_count.index_add_(0, true_class.reshape(-1), torch.ones_like(correct.reshape(-1)))
+        advance(count, acc=100.0 * float(per_episode[: start + count].mean()))
 
-    with progress_bar(cfg.progress, f"eval {cfg.way}-way {cfg.shot}-shot", total=cfg.episodes, unit="episodes") as advance:
-        for start in range(0, cfg.episodes, cfg.batch_episodes):
-            count = min(cfg.batch_episodes, cfg.episodes - start)
-            batch = sampler.batch(start, count)
-            gen = _generator(cfg.seed, start)
-            if cfg.reuse:
-                logits = _score_reused(model, batch, support_tokens, sim, query_cache, gen, device)
-            else:
-                logits = _score_naive(model, batch, frames, prompts, gen, device)
-            pred = logits.argmax(-1).cpu()  # (E, M)
-            correct = (pred == batch.query_labels).double()
-            per_episode[start : start + count] = correct.mean(-1)
-            true_class = torch.gather(batch.classes, 1, batch.query_labels)  # (E, M) split class ids
-            class_hits.index_add_(0, true_class.reshape(-1), correct.reshape(-1))
-            class_count.index_add_(0, true_class.reshape(-1), torch.ones_like(correct.reshape(-1)))
-            advance(count, acc=100.0 * float(per_episode[: start + count].mean()))
+    with progress_bar(cfg.progress, title + (": scoring" if cfg.reuse else ""), total=cfg.episodes,
+                      unit="episodes") as advance:
+        # Bookkeeping runs one batch behind, so that on a GPU the next batch is queued before this one is waited for.
+        behind = None
+        for start, batch, batch_logits in logits:
+            pred = batch_logits.argmax(-1)
+            if behind is not None:
+                record(*behind)
+            behind = (start, batch, pred)
+        if behind is not None:
+            record(*behind)
 
     acc = float(per_episode.mean()) * 100.0
     std = float(per_episode.std(unbiased=True)) * 100.0 if cfg.episodes > 1 else 0.0
@@ -121,7 +153,195 @@ def evaluate(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings:
         per_class={name: 100.0 * float(class_hits[c] / class_count[c])
                    for c, name in enumerate(class_names) if class_count[c] > 0},
         seconds=time.perf_counter() - start_time,
+        predictions=predictions if cfg.keep_predictions else None,
     )
+
+
+def _naive_logits(model, sampler: EpisodeSampler, frames, prompts, cfg: EvalConfig):
+    """(start, batch, logits (E, M, N)) per episode batch: the model's full `forward` on every episode."""
+    device = frames.device
+    for start in range(0, cfg.episodes, cfg.batch_episodes):
+        batch = sampler.batch(start, min(cfg.batch_episodes, cfg.episodes - start))
+        support = frames[batch.support.to(device)]  # (E, N, K, T, D)
+        query = frames[batch.query.to(device)]  # (E, M, T, D)
+        class_prompts = prompts[batch.classes.to(device)]  # (E, N, D)
+        yield start, batch, model(support, class_prompts, query, generator=_generator(cfg.seed, start)).logits
+
+
+def _reused_logits(model, sampler: EpisodeSampler, frames, prompts, labels, cfg: EvalConfig, title: str):
+    """(start, batch, logits) per episode batch, from work done once per video and once per (video, prompt) pair.
+
+    First every episode batch is drawn and its queries' prompts chosen (on the CPU), and the (video, prompt) pairs
+    not seen before are queued for `fuse`; then `score` runs per batch on the gathered tokens. On a GPU the fusing is
+    asynchronous, so drawing the episodes overlaps with it.
+    """
+    device = frames.device
+    work = EpisodeIndependentWork(model, frames, prompts, labels, query_pair_capacity(model, sampler, frames.shape[0],
+                                                                                        prompts.shape[0], cfg),
+                                  cfg.batch_videos)
+    sim = pps_similarity(model, frames, prompts)
+    planned = []
+    with progress_bar(cfg.progress, title + ": episodes and fused tokens", total=cfg.episodes,
+                      unit="episodes") as advance:
+        for start, batch, query_class in plan_queries(model, sampler, sim, cfg):
+            planned.append((start, batch, work.request(batch.query, query_class)))
+            advance(len(batch), pairs=work.pairs.size)
+        work.finish()
+
+    chunk = cfg.score_episodes or _score_chunk(cfg, device, work.support)
+    return _score_planned(model, work, planned, chunk, device)
+
+
+def _score_planned(model, work: EpisodeIndependentWork, planned, chunk: int, device: torch.device):
+    """(start, batch, logits) per planned batch, `score` running on `chunk` episodes at a time.
+
+    On a CPU the chunks go to one worker thread per intra-op thread, each worker running its operations on one
+    thread. Scoring is thousands of small operations; split over threads inside each operation, every operation
+    waits for all threads, which on a loaded machine costs far more than it gains (measured here: 2 threads on 2
+    busy cores scored 10x slower than 1). Independent workers need no such waiting, and still use every core.
+    """
+    def score_chunk(batch, slots, i, buffers=(None, None)):
+        q_tokens = _gather(work.query, slots[i : i + chunk].to(device), buffers[0])  # (E, M, L, D)
+        s_tokens = _gather(work.support, batch.support[i : i + chunk].to(device), buffers[1])  # (E, N, K, L, D)
+        return model.score(q_tokens, s_tokens).logits
+
+    if device.type != "cpu":  # one stream: the kernels of the next chunk queue up behind those of this one
+        for start, batch, slots in planned:
+            yield start, batch, torch.cat([score_chunk(batch, slots, i) for i in range(0, len(batch), chunk)])
+        return
+
+    threads, local = torch.get_num_threads(), threading.local()
+
+    def run(batch, slots, i):
+        if not hasattr(local, "buffers"):  # per worker: gather buffers reused from chunk to chunk
+            torch.set_num_threads(1)
+            local.buffers = ({}, {})
+        with torch.no_grad():  # grad mode is per thread
+            return score_chunk(batch, slots, i, local.buffers)
+
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            futures = [[pool.submit(run, batch, slots, i) for i in range(0, len(batch), chunk)]
+                       for _, batch, slots in planned]
+            for (start, batch, _), parts in zip(planned, futures):
+                yield start, batch, torch.cat([f.result() for f in parts])
+    finally:
+        torch.set_num_threads(threads)  # the workers' setting is also process-wide for threads started later
+
+
+def _score_chunk(cfg: EvalConfig, device: torch.device, support: dict[str, torch.Tensor]) -> int:
+    """Episodes per `score` call. On a CPU, small enough that one view's gathered support tokens stay near 32 MB:
+    the many small operations of OTAM then work on data in cache and big temporaries do not fault in fresh memory.
+    On a GPU, the whole batch: fewer, larger kernels."""
+    if device.type != "cpu":
+        return cfg.batch_episodes
+    row = max(t[0].numel() for t in support.values()) * 4  # bytes of one video's tokens in one view
+    return max(8, min(cfg.batch_episodes, (32 << 20) // (cfg.way * cfg.shot * row)))
+
+
+def pps_similarity(model, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor | None:
+    """`(V, C)` PPS similarity of every video to every class prompt, on the CPU; None when queries take no prompt."""
+    if getattr(model, "query_prompt_mode", "none") != "pps":
+        return None
+    return model.pps_similarity(frames, prompts).cpu()
+
+
+def plan_queries(model, sampler: EpisodeSampler, sim: torch.Tensor | None, cfg: EvalConfig):
+    """(start, batch, query_class (E, M)) per episode batch: the split class whose prompt each query takes (PPS draw
+    with the batch's generator, exactly as `forward` draws it), or -1 for no prompt. All on the CPU."""
+    for start in range(0, cfg.episodes, cfg.batch_episodes):
+        batch = sampler.batch(start, min(cfg.batch_episodes, cfg.episodes - start))
+        if sim is None:
+            yield start, batch, torch.full_like(batch.query, -1)
+            continue
+        M = batch.query.shape[1]
+        episode_sim = torch.gather(sim[batch.query], 2, batch.classes[:, None, :].expand(-1, M, -1))  # (E, M, N)
+        chosen = model.select_prompts(episode_sim, mode=model.config.pps_eval_mode,
+                                      generator=_generator(cfg.seed, start))  # (E, M)
+        yield start, batch, torch.gather(batch.classes, 1, chosen)
+
+
+def query_pair_capacity(model, sampler: EpisodeSampler, videos: int, classes: int, cfg: EvalConfig) -> int:
+    """An upper bound on the distinct (video, prompt) pairs `cfg.episodes` episodes can ask for."""
+    prompts_per_video = classes if getattr(model, "query_prompt_mode", "none") == "pps" else 1
+    return min(videos * prompts_per_video, cfg.episodes * sampler.spec.queries_per_episode)
+
+
+class PairTable:
+    """Row numbers ("slots") for distinct (video, prompt class) pairs, given in order of first request; class -1 is
+    no prompt. A flat lookup table of V·(C+1) entries, so a batch of requests costs a few tensor ops."""
+
+    def __init__(self, videos: int, classes: int):
+        self.width = classes + 1
+        self.slot_of = torch.full((videos * self.width,), -1, dtype=torch.long)
+        self.size = 0
+
+    def assign(self, videos: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """videos, classes (any equal shape, CPU) -> (slots shaped like videos, new videos, new classes)."""
+        keys = (videos * self.width + classes + 1).reshape(-1)
+        new = torch.unique(keys[self.slot_of[keys] < 0])  # sorted: pairs of one video are fused side by side
+        self.slot_of[new] = torch.arange(self.size, self.size + len(new))
+        self.size += len(new)
+        return self.slot_of[keys].reshape(videos.shape), new // self.width, new % self.width - 1
+
+
+class EpisodeIndependentWork:
+    """All the work of an evaluation that does not depend on the episode, each piece done once.
+
+    * `encoded`: `encode` of every video;
+    * `support`: view -> `(V, L, D)`, every video fused with its own class prompt (what a support video needs);
+    * `query`: view -> `(capacity, L, D)`, row `slot` = the video and prompt of a requested (video, prompt class)
+      pair (`request` gives the slots), fused in batches of `batch_videos` pairs as requests come in.
+    In eval mode each of these depends only on its video (and prompt), so this equals what `forward` computes.
+    """
+
+    @torch.no_grad()
+    def __init__(self, model, frames: torch.Tensor, prompts: torch.Tensor, labels: torch.Tensor, capacity: int,
+                 batch_videos: int):
+        self.model, self.prompts, self.batch, self.capacity = model, prompts, int(batch_videos), int(capacity)
+        videos = frames.shape[0]
+        self.encoded = _batched(model.encode, videos, self.batch, frames)
+        self.support = _batched(lambda enc, p: model.fuse(enc, p, role="support"), videos, self.batch,
+                                _DictRows(self.encoded), prompts[labels.to(prompts.device)])
+        self.pairs = PairTable(videos, prompts.shape[0])
+        self.query: dict[str, torch.Tensor] = {}
+        self._pending_videos: list[torch.Tensor] = []
+        self._pending_classes: list[torch.Tensor] = []
+        self._pending = 0
+        self.filled = 0  # query rows computed so far
+
+    def request(self, videos: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """videos, classes `(…)` (CPU, class -1 = no prompt) -> slots `(…)`: rows of `query` that will hold their
+        tokens once `finish` has run."""
+        slots, new_videos, new_classes = self.pairs.assign(videos, classes)
+        if len(new_videos):
+            self._pending_videos.append(new_videos)
+            self._pending_classes.append(new_classes)
+            self._pending += len(new_videos)
+        while self._pending >= self.batch:
+            self._fuse(self.batch)
+        return slots
+
+    def finish(self) -> None:
+        """Fuse the pairs still queued."""
+        if self._pending:
+            self._fuse(self._pending)
+
+    @torch.no_grad()
+    def _fuse(self, n: int) -> None:
+        videos, classes = torch.cat(self._pending_videos), torch.cat(self._pending_classes)
+        self._pending_videos, self._pending_classes = [videos[n:]], [classes[n:]]
+        self._pending -= n
+        videos, classes = videos[:n], classes[:n]
+        device = self.prompts.device
+        # The planner gives every query a prompt (PPS) or none at all; a batch never mixes the two.
+        prompts = None if bool((classes < 0).all()) else self.prompts[classes.clamp(min=0).to(device)]
+        out = self.model.fuse(_DictRows(self.encoded)[videos.to(device)], prompts, role="query")
+        if not self.query:  # allocated once, at the bound: no copies as it fills (CPU pages are only touched later)
+            self.query = {k: v.new_empty((self.capacity, *v.shape[1:])) for k, v in out.items()}
+        for k, v in out.items():
+            self.query[k][self.filled : self.filled + n] = v
+        self.filled += n
 
 
 class _DictRows:
@@ -132,67 +352,6 @@ class _DictRows:
 
     def __getitem__(self, index):
         return {k: v[index] for k, v in self.tensors.items()}
-
-
-class _QueryTokenCache:
-    """Fused query tokens, computed once per distinct (video, prompt class) pair; class -1 means no prompt."""
-
-    def __init__(self, model, encoded: dict[str, torch.Tensor], prompts: torch.Tensor, batch_videos: int):
-        self.model, self.encoded, self.prompts, self.batch = model, encoded, prompts, batch_videos
-        self.keys = torch.zeros(0, dtype=torch.long)  # sorted video * (C + 1) + (class + 1)
-        self.tokens: dict[str, torch.Tensor] | None = None
-        self.width = prompts.shape[0] + 1
-
-    def lookup(self, videos: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Tokens of each (video, class) pair, `(…, L, D)` per view, shaped like `videos`."""
-        keys = (videos.cpu() * self.width + classes.cpu() + 1).reshape(-1)
-        new = torch.unique(keys)
-        if self.keys.numel():
-            new = new[~torch.isin(new, self.keys)]
-        if new.numel():
-            self._add(new)
-        pos = torch.searchsorted(self.keys, keys)
-        return {k: v[pos].reshape(*videos.shape, *v.shape[1:]) for k, v in self.tokens.items()}
-
-    def _add(self, keys: torch.Tensor) -> None:
-        device = self.prompts.device
-        vids, cls = (keys // self.width).to(device), (keys % self.width - 1).to(device)
-        rows = _DictRows(self.encoded)
-        outs = []
-        for i in range(0, len(keys), self.batch):
-            v, c = vids[i : i + self.batch], cls[i : i + self.batch]
-            p = None if bool((c < 0).all()) else self.prompts[c.clamp(min=0)]
-            outs.append(self.model.fuse(rows[v], p, role="query"))
-        fresh = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
-        if self.tokens is None:
-            merged_keys, merged = keys, fresh
-        else:
-            merged_keys = torch.cat([self.keys, keys])
-            merged = {k: torch.cat([self.tokens[k], fresh[k]]) for k in fresh}
-        order = torch.argsort(merged_keys)
-        self.keys = merged_keys[order]
-        self.tokens = {k: v[order.to(v.device)] for k, v in merged.items()}
-
-
-def _score_reused(model, batch: EpisodeBatch, support_tokens, sim, query_cache, gen, device) -> torch.Tensor:
-    classes = batch.classes.to(device)  # (E, N)
-    query = batch.query.to(device)  # (E, M)
-    if sim is not None:
-        episode_sim = torch.gather(sim[query], 2, classes[:, None, :].expand(-1, query.shape[1], -1))  # (E, M, N)
-        chosen = model.select_prompts(episode_sim, mode=model.config.pps_eval_mode, generator=gen)  # (E, M)
-        query_class = torch.gather(classes, 1, chosen.to(device))
-    else:
-        query_class = torch.full_like(query, -1)
-    q_tokens = query_cache.lookup(query, query_class)
-    s_tokens = _gather(support_tokens, batch.support.to(device))  # (E, N, K, L, D)
-    return model.score(q_tokens, s_tokens).logits
-
-
-def _score_naive(model, batch: EpisodeBatch, frames, prompts, gen, device) -> torch.Tensor:
-    support = frames[batch.support.to(device)]  # (E, N, K, T, D)
-    query = frames[batch.query.to(device)]  # (E, M, T, D)
-    class_prompts = prompts[batch.classes.to(device)]  # (E, N, D)
-    return model(support, class_prompts, query, generator=gen).logits
 
 
 def evaluate_split(model, store, split: str, cfg: EvalConfig) -> EvalResult:
