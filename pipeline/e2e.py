@@ -20,7 +20,7 @@ Decisions, each an option of `E2EConfig`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from pipeline.errors import MdmfError
+from pipeline.errors import MdmfError, dataclass_from_dict
 from pipeline.frames import AUGMENTS, SOURCES, DecodedFrames, SplitFrames, SplitVideos, StoredFrames, loader
 from pipeline.transforms import FramePreprocessor
 
@@ -60,11 +60,7 @@ class E2EConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "E2EConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise MdmfError(f"unknown e2e settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "e2e")
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:

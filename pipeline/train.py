@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from pipeline import distributed
 from pipeline.checkpoint import load_checkpoint, save_atomic
 from pipeline.e2e import E2EConfig
 from pipeline.episodes import EpisodeBatch, EpisodeSampler, EpisodeSpec
-from pipeline.errors import MdmfError
+from pipeline.errors import MdmfError, dataclass_from_dict
 from pipeline.evaluate import EvalConfig, evaluate
 from pipeline.progress import progress_bar
 from pipeline.store import FeatureStore
@@ -84,11 +84,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise MdmfError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "training")
 
 
 def build_head(store: FeatureStore, overrides: dict):
