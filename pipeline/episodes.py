@@ -61,28 +61,60 @@ class EpisodeSampler:
                 "or --queries"
             )
 
-    def episode(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(classes (N,), support (N, K), query (M,), support views (N, K), query views (M,)) of episode `i`."""
-        s = self.spec
-        rng = np.random.default_rng([self.seed, int(i)])
-        classes = rng.choice(self.eligible, size=s.way, replace=False)
-        support = np.empty((s.way, s.shot), np.int64)
-        query = np.empty((s.way, s.queries), np.int64)
-        for n, c in enumerate(classes):
-            picked = rng.choice(self.by_class[int(c)], size=s.shot + s.queries, replace=False)
-            support[n], query[n] = picked[: s.shot], picked[s.shot :]
+    # Episodes are drawn in blocks of BLOCK, all at once, from a generator seeded by (seed, block): episode i is still a
+    # pure function of (seed, i), and 10,000 episodes cost a few vectorised draws instead of 10,000 Python loops
+    # (which had left a GPU evaluation waiting on the sampler).
+    BLOCK = 256
+
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Padded video rows of every eligible class `(C, max size)` and the class sizes `(C,)`."""
+        if not hasattr(self, "_rows"):
+            sizes = np.array([len(self.by_class[int(c)]) for c in self.eligible])
+            rows = np.zeros((len(self.eligible), sizes.max()), np.int64)
+            for j, c in enumerate(self.eligible):
+                rows[j, : sizes[j]] = self.by_class[int(c)]
+            self._rows, self._sizes = rows, sizes
+        return self._rows, self._sizes
+
+    def _block(self, b: int) -> tuple[np.ndarray, ...]:
+        """(classes (B, N), support (B, N, K), query (B, M), support views (B, N, K), query views (B, M)) of block b."""
+        cache = self.__dict__.setdefault("_blocks", {})
+        if b in cache:
+            return cache[b]
+        s, B = self.spec, self.BLOCK
+        rng = np.random.default_rng([self.seed, int(b)])
+        rows, sizes = self._table()
+        picked_classes = rng.random((B, len(self.eligible))).argsort(axis=1)[:, : s.way]  # (B, N) distinct
+        keys = rng.random((B, s.way, rows.shape[1]))
+        keys[np.arange(rows.shape[1]) >= sizes[picked_classes][..., None]] = np.inf  # beyond a class's videos
+        order = keys.argsort(axis=2)[..., : s.shot + s.queries]  # (B, N, K + Q) distinct positions in each class
+        videos = rows[picked_classes[..., None], order]
+        support, query = videos[..., : s.shot], videos[..., s.shot :].reshape(B, -1)
         if self.views > 1:
             sv = rng.integers(0, self.views, size=support.shape)
-            qv = rng.integers(0, self.views, size=s.way * s.queries)
+            qv = rng.integers(0, self.views, size=query.shape)
         else:
-            sv, qv = np.zeros_like(support), np.zeros(s.way * s.queries, np.int64)
-        return classes, support, query.reshape(-1), sv, qv
+            sv, qv = np.zeros_like(support), np.zeros_like(query)
+        if len(cache) >= 4:
+            cache.pop(next(iter(cache)))
+        cache[b] = (self.eligible[picked_classes], support, query, sv, qv)
+        return cache[b]
+
+    def episode(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(classes (N,), support (N, K), query (M,), support views (N, K), query views (M,)) of episode `i`."""
+        b, j = divmod(int(i), self.BLOCK)
+        return tuple(part[j] for part in self._block(b))
 
     def batch(self, start: int, count: int) -> EpisodeBatch:
         """Episodes `start .. start+count-1`, stacked."""
-        parts = [self.episode(i) for i in range(start, start + count)]
+        first, last = start // self.BLOCK, (start + count - 1) // self.BLOCK
+        blocks = [self._block(b) for b in range(first, last + 1)]
+        offset = start - first * self.BLOCK
         labels = np.repeat(np.arange(self.spec.way), self.spec.queries)
-        stack = lambda j: torch.from_numpy(np.stack([p[j] for p in parts]))  # noqa: E731
+
+        def stack(j: int) -> torch.Tensor:
+            return torch.from_numpy(np.concatenate([blk[j] for blk in blocks])[offset : offset + count].copy())
+
         return EpisodeBatch(
             classes=stack(0), support=stack(1), query=stack(2),
             query_labels=torch.from_numpy(np.tile(labels, (count, 1))),

@@ -34,6 +34,12 @@ def test_episode_i_is_a_function_of_seed_and_i():
     part = b.batch(20, 10)
     for name in ("classes", "support", "query", "query_labels"):
         torch.testing.assert_close(getattr(whole, name)[20:30], getattr(part, name))
+    across = EpisodeSampler(LABELS, EpisodeSpec(), seed=1).batch(250, 20)  # spans two draw blocks
+    fresh = EpisodeSampler(LABELS, EpisodeSpec(), seed=1).batch(0, 300)
+    for name in ("classes", "support", "query"):
+        torch.testing.assert_close(getattr(fresh, name)[250:270], getattr(across, name))
+        single = torch.from_numpy(np.asarray(a.episode(260)[("classes", "support", "query").index(name)]))
+        torch.testing.assert_close(getattr(fresh, name)[260], single)
     other = EpisodeSampler(LABELS, EpisodeSpec(), seed=2).batch(0, 50)
     assert not torch.equal(whole.classes, other.classes)
 
