@@ -201,7 +201,7 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     shard, num_shards = cfg.shard
     if not 0 <= shard < num_shards:
         raise MdmfError(f"--shard {shard}/{num_shards}: the shard index must be in 0..{num_shards - 1}")
-    dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir)
+    dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir, progress=cfg.progress)
     for split in cfg.splits:
         if split not in dataset.entries:
             raise MdmfError(f"dataset {cfg.dataset} has no split {split!r} (it has {', '.join(dataset.entries)})")
