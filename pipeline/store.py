@@ -204,11 +204,9 @@ class FeatureStore:
 
     def pending_units(self, split: str, shard: int = 0, num_shards: int = 1) -> list[int]:
         """Units of `split` owned by shard `shard` of `num_shards` whose status chunk is not written yet."""
-        status = self.group(split)["status"][:]
-        return [
-            u for u in range(self.num_units(split))
-            if u % num_shards == shard and np.any(status[self.unit_rows(split, u).start : self.unit_rows(split, u).stop] == PENDING)
-        ]
+        pending_rows = np.flatnonzero(self.status(split) == PENDING)
+        units = np.unique(pending_rows // self.chunk_videos)
+        return [int(u) for u in units if u % num_shards == shard]
 
     def write_unit(self, split: str, unit: int, features: np.ndarray, frame_indices: np.ndarray,
                    status: np.ndarray, errors: list[str], frames: np.ndarray | None = None) -> None:
@@ -236,7 +234,7 @@ class FeatureStore:
         return [str(v) for v in self.group(split)[name][:]]
 
     def status(self, split: str) -> np.ndarray:
-        return self.group(split)["status"][:]
+        return self.array(split, "status")[:]
 
     def load(self, split: str) -> SplitFeatures:
         """The usable videos of `split` (status ok or short) with their features, in memory."""
