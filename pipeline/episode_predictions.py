@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.episodes import EpisodeSampler, EpisodeSpec
+from pipeline.evaluate import episode_generator
 
 
 @dataclass
@@ -75,7 +76,7 @@ def predict_episodes(model, features: np.ndarray, labels: np.ndarray, prompt_emb
     for start in range(0, episodes, batch_episodes):
         count = min(batch_episodes, episodes - start)
         batch = sampler.batch(start, count)
-        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(start)) % (2**63))  # as pipeline.evaluate
+        gen = episode_generator(seed, start)  # the evaluator's PPS draws, batch for batch
         classes, query = batch.classes.to(device), batch.query.to(device)  # (E, N), (E, M)
         flat = query.reshape(-1)
         if pps:

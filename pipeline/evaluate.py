@@ -63,7 +63,7 @@ class EvalResult:
         return {k: v for k, v in asdict(replace(self, predictions=None)).items() if k != "predictions"}
 
 
-def _generator(seed: int, start: int) -> torch.Generator:
+def episode_generator(seed: int, start: int) -> torch.Generator:
     # One generator per episode batch, a function of (seed, first episode): batching is the same in both paths.
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(start)) % (2**63))
 
@@ -165,7 +165,7 @@ def _naive_logits(model, sampler: EpisodeSampler, frames, prompts, cfg: EvalConf
         support = frames[batch.support.to(device)]  # (E, N, K, T, D)
         query = frames[batch.query.to(device)]  # (E, M, T, D)
         class_prompts = prompts[batch.classes.to(device)]  # (E, N, D)
-        yield start, batch, model(support, class_prompts, query, generator=_generator(cfg.seed, start)).logits
+        yield start, batch, model(support, class_prompts, query, generator=episode_generator(cfg.seed, start)).logits
 
 
 def _reused_logits(model, sampler: EpisodeSampler, frames, prompts, labels, cfg: EvalConfig, title: str):
@@ -257,7 +257,7 @@ def plan_queries(model, sampler: EpisodeSampler, sim: torch.Tensor | None, cfg: 
         M = batch.query.shape[1]
         episode_sim = torch.gather(sim[batch.query], 2, batch.classes[:, None, :].expand(-1, M, -1))  # (E, M, N)
         chosen = model.select_prompts(episode_sim, mode=model.config.pps_eval_mode,
-                                      generator=_generator(cfg.seed, start))  # (E, M)
+                                      generator=episode_generator(cfg.seed, start))  # (E, M)
         yield start, batch, torch.gather(batch.classes, 1, chosen)
 
 
