@@ -41,6 +41,23 @@ class EpisodeBatch:
         return int(self.classes.shape[0])
 
 
+def _distinct_positions(rng: np.random.Generator, sizes: np.ndarray, k: int) -> np.ndarray:
+    """sizes `(R,)` -> `(R, k)`: k distinct positions in `[0, size)` for every row, a uniformly random ordered sample.
+
+    The first k steps of a Fisher–Yates shuffle, all rows at once: step i swaps slot i with a slot drawn from
+    `[i, size)`. k vectorised steps, where sorting R rows of random keys was ~5x slower (and dominated the sampler).
+    """
+    rows, width = np.arange(len(sizes)), int(sizes.max())
+    perm = np.broadcast_to(np.arange(width, dtype=np.int64), (len(sizes), width)).copy()
+    steps = np.arange(k)
+    swap = steps + (rng.random((len(sizes), k)) * (sizes[:, None] - steps)).astype(np.int64)  # (R, k), in [i, size)
+    for i in range(k):
+        drawn = perm[rows, swap[:, i]]
+        perm[rows, swap[:, i]] = perm[:, i]
+        perm[:, i] = drawn
+    return perm[:, :k]
+
+
 class EpisodeSampler:
     """Samples N-way K-shot episodes with `queries` query videos per class from one split.
 
@@ -84,10 +101,9 @@ class EpisodeSampler:
         s, B = self.spec, self.BLOCK
         rng = np.random.default_rng([self.seed, int(b)])
         rows, sizes = self._table()
-        picked_classes = rng.random((B, len(self.eligible))).argsort(axis=1)[:, : s.way]  # (B, N) distinct
-        keys = rng.random((B, s.way, rows.shape[1]))
-        keys[np.arange(rows.shape[1]) >= sizes[picked_classes][..., None]] = np.inf  # beyond a class's videos
-        order = keys.argsort(axis=2)[..., : s.shot + s.queries]  # (B, N, K + Q) distinct positions in each class
+        picked_classes = _distinct_positions(rng, np.full(B, len(self.eligible)), s.way)  # (B, N) distinct
+        # (B, N, K + Q) distinct positions within each picked class
+        order = _distinct_positions(rng, sizes[picked_classes].reshape(-1), s.shot + s.queries).reshape(B, s.way, -1)
         videos = rows[picked_classes[..., None], order]
         support, query = videos[..., : s.shot], videos[..., s.shot :].reshape(B, -1)
         if self.views > 1:

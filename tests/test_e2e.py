@@ -100,7 +100,7 @@ def trained(store, tmp_path_factory):
 
     original, Backbone.encode_text = Backbone.encode_text, no_text
     try:
-        train(config(store, run, steps=16, episodes_per_step=2, val_every=8, e2e={"backbone_lr": 3e-4}, lr=3e-4))
+        train(config(store, run, steps=32, episodes_per_step=2, val_every=16, e2e={"backbone_lr": 3e-4}, lr=3e-4))
     finally:
         Backbone.encode_text = original
     np.testing.assert_array_equal(prompts, store.group("train")["prompt_embeddings"][:])
@@ -137,8 +137,10 @@ def test_e2e_trains_the_backbone_lowers_the_loss_and_leaves_the_text_alone(store
 
     lines = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
     ce = [x["ce"] for x in lines if "loss" in x]
-    assert len(ce) == 16 and [x["step"] for x in lines if "val_accuracy" in x] == [8, 16]
-    assert np.mean(ce[-4:]) < np.mean(ce[:4]) - 0.2, ce  # measured: 0.88 -> 0.45
+    assert len(ce) == 32 and [x["step"] for x in lines if "val_accuracy" in x] == [16, 32]
+    # Mean CE of the last 8 steps against the first 8 (2 episodes a step: single steps are noisy). Measured on seeds
+    # 0-5: drops of 0.26-0.59 (seed 0: 0.84 -> 0.45); 16 steps had dropped by as little as 0.0 on one seed.
+    assert np.mean(ce[-8:]) < np.mean(ce[:8]) - 0.15, ce
     assert {p.name for p in trained.iterdir()} >= {"config.json", "metrics.jsonl", "last.pt", "best.pt", "visual.pt",
                                                     "mdmf-micro.json"}
     start = load_backbone(resolve_backbone(str(MICRO_CONFIG), "random")).model.visual.state_dict()

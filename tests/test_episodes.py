@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.episodes import EpisodeSampler, EpisodeSpec
+from pipeline.episodes import EpisodeSampler, EpisodeSpec, _distinct_positions
 from pipeline.errors import MdmfError
 
 LABELS = np.repeat(np.arange(8), [10, 10, 10, 10, 10, 10, 3, 12])  # class 6 is too small for 1-shot + 5 queries
@@ -55,3 +55,22 @@ def test_too_few_classes_is_a_user_error():
         EpisodeSampler(LABELS[LABELS < 4], EpisodeSpec(way=5))
     with pytest.raises(MdmfError, match="at least 13 videos"):
         EpisodeSampler(LABELS, EpisodeSpec(way=5, shot=5, queries=8))
+
+
+def test_distinct_positions_are_a_uniform_ordered_sample():
+    rng = np.random.default_rng(0)
+    sizes = np.array([5, 3, 7] * 20_000)
+    picks = _distinct_positions(rng, sizes, 3)  # (R, 3)
+    assert picks.shape == (60_000, 3)
+    assert (picks >= 0).all() and (picks < sizes[:, None]).all()
+    assert (np.sort(picks, axis=1)[:, 1:] != np.sort(picks, axis=1)[:, :-1]).all()  # distinct within a row
+    # every ordered triple of distinct positions of a 5-row is equally likely: 60 of them, 20,000 draws
+    five = picks[sizes == 5]
+    counts = np.bincount((five * [25, 5, 1]).sum(1), minlength=125)
+    seen = counts[counts > 0]
+    assert len(seen) == 60
+    expected = len(five) / 60
+    chi2 = ((seen - expected) ** 2 / expected).sum()
+    assert chi2 < 100  # 59 degrees of freedom: the 99.9th percentile is ~96
+    # a 3-row sample of all 3 positions is a uniform permutation
+    assert len(np.unique((picks[sizes == 3] * [9, 3, 1]).sum(1))) == 6
