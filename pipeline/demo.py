@@ -2,6 +2,11 @@
 
 generate toy videos → extract features (tiny) → evaluate the untrained OTAM baseline → train the MDMF head →
 evaluate it on the same test episodes → one table, also written as JSON.
+
+Seed 0 writes the store where `mdmf` looks for it by default (`cache/toy/tiny`), the run to `runs/demo-mdmf` and the
+table to `runs/demo-results.json`; any other seed S gets its own `…-seedS` store, run and results (the seed sets the
+cached train-view augmentation, so a store of one seed cannot serve another, and a run of one seed must not be resumed
+by another). Running the same seed again reuses what is there: extraction and training resume, evaluation reruns.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from rich.table import Table
 @dataclass
 class DemoConfig:
     data_root: str = "data/toy"
-    store: str = "cache/toy/tiny"
+    store: str | None = None  # default: cache/toy/tiny, or cache/toy/tiny-seedS for seed S != 0
     runs: str = "runs"
     steps: int = 150
     shots: tuple[int, ...] = (1, 5)
@@ -25,6 +30,22 @@ class DemoConfig:
     seed: int = 0
     workers: int = 2
     progress: bool = True
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.seed == 0 else f"-seed{self.seed}"
+
+    @property
+    def store_path(self) -> str:
+        return self.store or f"cache/toy/tiny{self.suffix}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs) / f"demo-mdmf{self.suffix}"
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.runs) / f"demo-results{self.suffix}.json"
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
@@ -38,10 +59,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
 
     console = console or Console()
     console.rule("1/4 toy videos and features (tiny backbone)")
-    summary = run_extract(ExtractConfig(dataset="toy", root=cfg.data_root, out=cfg.store, backbone="tiny",
+    summary = run_extract(ExtractConfig(dataset="toy", root=cfg.data_root, out=cfg.store_path, backbone="tiny",
                                         train_views=4, workers=cfg.workers, progress=cfg.progress, seed=cfg.seed))
     print_extract_summary(summary, console)
-    store = FeatureStore.open(cfg.store)
+    store = FeatureStore.open(cfg.store_path)
 
     console.rule("2/4 untrained baseline: OTAM on the raw CLIP frame features")
     otam = build_model(ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
@@ -53,9 +74,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
         write_result(r, Path(cfg.runs) / "demo-otam" / f"test_5w{shot}s_seed{cfg.seed}.json", "OTAM baseline (toy, tiny)")
 
     console.rule("3/4 train the MDMF head on the cached features (5-way 1-shot episodes)")
-    run_dir = Path(cfg.runs) / "demo-mdmf"
+    run_dir = cfg.run_dir
     resume = (run_dir / "last.pt").is_file()
-    tcfg = TrainConfig(store=cfg.store, run_dir=str(run_dir), model={"name": "mdmf"}, steps=cfg.steps,
+    tcfg = TrainConfig(store=cfg.store_path, run_dir=str(run_dir), model={"name": "mdmf"}, steps=cfg.steps,
                        seed=cfg.seed, progress=cfg.progress, device="cpu")
     train_head(tcfg, resume=resume)
 
@@ -75,6 +96,6 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
         table.add_row(label, *(f"{results[name][s].accuracy:.1f} ± {results[name][s].ci95:.1f}" for s in cfg.shots))
     console.print(table)
     out = {name: {str(s): r.to_json() for s, r in by_shot.items()} for name, by_shot in results.items()}
-    (Path(cfg.runs) / "demo-results.json").write_text(json.dumps(out, indent=2))
-    console.print(f"results written to {Path(cfg.runs) / 'demo-results.json'}")
+    cfg.results_path.write_text(json.dumps(out, indent=2))
+    console.print(f"results written to {cfg.results_path}")
     return out
