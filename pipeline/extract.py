@@ -1,14 +1,18 @@
 """Stage one: decode videos, sample T frames per view, encode them with CLIP, write a feature store.
 
 Decoding and cropping run in DataLoader worker processes (`workers`), one decord thread each, while the main process
-encodes: the two overlap. Work is done in units of `chunk_videos` videos (one store chunk); a unit is written whole,
-status last, so an interrupted run (even `kill -9`) resumes with the same command and ends with the same store.
+encodes and one writer thread compresses and writes finished units: the three overlap. Work is done in units of
+`chunk_videos` videos (one store chunk); a unit is written whole, status last, so an interrupted run (even `kill -9`)
+resumes with the same command and ends with the same store.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -87,9 +91,28 @@ class ExtractSummary:
     videos_done: int
     per_split: dict = field(default_factory=dict)
     failures: dict = field(default_factory=dict)
+    # Where the main process spent this run's time, in seconds (see `ExtractTimes`); empty when nothing was to do.
+    times: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class ExtractTimes:
+    """Seconds of one run. The main process waits for decoded videos, encodes them, and hands finished units to the
+    writer thread, waiting for it only when two units are already queued; `writing` is the writer thread's own time
+    (overlapped with the rest). Waiting for decoding most of the time means decode-bound (more `--workers` helps);
+    encoding most of the time means encoder-bound, the pipeline's best case."""
+
+    waiting_for_decode: float = 0.0
+    encoding: float = 0.0
+    writing: float = 0.0
+    waiting_for_writer: float = 0.0
+
+    def bottleneck(self) -> str:
+        main = {"decoding": self.waiting_for_decode, "encoding": self.encoding, "writing": self.waiting_for_writer}
+        return max(main, key=main.get)
 
 
 @dataclass(frozen=True)
@@ -221,18 +244,24 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
 
     pre = FramePreprocessor(backbone.image_size, backbone.mean, backbone.std, cfg.resize_ratio, backbone.interpolation)
     views = {s: store.views(s) for s in cfg.splits}
-    done = _encode_jobs(cfg, store, backbone, pre, jobs, views, dataset.info.flip, device)
+    times = ExtractTimes()
+    done = _encode_jobs(cfg, store, backbone, pre, jobs, views, dataset.info.flip, device, times)
 
     summary = ExtractSummary(store=str(store.path), seconds=round(time.perf_counter() - start, 2), videos_done=done,
                              per_split=store.progress(),
-                             failures={s: store.failures(s)[:20] for s in store.splits})
+                             failures={s: store.failures(s)[:20] for s in store.splits},
+                             times={k: round(v, 3) for k, v in asdict(times).items()} if done else {})
     if num_shards == 1 or all(v["pending"] == 0 for v in summary.per_split.values()):
         (store.path / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     return summary
 
 
-def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device) -> int:
-    """Decode in workers, encode here, write unit by unit. Returns the number of videos processed."""
+def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, times: ExtractTimes) -> int:
+    """Decode in workers, encode here, write unit by unit in a writer thread. Returns the number of videos processed.
+
+    Units are written in order by one thread, at most two queued: compressing and writing a unit (tens of MB with
+    `save_frames`) overlaps the encoding of the next, and the store on disk is the same as with writing inline.
+    """
     from pipeline.progress import progress_bar
 
     if not jobs:
@@ -240,30 +269,73 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device) -> 
     loader = DataLoader(
         _DecodeDataset(jobs, cfg.frames, views, pre, cfg.seed, allow_flip),
         batch_size=None, shuffle=False, num_workers=cfg.workers, worker_init_fn=_worker_init,
-        prefetch_factor=4 if cfg.workers > 0 else None, persistent_workers=False,
+        prefetch_factor=prefetch_factor(cfg.workers, cfg.chunk_videos), persistent_workers=False,
     )
     last_row = {(j.split, j.unit): store.unit_rows(j.split, j.unit).stop - 1 for j in jobs}
     pending: list[dict] = []
-    with progress_bar(cfg.progress, "extract", total=len(jobs), unit="videos") as advance:
-        for item in loader:
+    queued: deque = deque()
+
+    failed = threading.Event()
+
+    def write(*unit) -> None:
+        if failed.is_set():  # after a failed write, no later unit is written: the store stays a prefix of the run
+            return
+        t = time.perf_counter()
+        try:
+            _write_unit(store, *unit)
+        except BaseException:
+            failed.set()
+            raise
+        times.writing += time.perf_counter() - t
+
+    def wait_for_writer(keep: int) -> None:
+        t = time.perf_counter()
+        while len(queued) > keep:
+            queued.popleft().result()  # re-raises a failed write here
+        times.waiting_for_writer += time.perf_counter() - t
+
+    # On an error or Ctrl-C the executor's exit still finishes the units already handed to it: work done is kept.
+    with progress_bar(cfg.progress, "extract", total=len(jobs), unit="videos") as advance, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdmf-store-writer") as writer:
+        items = iter(loader)
+        while True:
+            t = time.perf_counter()
+            item = next(items, None)
+            times.waiting_for_decode += time.perf_counter() - t
+            if item is None:
+                break
             item["job"] = job = jobs[item["i"]]
             pending.append(item)
             if job.row == last_row[job.split, job.unit]:  # the unit is complete (the loader keeps the order)
-                _write_unit(store, backbone, pre, pending, views[job.split], cfg, device)
+                t = time.perf_counter()
+                unit = _encode_unit(backbone, pre, pending, views[job.split], cfg, device)
+                times.encoding += time.perf_counter() - t
+                wait_for_writer(keep=1)
+                queued.append(writer.submit(write, *unit))
                 advance(len(pending))
                 pending = []
+        wait_for_writer(keep=0)
     return len(jobs)
 
 
+def prefetch_factor(workers: int, chunk_videos: int) -> int | None:
+    """Videos each worker may decode ahead: together two units' worth (at least 4 each). The main process encodes a
+    whole unit at once; with less in flight than a unit, the workers stop while it encodes and decoding and
+    encoding take turns instead of overlapping (measured: 1 worker, prefetch 4, units of 16 on 2 cores spent as
+    long waiting for videos as encoding them)."""
+    return max(4, -(-2 * chunk_videos // workers)) if workers > 0 else None
+
+
 @torch.no_grad()
-def _write_unit(store, backbone, pre, items, k, cfg, device) -> None:
+def _encode_unit(backbone, pre, items, k, cfg, device) -> tuple:
+    """Encode one unit's decoded videos -> the arguments of `_write_unit` after the store."""
     split, unit = items[0]["job"].split, items[0]["job"].unit
     n, t, d = len(items), cfg.frames, backbone.dim
     feats = np.zeros((n, k, t, d), np.float16)
     indices = np.stack([it["indices"] for it in items])
     status = np.asarray([it["status"] for it in items], np.int8)
     ok = [i for i, it in enumerate(items) if it["crops"] is not None]
-    frames = None
+    crops = None
     if ok:
         crops = torch.stack([items[i]["crops"] for i in ok])  # (n_ok, K, T, 3, S, S) uint8
         flat = crops.reshape(-1, *crops.shape[-3:])
@@ -272,10 +344,18 @@ def _write_unit(store, backbone, pre, items, k, cfg, device) -> None:
             x = pre.normalize(flat[b : b + cfg.batch_frames].to(device, non_blocking=True))  # uint8 over the bus
             out.append(backbone.encode_images(x).float().cpu())
         feats[ok] = torch.cat(out).reshape(len(ok), k, t, d).numpy().astype(np.float16)
-        if cfg.save_frames:
-            frames = np.zeros((n, k, t, pre.image_size, pre.image_size, 3), np.uint8)
-            frames[ok] = crops.permute(0, 1, 2, 4, 5, 3).numpy()
-    store.write_unit(split, unit, feats, indices, status, [it["error"] for it in items], frames)
+    return split, unit, feats, indices, status, [it["error"] for it in items], \
+        (ok, crops if cfg.save_frames else None, pre.image_size)
+
+
+def _write_unit(store, split, unit, feats, indices, status, errors, frames_of) -> None:
+    """Write one encoded unit; with `save_frames`, the uint8 crops too, laid out `(n, K, T, S, S, 3)`."""
+    ok, crops, size = frames_of
+    frames = None
+    if crops is not None:
+        frames = np.zeros((len(status), *crops.shape[1:3], size, size, 3), np.uint8)
+        frames[ok] = crops.permute(0, 1, 2, 4, 5, 3).numpy()
+    store.write_unit(split, unit, feats, indices, status, errors, frames)
 
 
 def _versions() -> dict:

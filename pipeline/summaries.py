@@ -14,6 +14,16 @@ def print_extract_summary(summary, console: Console, first_failures: int = 5) ->
         table.add_row(split, str(c["total"]), str(c["ok"]), str(c["short"]), str(c["failed"]), str(c["pending"]))
     console.print(table)
     console.print(f"{summary.videos_done} videos processed in {summary.seconds:.1f} s")
+    t = summary.times
+    if t:
+        main = t["waiting_for_decode"] + t["encoding"] + t["waiting_for_writer"]
+        share = lambda x: f"{100 * x / main:.0f} %" if main > 0 else "-"  # noqa: E731
+        console.print(f"[dim]main process: waiting for decoded videos {t['waiting_for_decode']:.1f} s "
+                      f"({share(t['waiting_for_decode'])}), encoding {t['encoding']:.1f} s ({share(t['encoding'])}), "
+                      f"waiting for the writer {t['waiting_for_writer']:.1f} s; writer thread {t['writing']:.1f} s[/]")
+        if main > 0 and t["waiting_for_decode"] > 0.5 * main:
+            console.print("[dim]decoding was the bottleneck: more --workers (if there are idle CPU cores) would "
+                          "speed this up[/]")
     for split, fails in summary.failures.items():
         if fails:
             console.print(f"[yellow]{split}: {summary.per_split[split]['failed']} failed videos[/], first ones:")

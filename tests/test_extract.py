@@ -109,3 +109,34 @@ def test_missing_root_and_bad_shard_are_user_errors(small_dataset, tmp_path):
         run_extract(config(tmp_path / "nowhere", splits, tmp_path / "s"))
     with pytest.raises(MdmfError, match="shard"):
         run_extract(config(tmp_path, splits, tmp_path / "s", shard=(2, 2)))
+
+
+def test_the_summary_says_where_the_time_went(small_dataset, micro_backbone, tmp_path):
+    root, splits = small_dataset
+    summary = run_extract(config(root, splits, tmp_path / "store"), backbone=micro_backbone)
+    t = summary.times
+    assert set(t) == {"waiting_for_decode", "encoding", "writing", "waiting_for_writer"}
+    assert min(t.values()) >= 0 and t["encoding"] > 0 and t["writing"] > 0 and t["waiting_for_decode"] > 0
+    assert t["waiting_for_decode"] + t["encoding"] + t["waiting_for_writer"] <= summary.seconds
+    assert run_extract(config(root, splits, tmp_path / "store"), backbone=micro_backbone).times == {}  # nothing to do
+
+
+def test_a_failing_write_stops_the_run_and_keeps_the_units_before_it(small_dataset, micro_backbone, tmp_path,
+                                                                     monkeypatch):
+    root, splits = small_dataset
+    original, calls = FeatureStore.write_unit, []
+
+    def write_unit(self, split, unit, *args, **kw):
+        calls.append((split, unit))
+        if len(calls) == 3:
+            raise OSError("disk full")
+        original(self, split, unit, *args, **kw)
+
+    monkeypatch.setattr(FeatureStore, "write_unit", write_unit)
+    with pytest.raises(OSError, match="disk full"):
+        run_extract(config(root, splits, tmp_path / "store"), backbone=micro_backbone)
+    progress = FeatureStore.open(tmp_path / "store").progress()["train"]
+    assert progress["total"] - progress["pending"] == 4  # the two units (of 2 videos) written before the failure
+    monkeypatch.setattr(FeatureStore, "write_unit", original)
+    summary = run_extract(config(root, splits, tmp_path / "store"), backbone=micro_backbone)
+    assert summary.videos_done == 9 + 6 + 6 - 4 and summary.per_split["train"]["pending"] == 0
