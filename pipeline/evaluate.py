@@ -89,6 +89,15 @@ def _gather(tokens: dict[str, torch.Tensor], index: torch.Tensor,
     return out
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`. To a GPU through pinned memory, without waiting: a plain copy from pageable memory
+    waits for everything queued on the stream, which would stop the CPU from planning ahead of the GPU. (The pinned
+    block is not reused before the copy has finished: torch's host allocator records the copy's stream.)"""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def _batched(fn, n: int, batch: int, *tensors):
     """Apply `fn` to row-batches of `tensors` and concatenate the resulting dicts."""
@@ -176,10 +185,12 @@ def _reused_logits(model, sampler: EpisodeSampler, frames, prompts, labels, cfg:
     asynchronous, so drawing the episodes overlaps with it.
     """
     device = frames.device
+    # PPS similarity first: it comes back to the CPU (a sync), and done after queueing the encode and support-fuse
+    # passes it would wait for them; this way, on a GPU, the planning below runs while they execute.
+    sim = pps_similarity(model, frames, prompts)
     work = EpisodeIndependentWork(model, frames, prompts, labels, query_pair_capacity(model, sampler, frames.shape[0],
                                                                                         prompts.shape[0], cfg),
                                   cfg.batch_videos)
-    sim = pps_similarity(model, frames, prompts)
     planned = []
     with progress_bar(cfg.progress, title + ": episodes and fused tokens", total=cfg.episodes,
                       unit="episodes") as advance:
@@ -200,24 +211,35 @@ def _score_planned(model, work: EpisodeIndependentWork, planned, chunk: int, dev
     waits for all threads, which on a loaded machine costs far more than it gains (measured here: 2 threads on 2
     busy cores scored 10x slower than 1). Independent workers need no such waiting, and still use every core.
     """
-    def score_chunk(batch, slots, i, buffers=(None, None)):
-        q_tokens = _gather(work.query, slots[i : i + chunk].to(device), buffers[0])  # (E, M, L, D)
-        s_tokens = _gather(work.support, batch.support[i : i + chunk].to(device), buffers[1])  # (E, N, K, L, D)
+    def score_chunk(slots, support, i, buffers=(None, None)):
+        q_tokens = _gather(work.query, slots[i : i + chunk], buffers[0])  # (E, M, L, D)
+        s_tokens = _gather(work.support, support[i : i + chunk], buffers[1])  # (E, N, K, L, D)
         return model.score(q_tokens, s_tokens).logits
 
-    if device.type != "cpu":  # one stream: the kernels of the next chunk queue up behind those of this one
-        for start, batch, slots in planned:
-            yield start, batch, torch.cat([score_chunk(batch, slots, i) for i in range(0, len(batch), chunk)])
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        # In order, on one stream (on a GPU the kernels of the next chunk queue up behind those of this one). All
+        # indices go to the device in one copy first: a copy from pageable memory per chunk would wait for the chunk
+        # before it each time.
+        slots_all = _to_device(torch.cat([slots for _, _, slots in planned]), device)
+        support_all = _to_device(torch.cat([batch.support for _, batch, _ in planned]), device)
+        buffers = ({}, {}) if device.type == "cpu" else (None, None)  # a GPU's caching allocator does this itself
+        offset = 0
+        for start, batch, _ in planned:
+            rows = slice(offset, offset + len(batch))
+            offset += len(batch)
+            yield start, batch, torch.cat([score_chunk(slots_all[rows], support_all[rows], i, buffers)
+                                           for i in range(0, len(batch), chunk)])
         return
 
-    threads, local = torch.get_num_threads(), threading.local()
+    local = threading.local()
 
     def run(batch, slots, i):
         if not hasattr(local, "buffers"):  # per worker: gather buffers reused from chunk to chunk
             torch.set_num_threads(1)
             local.buffers = ({}, {})
         with torch.no_grad():  # grad mode is per thread
-            return score_chunk(batch, slots, i, local.buffers)
+            return score_chunk(slots, batch.support, i, local.buffers)
 
     try:
         with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -335,8 +357,8 @@ class EpisodeIndependentWork:
         videos, classes = videos[:n], classes[:n]
         device = self.prompts.device
         # The planner gives every query a prompt (PPS) or none at all; a batch never mixes the two.
-        prompts = None if bool((classes < 0).all()) else self.prompts[classes.clamp(min=0).to(device)]
-        out = self.model.fuse(_DictRows(self.encoded)[videos.to(device)], prompts, role="query")
+        prompts = None if bool((classes < 0).all()) else self.prompts[_to_device(classes.clamp(min=0), device)]
+        out = self.model.fuse(_DictRows(self.encoded)[_to_device(videos, device)], prompts, role="query")
         if not self.query:  # allocated once, at the bound: no copies as it fills (CPU pages are only touched later)
             self.query = {k: v.new_empty((self.capacity, *v.shape[1:])) for k, v in out.items()}
         for k, v in out.items():

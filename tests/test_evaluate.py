@@ -34,6 +34,22 @@ def test_reuse_gives_the_naive_result_to_the_last_digit(store, name, options, sh
     assert 20 < fast.accuracy <= 100
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_both_scoring_paths_give_the_naive_predictions(store, threads):
+    """1 thread: chunks in order on one stream (the GPU's path); 2: chunks spread over worker threads (CPU)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="mdmf", **SMALL))
+    cfg = dict(shot=5, episodes=250, batch_episodes=100, score_episodes=30, progress=False, keep_predictions=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast = evaluate_split(model, store, "test", EvalConfig(**cfg, reuse=True))
+    finally:
+        torch.set_num_threads(before)
+    slow = evaluate_split(model, store, "test", EvalConfig(**cfg, reuse=False))
+    assert torch.equal(fast.predictions, slow.predictions) and fast.accuracy == slow.accuracy
+
+
 def test_same_seed_same_number_other_seed_other_episodes(store):
     model = build_model(ModelConfig(name="mdmf", **SMALL))
     a = evaluate_split(model, store, "test", EvalConfig(episodes=400, seed=3, progress=False))
