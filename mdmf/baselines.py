@@ -14,13 +14,17 @@ from mdmf.layers import PositionEmbedding, TransformerBlock
 CLIP_LOGIT_SCALE = 100.0
 
 
-class OTAMBaseline(FewShotMethod):
-    """OTAM between a query's raw frames and the mean of each class's K support videos. No parameters, no prompts:
-    the floor every trained head must beat. Single view "otam", tokens `(B, T, D)`."""
+class RawFrameMethod(FewShotMethod):
+    """A method with no per-video work: `encode` passes frames `(B, T, D)` on as `{"frames": (B, T, D)}`."""
 
     def encode(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         self.check_frames(frames)
         return {"frames": frames}
+
+
+class OTAMBaseline(RawFrameMethod):
+    """OTAM between a query's raw frames and the mean of each class's K support videos. No parameters, no prompts:
+    the floor every trained head must beat. Single view "otam", tokens `(B, T, D)`."""
 
     def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
              role: str) -> dict[str, torch.Tensor]:
@@ -28,7 +32,7 @@ class OTAMBaseline(FewShotMethod):
         return {"otam": encoded["frames"]}
 
 
-class CLIPFSAR(FewShotMethod):
+class CLIPFSAR(RawFrameMethod):
     """CLIP-FSAR (Wang et al., IJCV 2023): prototype modulation by the class prompt, OTAM matching.
 
     One temporal transformer (`depth` self-attention blocks, learned positions) for both roles:
@@ -44,10 +48,6 @@ class CLIPFSAR(FewShotMethod):
         self.position = PositionEmbedding(c.frames + 1, c.dim) if c.position_embedding else nn.Identity()
         self.blocks = nn.ModuleList(TransformerBlock(c.dim, c.heads, c.mlp_dim, c.attn_dropout)
                                     for _ in range(c.depth))
-
-    def encode(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.check_frames(frames)
-        return {"frames": frames}
 
     def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
              role: str) -> dict[str, torch.Tensor]:
