@@ -15,15 +15,28 @@ from pipeline.errors import MdmfError
 import cli.commands  # noqa: F401,E402
 
 
+INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (SIGINT)
+
+
+def interrupted() -> None:
+    resume = " with --resume" if sys.argv[1:2] == ["train"] else ""
+    Console(stderr=True).print(f"[yellow]interrupted[/]: finished work is kept; run the same command again{resume} to "
+                               "continue where it stopped", highlight=False)
+
+
 def main() -> None:
     try:
         app()
     except MdmfError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("[yellow]interrupted[/]: work done so far is kept; run the same command again to resume")
-        sys.exit(130)
+    except KeyboardInterrupt:  # raised outside typer's own handling (e.g. while the app is being set up)
+        interrupted()
+        sys.exit(INTERRUPTED)
+    except SystemExit as done:
+        if done.code == INTERRUPTED:  # typer turns Ctrl-C inside a command into a silent exit 130
+            interrupted()
+        raise
 
 
 if __name__ == "__main__":

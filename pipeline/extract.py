@@ -172,7 +172,10 @@ def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, all
 
 
 def _worker_init(_: int) -> None:
+    from pipeline.interrupt import ignore_sigint
+
     torch.set_num_threads(1)
+    ignore_sigint()
 
 
 def pick_device(device: str) -> torch.device:

@@ -37,6 +37,7 @@ from pipeline.e2e import E2EConfig
 from pipeline.episodes import EpisodeBatch, EpisodeSampler, EpisodeSpec
 from pipeline.errors import MdmfError, dataclass_from_dict
 from pipeline.evaluate import EvalConfig, evaluate
+from pipeline.interrupt import DeferredInterrupt
 from pipeline.progress import progress_bar
 from pipeline.store import FeatureStore
 
@@ -318,7 +319,8 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     start = time.perf_counter()
     model.train()
     chunk_iter = iter(inp.chunks(sampler, firsts, cfg.batch_episodes))
-    with progress_bar(cfg.progress and ctx.is_main, f"train {cfg.stage}", total=cfg.steps, unit="steps") as advance:
+    with progress_bar(cfg.progress and ctx.is_main, f"train {cfg.stage}", total=cfg.steps, unit="steps") as advance, \
+            DeferredInterrupt() as interrupt:
         advance(step)
         while step < cfg.steps:
             opt.zero_grad(set_to_none=True)
@@ -340,9 +342,11 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
                 seen += labels.numel()
             if ctx.distributed:  # log what one process would have logged: means over all the step's episodes
                 keys = list(totals)
-                summed = ctx.sum([totals[k] for k in keys] + [correct, seen])
+                summed = ctx.sum([totals[k] for k in keys] + [correct, seen, float(interrupt.requested)])
                 totals = {k: v / ctx.world for k, v in zip(keys, summed)}
-                correct, seen = int(summed[-2]), int(summed[-1])
+                correct, seen, stop = int(summed[-3]), int(summed[-2]), summed[-1] > 0  # stop: all ranks agree
+            else:
+                stop = interrupt.requested
             if cfg.grad_clip:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -362,5 +366,11 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
                 if ctx.is_main:
                     checkpoint(last)
                 ctx.barrier()
+            elif stop:  # Ctrl-C: keep every finished step (--resume continues exactly from here)
+                if ctx.is_main:
+                    checkpoint(last)
+                ctx.barrier()
             advance(1, **fields_)
+            if stop:
+                raise KeyboardInterrupt
     return best if ctx.is_main else {}

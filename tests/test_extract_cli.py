@@ -57,6 +57,25 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_store(small_dataset,
             np.testing.assert_array_equal(a.group(split)[name][:], b.group(split)[name][:])
 
 
+def test_ctrl_c_says_how_to_resume_and_keeps_the_work(small_dataset, tmp_path):
+    root, splits = small_dataset
+    out = tmp_path / "store"
+    proc = subprocess.Popen(extract_args(root, splits, out), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while done_units(out) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "run the same command again to continue" in err and "Traceback" not in err
+    kept = sum(c["total"] - c["pending"] for c in FeatureStore.open(out).progress().values())
+    assert 2 <= kept < 21
+    resumed = run(extract_args(root, splits, out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert sum(c["pending"] for c in FeatureStore.open(out).progress().values()) == 0
+
+
 def test_cache_info_and_export(small_dataset, tmp_path):
     root, splits = small_dataset
     store = tmp_path / "s"

@@ -87,3 +87,52 @@ def test_training_beats_the_untrained_model(tmp_path):
     model, _ = load_run_model(tmp_path / "learn")
     after = evaluate_split(model, store, "val", ev).accuracy
     assert after > before + 15, (before, after)  # measured: 22.5 -> 48.6
+
+
+def test_ctrl_c_keeps_every_finished_step_and_resume_is_exact(store, tmp_path):
+    """The real CLI: SIGINT mid-run (between validations) -> exit 130, last.pt at the last finished step; --resume then
+    ends with the uninterrupted run's weights and metrics."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def args(name, *extra):
+        return [sys.executable, "-m", "cli.main", "train", "--stage", "head", "--cache", str(store.path), "--runs",
+                str(tmp_path), "--name", name, "--set", "heads=4", "--set", "mlp_dim=64", "--steps", "400",
+                "--episodes-per-step", "4", "--batch-episodes", "2", "--val-every", "1000", "--val-episodes", "20",
+                "--device", "cpu", "--threads", "1", "--quiet", *extra]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args("cut"), cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    metrics, deadline = tmp_path / "cut" / "metrics.jsonl", time.time() + 120
+    while (not metrics.is_file() or len(metrics.read_text().splitlines()) < 5) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "with --resume" in err and "Traceback" not in err
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    steps_logged = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if "loss" in x]
+    assert 5 <= state["step"] < 400 and steps_logged == list(range(1, state["step"] + 1))
+
+    resumed = subprocess.run(args("cut", "--resume", "--steps", str(state["step"] + 3)), cwd=repo, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = subprocess.run(args("straight", "--steps", str(state["step"] + 3)), cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == state["step"] + 3
+    for key, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0, msg=key)
+    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
+                       for x in p.read_text().splitlines()]
+    assert strip(tmp_path / "straight" / "metrics.jsonl") == strip(metrics)
