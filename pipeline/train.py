@@ -9,7 +9,8 @@ resume are shared. A run folder holds everything needed to continue or evaluate 
 
     runs/<name>/config.json     the resolved training + model config
     runs/<name>/metrics.jsonl   one JSON line per optimizer step (loss parts, accuracy) and per validation
-    runs/<name>/last.pt         model, optimizer, grad scaler, step, best score, RNG state (for --resume)
+    runs/<name>/last.pt         model, optimizer, grad scaler, step, best score, RNG state (for --resume); written
+                                at every validation, and at the step where Ctrl-C stopped the run
     runs/<name>/best.pt         the heads with the best validation accuracy (val split, never test)
     runs/<name>/visual.pt       e2e only: the visual encoder of best.pt (`--weights runs/<name>` re-extracts with it)
 
