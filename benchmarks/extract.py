@@ -10,6 +10,12 @@ which is 1.0 when decoding and encoding overlap perfectly and 2.0 when they run 
 
     python benchmarks/extract.py --videos 64 --backbone tiny --weights random --workers 2
     python benchmarks/extract.py --backbone RN50 --weights random --device cuda --workers 8   # on a GPU machine
+    python benchmarks/extract.py --videos 192 --workers 2 --idle-encoder-ms 1.5   # a stand-in for a GPU, on a CPU
+
+`--idle-encoder-ms X` replaces the encoder's computation by X ms of waiting per frame (zeros come out), like a GPU
+encoder whose host thread waits on the device: the CPU is left to the decoders, so a CPU-only machine can check the
+overlap the pipeline is built for. The uint8-to-float normalisation, which a GPU run does on the device, is skipped
+with it. The text encoder and the store are real either way.
 """
 
 from __future__ import annotations
@@ -44,6 +50,19 @@ def make_videos(root: Path, splits: Path, count: int, frames: int, height: int, 
                                                   "extensions": ["avi"], "source": "benchmarks/extract.py"}))
 
 
+def idle_encoder(backbone, ms_per_frame: float) -> None:
+    """Make `backbone.encode_images` wait `ms_per_frame` per frame and return zeros `(B, D)`, leaving the CPU idle,
+    and normalisation (on the device in a GPU run) a no-op. For this benchmark process only."""
+    from pipeline.transforms import FramePreprocessor
+
+    def encode_images(images: torch.Tensor) -> torch.Tensor:
+        time.sleep(images.shape[0] * ms_per_frame / 1000)
+        return torch.zeros(images.shape[0], backbone.dim, device=images.device)
+
+    backbone.encode_images = encode_images
+    FramePreprocessor.normalize = lambda self, crops: crops
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=64)
@@ -56,6 +75,8 @@ def main() -> None:
     ap.add_argument("--batch-frames", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of the main process (the encoder on a CPU); default: torch's own")
+    ap.add_argument("--idle-encoder-ms", type=float, default=None,
+                    help="stand-in encoder: wait this many ms per frame instead of computing (see above)")
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args()
     if args.threads:
@@ -77,6 +98,8 @@ def main() -> None:
         print(f"generated {args.videos} videos ({args.size}, {args.frames} frames) in {time.perf_counter() - t:.1f} s")
         backbone = load_backbone(resolve_backbone(args.backbone, args.weights), device=device)
         backbone.model.to(device)
+        if args.idle_encoder_ms is not None:
+            idle_encoder(backbone, args.idle_encoder_ms)
         pre = FramePreprocessor(backbone.image_size, backbone.mean, backbone.std, 256 / 224, backbone.interpolation)
         dataset = load_dataset("bench", work / "videos", work / "splits", progress=False)
         from pipeline.splits import resolve_video
@@ -118,7 +141,8 @@ def main() -> None:
             "machine": f"{platform.node()} {platform.processor() or platform.machine()}, torch threads "
                        f"{torch.get_num_threads()}, device {device}"
                        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
-            "backbone": args.backbone, "videos": n, "frames_encoded": int(frames), "workers": args.workers,
+            "backbone": args.backbone + (f" (idle encoder, {args.idle_encoder_ms} ms/frame)"
+                                         if args.idle_encoder_ms is not None else ""), "videos": n, "frames_encoded": int(frames), "workers": args.workers,
             "decode_only_videos_per_s": n / decode_s, "encode_only_frames_per_s": frames / encode_s,
             "encode_only_videos_per_s": n / encode_s, "full_videos_per_s": n / full_s,
             "decode_s": decode_s, "encode_s": encode_s, "full_s": full_s,
