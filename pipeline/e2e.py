@@ -201,8 +201,9 @@ def encode_videos(encoder: VisualEncoder, source, videos: SplitVideos, indices: 
     was_training = encoder.training
     encoder.eval()
     out = []
-    for frames in loader(SplitFrames(source, videos, indices), workers, batch_size=batch_videos):
-        out.append(encoder(frames.to(device)).cpu())
+    for frames in loader(SplitFrames(source, videos, indices), workers, batch_size=batch_videos,
+                         pin=device.type == "cuda"):
+        out.append(encoder(frames.to(device, non_blocking=True)).cpu())
     encoder.train(was_training)
     return torch.cat(out).numpy().astype(np.float16) if out else np.zeros(0, np.float16)
 
@@ -239,7 +240,8 @@ class FrameInput:
     def chunks(self, sampler, firsts: list[int], count: int):
         from pipeline.frames import EpisodeFrames
 
-        return loader(EpisodeFrames(self.source, self.train_videos, sampler, firsts, count), self.cfg.e2e.workers)
+        return loader(EpisodeFrames(self.source, self.train_videos, sampler, firsts, count), self.cfg.e2e.workers,
+                      pin=self.ctx.device.type == "cuda")
 
     def val_split(self, ctx):
         """The val split with features from the current encoder; the videos are shared out over the processes."""

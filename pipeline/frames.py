@@ -136,13 +136,14 @@ class SplitFrames(Dataset):
         return self.source.read(self.videos, self.indices[j], 0)
 
 
-def loader(dataset: Dataset, workers: int, batch_size: int | None = None) -> DataLoader:
-    """In-order loading in `workers` processes (0: in this process)."""
+def loader(dataset: Dataset, workers: int, batch_size: int | None = None, pin: bool = False) -> DataLoader:
+    """In-order loading in `workers` processes (0: in this process); `pin` (for a CUDA device): tensors arrive in
+    pinned memory, so that their copies to the device can be asynchronous."""
     from pipeline.extract import _worker_init
 
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       worker_init_fn=_worker_init, prefetch_factor=2 if workers > 0 else None,
-                      collate_fn=_keep if batch_size is None else None, persistent_workers=False)
+                      collate_fn=_keep if batch_size is None else None, persistent_workers=False, pin_memory=pin)
 
 
 def _keep(item):
