@@ -110,10 +110,6 @@ class ExtractTimes:
     writing: float = 0.0
     waiting_for_writer: float = 0.0
 
-    def bottleneck(self) -> str:
-        main = {"decoding": self.waiting_for_decode, "encoding": self.encoding, "writing": self.waiting_for_writer}
-        return max(main, key=main.get)
-
 
 @dataclass(frozen=True)
 class _Job:
@@ -280,8 +276,7 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
     )
     last_row = {(j.split, j.unit): store.unit_rows(j.split, j.unit).stop - 1 for j in jobs}
     pending: list[dict] = []
-    queued: deque = deque()
-
+    queued: deque = deque()  # futures of the units handed to the writer, oldest first
     failed = threading.Event()
 
     def write(*unit) -> None:
