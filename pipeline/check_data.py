@@ -1,16 +1,21 @@
 """`mdmf check-data`: are the videos a splits folder lists on disk, and can decord open them?
 
 Each listed video is looked up with `resolve_video` and, when found, opened with decord (`num_threads=1`) to read its
-frame count: the same open as extraction, without decoding frames. Videos are checked in a thread pool (decord's
-FFmpeg calls release the GIL), results are kept in list order so the examples are the first ones of each split.
+frame count: the same open as extraction, without decoding frames. Videos are checked in worker processes, each
+opening one video at a time as extraction's workers do: decord can abort the whole process on a damaged file (seen
+once in this project's test suite, when videos were opened from two threads of one process), and a crashed worker
+only costs that one video, recorded as unreadable. Results are kept in list order, so the examples are the first
+ones of each split.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,24 +151,71 @@ def check_data(splits: DatasetSplits, root: Path, workers: int = 2, progress: bo
     jobs = [(name, entry) for name in names for entry in splits.entries[name]]
     report = CheckReport(splits.name, str(root), str(splits.path), {name: SplitCheck(name) for name in names})
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool, \
-            progress_bar(progress, f"checking {splits.name}", len(jobs), "videos") as advance:
-        results = pool.map(lambda job: _check_one(root, job[1], splits.info), jobs)
-        for (name, _), (kind, path, frames, reason) in zip(jobs, results):
-            s = report.splits[name]
-            s.listed += 1
-            if kind == MISSING:
-                s.missing += 1
-                _keep(s.missing_examples, path, examples)
-            elif kind == UNREADABLE:
-                s.unreadable += 1
-                _keep(s.unreadable_examples, (path, reason), examples)
-            else:
-                s.frames.append(frames)
-                _keep(s.found_examples, path, examples)
-            advance(1)
+    with progress_bar(progress, f"checking {splits.name}", len(jobs), "videos") as advance:
+        results = _check_all(root, [entry for _, entry in jobs], splits.info, workers, advance)
+    for (name, _), (kind, path, frames, reason) in zip(jobs, results):
+        s = report.splits[name]
+        s.listed += 1
+        if kind == MISSING:
+            s.missing += 1
+            _keep(s.missing_examples, path, examples)
+        elif kind == UNREADABLE:
+            s.unreadable += 1
+            _keep(s.unreadable_examples, (path, reason), examples)
+        else:
+            s.frames.append(frames)
+            _keep(s.found_examples, path, examples)
     report.seconds = round(time.perf_counter() - start, 2)
     return report
+
+
+CRASHED = "the decoder crashed on this file (the process aborted)"
+
+
+def _check_all(root: Path, entries: list[SplitEntry], info: DatasetInfo, workers: int, advance) -> list[tuple]:
+    """`_check_one` of every entry, in order, in `workers` processes. When a worker dies, the videos it may have been
+    on are checked again one at a time in a fresh single process, so the one that kills it is found, recorded as
+    unreadable, and the rest go on in parallel."""
+    results: list[tuple | None] = [None] * len(entries)
+    todo, suspects = list(range(len(entries))), []
+    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    while todo or suspects:
+        alone = bool(suspects)  # one suspect at a time, in a pool of its own
+        batch = suspects[:1] if alone else todo
+        with ProcessPoolExecutor(max_workers=1 if alone else workers, mp_context=context,
+                                 initializer=_quiet_worker) as pool:
+            futures = {pool.submit(_check_one, root, entries[i], info): i for i in batch}
+            pending = set(futures)
+            broken = False
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        results[futures[future]] = future.result()
+                        advance(1)
+                    except BrokenProcessPool:
+                        broken = True
+        unfinished = [i for i in batch if results[i] is None]
+        if alone:
+            suspects = suspects[1:]
+            if unfinished:  # it died alone: this is the file
+                path = resolve_video(root, entries[unfinished[0]], info)
+                results[unfinished[0]] = (UNREADABLE, str(path), None, CRASHED)
+                advance(1)
+        elif broken:  # tasks start in order: the one that crashed is among the first unfinished ones
+            suspects, todo = unfinished[: workers + 1], []
+        else:
+            todo = []
+        if not suspects:
+            todo = [i for i in range(len(entries)) if results[i] is None]
+    return results
+
+
+def _quiet_worker() -> None:
+    """A worker that a decoder kills is expected and handled: no fatal-error dump of it on the terminal."""
+    import faulthandler
+
+    faulthandler.disable()
 
 
 def _keep(items: list, item, limit: int) -> None:

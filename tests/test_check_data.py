@@ -136,3 +136,36 @@ def test_cli_toy_reads_splits_under_root(tmp_path):
     result = CliRunner().invoke(app, ["check-data", "--dataset", "toy", "--root", str(tmp_path / "toy"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "all 1 listed videos found and readable" in result.output
+
+
+def test_a_file_that_crashes_the_decoder_is_recorded_and_the_rest_are_checked(data, monkeypatch, tmp_path):
+    import pipeline.check_data as cd
+
+    root, _, _ = data
+    entries = [("ApplyEyeMakeup", "good1"), ("air drumming", "good2"), ("ApplyEyeMakeup", "garbage"),
+               ("YoYo", "good3")]
+    entries += [(f"c{i}", "boom") for i in range(2)]  # two files that kill the process that opens them
+    for i in range(2):
+        (root.parent / "crash" / f"c{i}").mkdir(parents=True, exist_ok=True)
+        (root.parent / "crash" / f"c{i}" / "boom.avi").write_bytes(b"x")
+        for c, v in entries[:4]:
+            src = root / c.replace(" ", "_") / f"{v}.{'mp4' if v in ('good2', 'good3') else 'avi'}"
+            dst = root.parent / "crash" / c.replace(" ", "_") / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(src.read_bytes())
+    splits = write_split_folder(tmp_path / "splits", {"train": entries[:3] + entries[4:5], "test": entries[3:4] + entries[5:]})
+    real_probe = cd.probe_video
+
+    def probe(path):
+        if path.name == "boom.avi":
+            os.abort()  # what decord does on some damaged files
+        return real_probe(path)
+
+    monkeypatch.setattr(cd, "probe_video", probe)  # forked workers inherit it
+    report = check_data(load_splits(splits), root.parent / "crash", workers=2, progress=False)
+    train, test = report.splits["train"], report.splits["test"]
+    assert (train.listed, train.readable, train.unreadable, test.readable, test.unreadable) == (4, 2, 2, 1, 1)
+    reasons = dict(train.unreadable_examples + test.unreadable_examples)
+    assert reasons[str(root.parent / "crash" / "c0" / "boom.avi")] == cd.CRASHED
+    assert reasons[str(root.parent / "crash" / "c1" / "boom.avi")] == cd.CRASHED
+    assert cd.CRASHED not in reasons[str(root.parent / "crash" / "ApplyEyeMakeup" / "garbage.avi")]
