@@ -265,15 +265,7 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
 
     if not jobs:
         return 0
-    loader = DataLoader(
-        _DecodeDataset(jobs, cfg.frames, views, pre, cfg.seed, allow_flip),
-        batch_size=None, shuffle=False, num_workers=cfg.workers, worker_init_fn=_worker_init,
-        prefetch_factor=prefetch_factor(cfg.workers, cfg.chunk_videos), persistent_workers=False,
-        # To a GPU: a loader thread copies each decoded video into pinned memory as it arrives (reading the workers'
-        # shared memory for the first time is slow: up to 0.1 s per unit measured on a CPU), so the main thread's
-        # copies to the device are asynchronous and that first read is off its path.
-        pin_memory=device.type == "cuda",
-    )
+    dataset = _DecodeDataset(jobs, cfg.frames, views, pre, cfg.seed, allow_flip)
     last_row = {(j.split, j.unit): store.unit_rows(j.split, j.unit).stop - 1 for j in jobs}
     pending: list[dict] = []
     queued: deque = deque()  # futures of the units handed to the writer, oldest first
@@ -299,7 +291,7 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
     # On an error or Ctrl-C the executor's exit still finishes the units already handed to it: work done is kept.
     with progress_bar(cfg.progress, "extract", total=len(jobs), unit="videos") as advance, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdmf-store-writer") as writer:
-        items = iter(loader)
+        items = _in_thread(lambda: _decoded(dataset, cfg, device), maxsize=cfg.chunk_videos)
         while True:
             t = time.perf_counter()
             item = next(items, None)
@@ -318,6 +310,121 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
                 pending = []
         wait_for_writer(keep=0)
     return len(jobs)
+
+
+CRASHED = "the decoder crashed on this file (its process aborted)"
+_END = object()
+
+
+def _in_thread(make_items, maxsize: int):
+    """Iterate `make_items()` in a background thread, yielding its items here.
+
+    The DataLoader is driven from that thread on purpose: in the main thread it installs a SIGCHLD handler that
+    raises a dead worker's error wherever the main thread happens to be (mid-encode, mid-write); from another thread
+    the death is reported by the loader itself, where `_decoded` can deal with it.
+    """
+    import queue
+
+    out: queue.Queue = queue.Queue(maxsize)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        """Hand `item` over; False once the consumer has gone (then the loader and its workers are let go)."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def feed() -> None:
+        try:
+            for item in make_items():
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as err:  # handed to the consumer, raised there
+            put(err)
+
+    feeder = threading.Thread(target=feed, name="mdmf-decoded-videos", daemon=True)
+    feeder.start()
+    try:
+        while (item := out.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
+    """The decoded items of `dataset`, in order, from `cfg.workers` DataLoader worker processes.
+
+    decord can abort the process that opens some damaged files. When a worker dies, the videos that were in flight
+    are decoded again one at a time, each in a process of its own: the one that dies is yielded as failed (reason
+    `CRASHED`), the others as decoded, and the loader restarts after them. (With `workers=0` decoding runs in this
+    process and such a file ends the run; rerunning resumes at its unit.)
+    """
+    start, in_flight = 0, max(1, cfg.workers) * (prefetch_factor(cfg.workers, cfg.chunk_videos) or 1)
+    while start < len(dataset):
+        loader = DataLoader(
+            _Subset(dataset, start), batch_size=None, shuffle=False, num_workers=cfg.workers,
+            worker_init_fn=_worker_init, prefetch_factor=prefetch_factor(cfg.workers, cfg.chunk_videos),
+            persistent_workers=False,
+            # To a GPU: a loader thread copies each decoded video into pinned memory as it arrives (reading the
+            # workers' shared memory for the first time is slow: up to 0.1 s per unit measured on a CPU), so the main
+            # thread's copies to the device are asynchronous and that first read is off its path.
+            pin_memory=device.type == "cuda",
+        )
+        received = start
+        try:
+            for item in loader:
+                received = item["i"] + 1
+                yield item
+            return
+        except RuntimeError as err:
+            if cfg.workers == 0 or "DataLoader worker" not in str(err):
+                raise
+        del loader
+        start = len(dataset)
+        for i in range(received, min(len(dataset), received + in_flight)):
+            item = _decode_alone(dataset, i)
+            yield item
+            if item["error"] == CRASHED:
+                start = i + 1
+                break
+        else:  # nothing crashed on its own (a crash that does not repeat): go on after those
+            start = min(len(dataset), received + in_flight)
+
+
+class _Subset(Dataset):
+    """Items `start…` of a dataset, keeping their own indices (`item["i"]`)."""
+
+    def __init__(self, dataset: _DecodeDataset, start: int):
+        self.dataset, self.start = dataset, start
+
+    def __len__(self) -> int:
+        return len(self.dataset) - self.start
+
+    def __getitem__(self, j: int) -> dict:
+        return self.dataset[self.start + j]
+
+
+def _decode_alone(dataset: _DecodeDataset, i: int) -> dict:
+    """`dataset[i]` decoded in a process of its own; a process that dies gives a failed item."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_init, initargs=(0,)) as pool:
+        try:
+            return pool.submit(dataset.__getitem__, i).result()
+        except BrokenProcessPool:
+            job = dataset.jobs[i]
+            return {"i": i, "status": FAILED, "error": CRASHED, "crops": None,
+                    "indices": np.full((dataset.views[job.split], dataset.frames), -1, np.int32)}
 
 
 def prefetch_factor(workers: int, chunk_videos: int) -> int | None:

@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,37 @@ def test_a_failing_write_stops_the_run_and_keeps_the_units_before_it(small_datas
     monkeypatch.setattr(FeatureStore, "write_unit", original)
     summary = run_extract(config(root, splits, tmp_path / "store"), backbone=micro_backbone)
     assert summary.videos_done == 9 + 6 + 6 - 4 and summary.per_split["train"]["pending"] == 0
+
+
+def test_a_video_that_kills_its_decode_worker_is_recorded_and_the_run_goes_on(small_dataset, micro_backbone,
+                                                                               tmp_path, monkeypatch):
+    import os
+
+    import pipeline.extract as ex
+
+    root, splits = small_dataset
+    deadly = {"JumpRope_train_1", "brush_hair_train_2"}  # a unit's last video, and one in the middle of a unit
+    real = ex.decode_views
+
+    def decode(path, *args, **kw):
+        if Path(path).stem in deadly:
+            os.abort()  # what decord does on some damaged files; the forked workers inherit this patch
+        return real(path, *args, **kw)
+
+    def refuse(path, *args, **kw):
+        if Path(path).stem in deadly:
+            return {"status": FAILED, "error": ex.CRASHED, "crops": None,
+                    "indices": np.full((len(args[2]), args[0]), -1, np.int32)}
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(ex, "decode_views", decode)
+    summary = run_extract(config(root, splits, tmp_path / "crash", workers=2, splits=("train",)),
+                          backbone=micro_backbone)
+    reasons = {vid: reason for vid, _, reason in summary.failures["train"]}
+    assert reasons == {vid: ex.CRASHED for vid in deadly}
+    assert summary.per_split["train"] == {"total": 9, "pending": 0, "ok": 7, "failed": 2, "short": 0}
+    monkeypatch.setattr(ex, "decode_views", refuse)  # the same outcome without any crash, in this process
+    run_extract(config(root, splits, tmp_path / "calm", workers=0, splits=("train",)), backbone=micro_backbone)
+    a, b = FeatureStore.open(tmp_path / "crash"), FeatureStore.open(tmp_path / "calm")
+    for name in ("features", "frame_indices", "status", "errors"):
+        np.testing.assert_array_equal(a.group("train")[name][:], b.group("train")[name][:])
