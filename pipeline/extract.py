@@ -355,7 +355,10 @@ def _in_thread(make_items, maxsize: int):
                 raise item
             yield item
     finally:
+        # Let the feeder finish the video it is on and close the loader before this returns or raises: a daemon
+        # thread killed inside decord at interpreter exit aborts the process ("terminate called ...").
         stop.set()
+        feeder.join()
 
 
 def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
