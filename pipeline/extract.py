@@ -386,8 +386,10 @@ def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
                 received = item["i"] + 1
                 yield item
             return
-        except RuntimeError as err:
-            if cfg.workers == 0 or "DataLoader worker" not in str(err):
+        except (RuntimeError, ConnectionError, EOFError) as err:
+            # A dead worker shows as the loader's RuntimeError, or, when it died right after queueing a video, as a
+            # broken connection while that video's shared memory is fetched from it.
+            if cfg.workers == 0 or (isinstance(err, RuntimeError) and "DataLoader worker" not in str(err)):
                 raise
         del loader
         start = len(dataset)
