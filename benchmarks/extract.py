@@ -142,7 +142,8 @@ def main() -> None:
                        f"{torch.get_num_threads()}, device {device}"
                        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
             "backbone": args.backbone + (f" (idle encoder, {args.idle_encoder_ms} ms/frame)"
-                                         if args.idle_encoder_ms is not None else ""), "videos": n, "frames_encoded": int(frames), "workers": args.workers,
+                                         if args.idle_encoder_ms is not None else ""),
+            "videos": n, "frames_encoded": int(frames), "workers": args.workers,
             "decode_only_videos_per_s": n / decode_s, "encode_only_frames_per_s": frames / encode_s,
             "encode_only_videos_per_s": n / encode_s, "full_videos_per_s": n / full_s,
             "decode_s": decode_s, "encode_s": encode_s, "full_s": full_s,

@@ -10,11 +10,10 @@ ones of each split.
 
 from __future__ import annotations
 
-import multiprocessing
 import statistics
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import isolation
 from pipeline.errors import MdmfError
+from pipeline.isolation import CRASHED
 from pipeline.progress import progress_bar
 from pipeline.splits import DatasetInfo, DatasetSplits, SplitEntry, expected_location, resolve_video
 
@@ -169,45 +170,31 @@ def check_data(splits: DatasetSplits, root: Path, workers: int = 2, progress: bo
     return report
 
 
-CRASHED = "the decoder crashed on this file (the process aborted)"
-
-
 def _check_all(root: Path, entries: list[SplitEntry], info: DatasetInfo, workers: int, advance) -> list[tuple]:
     """`_check_one` of every entry, in order, in `workers` processes. When a worker dies, the videos it may have been
-    on are checked again one at a time in a fresh single process, so the one that kills it is found, recorded as
-    unreadable, and the rest go on in parallel."""
+    on are checked again one at a time, each in a process of its own, so the one that kills it is found and recorded
+    as unreadable; the rest go on in parallel."""
     results: list[tuple | None] = [None] * len(entries)
-    todo, suspects = list(range(len(entries))), []
-    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-    while todo or suspects:
-        alone = bool(suspects)  # one suspect at a time, in a pool of its own
-        batch = suspects[:1] if alone else todo
-        with ProcessPoolExecutor(max_workers=1 if alone else workers, mp_context=context,
-                                 initializer=_quiet_worker) as pool:
-            futures = {pool.submit(_check_one, root, entries[i], info): i for i in batch}
-            pending = set(futures)
-            broken = False
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    try:
-                        results[futures[future]] = future.result()
-                        advance(1)
-                    except BrokenProcessPool:
-                        broken = True
-        unfinished = [i for i in batch if results[i] is None]
-        if alone:
-            suspects = suspects[1:]
-            if unfinished:  # it died alone: this is the file
-                path = resolve_video(root, entries[unfinished[0]], info)
-                results[unfinished[0]] = (UNREADABLE, str(path), None, CRASHED)
-                advance(1)
-        elif broken:  # tasks start in order: the one that crashed is among the first unfinished ones
-            suspects, todo = unfinished[: workers + 1], []
-        else:
-            todo = []
-        if not suspects:
-            todo = [i for i in range(len(entries)) if results[i] is None]
+    todo = list(range(len(entries)))
+    while todo:
+        broken = False
+        with isolation.pool(workers, _quiet_worker) as parallel:
+            futures = {parallel.submit(_check_one, root, entries[i], info): i for i in todo}
+            for future in as_completed(futures):
+                try:
+                    results[futures[future]] = future.result()
+                    advance(1)
+                except BrokenProcessPool:
+                    broken = True
+        if not broken:
+            break
+        # tasks start in order: the one that crashed is among the first unfinished ones
+        for i in [i for i in todo if results[i] is None][: workers + 1]:
+            survived, result = isolation.run_alone(_check_one, root, entries[i], info, initializer=_quiet_worker)
+            results[i] = result if survived else (UNREADABLE, str(resolve_video(root, entries[i], info)), None,
+                                                  CRASHED)
+            advance(1)
+        todo = [i for i in todo if results[i] is None]
     return results
 
 

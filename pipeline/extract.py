@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.backbones import Backbone, load_backbone, resolve_backbone
 from pipeline.decode import VideoReadError, open_video, read_frames
 from pipeline.errors import MdmfError
+from pipeline.isolation import CRASHED, run_alone
 from pipeline.sampling import tsn_indices, view_rng
 from pipeline.store import FAILED, OK, SHORT, FeatureStore, SplitLayout
 from pipeline.transforms import FramePreprocessor, ViewAugment
@@ -312,7 +313,6 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
     return len(jobs)
 
 
-CRASHED = "the decoder crashed on this file (its process aborted)"
 _END = object()
 
 
@@ -369,11 +369,12 @@ def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
     `CRASHED`), the others as decoded, and the loader restarts after them. (With `workers=0` decoding runs in this
     process and such a file ends the run; rerunning resumes at its unit.)
     """
-    start, in_flight = 0, max(1, cfg.workers) * (prefetch_factor(cfg.workers, cfg.chunk_videos) or 1)
+    prefetch = prefetch_factor(cfg.workers, cfg.chunk_videos)
+    start, in_flight = 0, max(1, cfg.workers) * (prefetch or 1)
     while start < len(dataset):
         loader = DataLoader(
-            _Subset(dataset, start), batch_size=None, shuffle=False, num_workers=cfg.workers,
-            worker_init_fn=_worker_init, prefetch_factor=prefetch_factor(cfg.workers, cfg.chunk_videos),
+            Subset(dataset, range(start, len(dataset))), batch_size=None, shuffle=False, num_workers=cfg.workers,
+            worker_init_fn=_worker_init, prefetch_factor=prefetch,
             persistent_workers=False,
             # To a GPU: a loader thread copies each decoded video into pinned memory as it arrives (reading the
             # workers' shared memory for the first time is slow: up to 0.1 s per unit measured on a CPU), so the main
@@ -403,33 +404,14 @@ def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
             start = min(len(dataset), received + in_flight)
 
 
-class _Subset(Dataset):
-    """Items `start…` of a dataset, keeping their own indices (`item["i"]`)."""
-
-    def __init__(self, dataset: _DecodeDataset, start: int):
-        self.dataset, self.start = dataset, start
-
-    def __len__(self) -> int:
-        return len(self.dataset) - self.start
-
-    def __getitem__(self, j: int) -> dict:
-        return self.dataset[self.start + j]
-
-
 def _decode_alone(dataset: _DecodeDataset, i: int) -> dict:
     """`dataset[i]` decoded in a process of its own; a process that dies gives a failed item."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_init, initargs=(0,)) as pool:
-        try:
-            return pool.submit(dataset.__getitem__, i).result()
-        except BrokenProcessPool:
-            job = dataset.jobs[i]
-            return {"i": i, "status": FAILED, "error": CRASHED, "crops": None,
-                    "indices": np.full((dataset.views[job.split], dataset.frames), -1, np.int32)}
+    survived, item = run_alone(dataset.__getitem__, i, initializer=_worker_init, initargs=(0,))
+    if survived:
+        return item
+    job = dataset.jobs[i]
+    return {"i": i, "status": FAILED, "error": CRASHED, "crops": None,
+            "indices": np.full((dataset.views[job.split], dataset.frames), -1, np.int32)}
 
 
 def prefetch_factor(workers: int, chunk_videos: int) -> int | None:

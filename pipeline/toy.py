@@ -20,14 +20,13 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
 
+from pipeline import isolation
 from pipeline.errors import MdmfError
 
 # Bump when the renderer or the motions change what a given config draws: an old folder then fails the stamp check.
@@ -464,8 +463,7 @@ def generate_toy(root: Path, config: ToyConfig | None = None, progress: bool = T
                 advance(_write_class(job))
         else:
             # fork: works from any caller (spawn needs an importable __main__); the workers use numpy and PyAV only
-            context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with isolation.pool(workers) as pool:
                 for done in pool.map(_write_class, jobs):
                     advance(done)
     write_splits(root / "splits", config)

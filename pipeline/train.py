@@ -362,12 +362,10 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
             fields_ = {"loss": totals["loss"], "acc": record["train_accuracy"]}
-            if step % cfg.val_every == 0 or step == cfg.steps:
+            validating = step % cfg.val_every == 0 or step == cfg.steps
+            if validating:
                 fields_["val"] = validate()
-                if ctx.is_main:
-                    checkpoint(last)
-                ctx.barrier()
-            elif stop:  # Ctrl-C: keep every finished step (--resume continues exactly from here)
+            if validating or stop:  # stop (Ctrl-C): keep every finished step, --resume continues exactly from here
                 if ctx.is_main:
                     checkpoint(last)
                 ctx.barrier()
