@@ -60,6 +60,13 @@ class Scores:
     video_text: VideoTextLogits | None = None
 
 
+def episode_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
+    """logits `(E, X, C)`, targets `(E, X)` long -> scalar: the cross-entropy of each episode's X items summed
+    (`sum`) or averaged (`mean`), then averaged over the E episodes."""
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+    return ce / (logits.shape[0] if reduction == "sum" else targets.numel())
+
+
 class FewShotMethod(nn.Module, abc.ABC):
     """Base of MDMF, CLIP-FSAR and the OTAM baseline. Subclasses implement `encode` and `fuse`, and may adjust
     which tokens are compared (`frame_tokens`), add text logits, view weights and auxiliary losses."""
@@ -68,7 +75,8 @@ class FewShotMethod(nn.Module, abc.ABC):
         super().__init__()
         config.validate()
         self.config = config
-        self.prompt_selector = ProbabilityPromptSelector(config.pps_topk, config.pps_temperature)
+        self.prompt_selector = ProbabilityPromptSelector(config.pps_topk, config.pps_temperature,
+                                                         config.prompt_cosine_eps)
 
     @property
     def query_prompt_mode(self) -> str:
@@ -84,6 +92,27 @@ class FewShotMethod(nn.Module, abc.ABC):
     def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
              role: str) -> dict[str, torch.Tensor]:
         """encoded (from `encode`), prompts `(B, D)` or None, role "support" | "query" -> view -> `(B, L, D)`."""
+
+    @property
+    def merges_shots(self) -> bool:
+        """True when a class's K support videos are averaged before `fuse` (CLIP-FSAR's `fsar_merge_before`): then
+        a support video's tokens depend on the other shots of its class and cannot be computed once per video."""
+        return False
+
+    def fuse_support(self, encoded: dict[str, torch.Tensor], class_prompts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """encoded view -> `(E, N, K, …)` (from `encode`), class_prompts `(E, N, D)` -> view -> `(E, N, K', L, D)`.
+
+        Each support video is fused with its class prompt (K' = K), or, when the method `merges_shots`, the mean of
+        a class's K encoded videos is fused once (K' = 1); `score` averages over K' either way.
+        """
+        E, N, K = next(iter(encoded.values())).shape[:3]
+        if self.merges_shots:
+            rows = {k: v.mean(2).flatten(0, 1) for k, v in encoded.items()}  # (E·N, …)
+            prompts = class_prompts.reshape(E * N, -1)
+        else:
+            rows = {k: v.flatten(0, 2) for k, v in encoded.items()}  # (E·N·K, …)
+            prompts = class_prompts[:, :, None].expand(E, N, K, -1).reshape(E * N * K, -1)
+        return {v: t.reshape(E, N, -1, *t.shape[1:]) for v, t in self.fuse(rows, prompts, "support").items()}
 
     def pps_similarity(self, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """frames `(B, T, D)`, prompts `(C, D)` -> `(B, C)`: mean of the top-k frame–prompt cosines."""
@@ -135,7 +164,7 @@ class FewShotMethod(nn.Module, abc.ABC):
         M = query.shape[1]
         videos = torch.cat([support.reshape(E * N * K, T, D), query.reshape(E * M, T, D)])
         encoded = self.encode(videos)
-        encoded_support = {k: v[: E * N * K] for k, v in encoded.items()}
+        encoded_support = {k: v[: E * N * K].reshape(E, N, K, *v.shape[1:]) for k, v in encoded.items()}
         encoded_query = {k: v[E * N * K :] for k, v in encoded.items()}
 
         choice, query_prompts = None, None
@@ -144,12 +173,9 @@ class FewShotMethod(nn.Module, abc.ABC):
             mode = self.config.pps_train_mode if self.training else self.config.pps_eval_mode
             choice = self.select_prompts(sim, mode, generator)  # (E, M)
             query_prompts = torch.gather(class_prompts, 1, choice[..., None].expand(E, M, D)).reshape(E * M, D)
-        support_prompts = class_prompts[:, :, None].expand(E, N, K, D).reshape(E * N * K, D)
-
-        s_tokens = self.fuse(encoded_support, support_prompts, "support")
+        s_tokens = self.fuse_support(encoded_support, class_prompts)
         q_tokens = self.fuse(encoded_query, query_prompts, "query")
-        scores = self.score({v: t.reshape(E, M, *t.shape[1:]) for v, t in q_tokens.items()},
-                            {v: t.reshape(E, N, K, *t.shape[1:]) for v, t in s_tokens.items()})
+        scores = self.score({v: t.reshape(E, M, *t.shape[1:]) for v, t in q_tokens.items()}, s_tokens)
         scores.prompt_choice = choice
         if class_texts is not None:
             scores.video_text = self.video_text_logits(support, query, class_texts)
@@ -168,10 +194,11 @@ class FewShotMethod(nn.Module, abc.ABC):
     def loss(self, scores: Scores, query_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """query_labels `(E, M)` episode class indices -> (loss, parts).
 
-        loss = cross-entropy of `logits` averaged over all E·M queries + Σ weight · auxiliary loss;
+        loss = cross-entropy of `logits` (summed over each episode's M queries with `ce_reduction="sum"`, as the
+        reference code; averaged over them with `mean`), averaged over the E episodes, + Σ weight · auxiliary loss;
         parts holds "ce" and each auxiliary loss unweighted, as floats, for logging.
         """
-        ce = F.cross_entropy(scores.logits.reshape(-1, scores.logits.shape[-1]), query_labels.reshape(-1))
+        ce = episode_cross_entropy(scores.logits, query_labels, self.config.ce_reduction)
         total, parts = ce, {"ce": float(ce.detach())}
         for name, (weight, value) in self.auxiliary_losses(scores, query_labels).items():
             total = total + weight * value

@@ -2,7 +2,12 @@
 
 The config is saved in checkpoints (`to_dict`) and the model is rebuilt from it (`from_dict`), so every field is a
 JSON-safe scalar or a tuple of ints. Where the paper and the authors' code disagree (docs METHOD §9), the default
-follows the paper and the other choice is a value of the same field.
+follows the paper and the other choice is a value of the same field; where the paper says nothing (the transformer
+block's internals, the cosine epsilon, ties, the balance of the loss terms) the default is what the authors' code does.
+
+`config_version` says which defaults a saved config was written against: configs saved before version 2 had no
+fields for those reference-code choices and were built with the choices in `LEGACY_VALUES`; `from_saved` gives
+them back exactly that model.
 """
 
 from __future__ import annotations
@@ -27,6 +32,30 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "distill_condition": ("both", "visual", "text", "none", "off"),
     # bi: L_{l->g} + L_{g->l} (paper); l2g / g2l: only that term.
     "distill_direction": ("bi", "l2g", "g2l"),
+    # The transformer block of the MMFE and of CLIP-FSAR's temporal transformer. reference: the authors' block (one
+    # LayerNorm shared by q, k, v; bias-free projections; no LayerNorm before the FF; dropout after the output
+    # projection and in the FF); pre-ln: the standard pre-LayerNorm block (nn.MultiheadAttention).
+    "block": ("reference", "pre-ln"),
+    # Reliability when the two views' scores tie. local: the reference code's `>=` (a tie makes the local view
+    # reliable); neither: strict `>` both ways.
+    "reliability_ties": ("local", "neither"),
+    # distill_condition=none: sum (the reference code: KL summed over an episode's queries, unweighted) or
+    # weighted-mean (like the conditioned cells: Σ w·KL / Σ w with w = ĉ + c̃).
+    "distill_none_reduction": ("sum", "weighted-mean"),
+    # Cross-entropy over an episode's queries (and CLIP-FSAR's video-text term over its videos): sum (the reference
+    # code), or mean. Either way the result is averaged over episodes.
+    "ce_reduction": ("sum", "mean"),
+    # CLIP-FSAR video-text logits: reference: `cos(·, eps 0.01) × scale`, a learnable scale initialised to 1;
+    # clip-scale: CLIP's fixed logit scale, 100 × cosine.
+    "fsar_text_logits": ("reference", "clip-scale"),
+}
+
+CONFIG_VERSION = 2
+# What configs saved before version 2 were built with (they had no field for these): `from_saved` restores them.
+LEGACY_VALUES: dict[str, Any] = {
+    "block": "pre-ln", "ff_dropout": 0.0, "prompt_cosine_eps": 0.0, "reliability_ties": "neither",
+    "distill_none_reduction": "weighted-mean", "ce_reduction": "mean", "fsar_text_logits": "clip-scale",
+    "fsar_merge_before": False,
 }
 
 
@@ -46,10 +75,14 @@ class ModelConfig:
     pps_temperature: float = 0.005
     # Multi-modal Fusion Encoder (§4); CLIP-FSAR's temporal transformer uses the same sizes.
     heads: int = 8
-    depth: int = 1
-    attn_dropout: float = 0.2
+    depth: int = 1  # reference block: layers after the first self-attend on their input; pre-ln: all cross-attend
+    block: str = "reference"
+    attn_dropout: float = 0.2  # reference: after the output projection; pre-ln: on the attention weights
+    ff_dropout: float = 0.05  # reference block only: after the GELU and after the second FF layer
     mlp_dim: int = 2048
     position_embedding: bool = True  # the reference code has none
+    # PPS and the text score: cosine `x·y / (‖x‖‖y‖ + eps)`; 0.01 as the reference code (and OTAM), 0 exact.
+    prompt_cosine_eps: float = 0.01
     # Temporal context extractors (§4).
     ltce: str = "paper"
     tcn_dilations: tuple[int, ...] = (1, 2, 4)
@@ -66,9 +99,18 @@ class ModelConfig:
     distill_direction: str = "bi"
     distill_weight: float = 1.0
     detach_teacher: bool = False
+    reliability_ties: str = "local"
+    distill_none_reduction: str = "sum"
+    # Loss balance: L = CE + distill_weight · (L_l2g + L_g2l), CE reduced over an episode's queries by ce_reduction.
+    ce_reduction: str = "sum"
     # CLIP-FSAR only (§8): weight of its video-text cross-entropy over all train classes. CLIP-FSAR adds this term to
     # the matching loss as one of its two components, so it gets the same weight as the matching loss by default.
     fsar_text_weight: float = 1.0
+    fsar_text_logits: str = "reference"
+    # CLIP-FSAR's MERGE_BEFORE (its 5-shot configs): a class's K support videos (frames and prompt token) are averaged
+    # before the temporal transformer, instead of averaging the K transformer outputs.
+    fsar_merge_before: bool = False
+    config_version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists and may write 1 for 1.0; normalise so that equal configs compare equal.
@@ -95,6 +137,10 @@ class ModelConfig:
         _require(self.depth >= 1, "depth", self.depth, "a positive integer")
         _require(self.mlp_dim >= 1, "mlp_dim", self.mlp_dim, "a positive integer")
         _require(0.0 <= self.attn_dropout < 1.0, "attn_dropout", self.attn_dropout, "in [0, 1)")
+        _require(0.0 <= self.ff_dropout < 1.0, "ff_dropout", self.ff_dropout, "in [0, 1)")
+        _require(self.prompt_cosine_eps >= 0, "prompt_cosine_eps", self.prompt_cosine_eps, "non-negative")
+        _require(self.config_version == CONFIG_VERSION, "config_version", self.config_version,
+                 f"{CONFIG_VERSION} (read older saved configs with ModelConfig.from_saved)")
         _require(0.0 <= self.tcn_dropout < 1.0, "tcn_dropout", self.tcn_dropout, "in [0, 1)")
         _require(1 <= self.pps_topk <= self.frames, "pps_topk", self.pps_topk, f"between 1 and frames={self.frames}")
         _require(self.pps_temperature > 0, "pps_temperature", self.pps_temperature, "positive")
@@ -120,6 +166,19 @@ class ModelConfig:
             raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {', '.join(known)}")
         return cls(**data)
 
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> ModelConfig:
+        """A config saved in a checkpoint or run folder: one saved before `config_version` 2 gets the values its
+        model was built with (`LEGACY_VALUES`) for the fields it did not have, never today's defaults."""
+        data = dict(data)
+        version = data.pop("config_version", 1)
+        if version > CONFIG_VERSION:
+            raise ValueError(f"this model config is of version {version}, newer than this mdmf understands "
+                             f"({CONFIG_VERSION}): upgrade mdmf")
+        if version < CONFIG_VERSION:
+            data = {**LEGACY_VALUES, **data}
+        return cls.from_dict(data)
+
 
 def _require(ok: bool, name: str, value: Any, what: str) -> None:
     if not ok:
@@ -144,4 +203,4 @@ def _check_type(name: str, annotation: str, value: Any) -> None:
         raise ValueError(f"ModelConfig.{name} must be of type {annotation}; got {value!r}")
 
 
-__all__ = ["CHOICES", "ModelConfig"]
+__all__ = ["CHOICES", "CONFIG_VERSION", "LEGACY_VALUES", "ModelConfig"]

@@ -1,13 +1,66 @@
-"""Small layers shared by the models: a pre-LayerNorm transformer block and a learned position embedding."""
+"""Small layers shared by the models: the two transformer blocks, a learned position embedding, and the cosine.
+
+Both blocks take `x (B, L, D)` and optional `memory (B, L', D)` and return `(B, L, D)`; `build_block` picks one by
+the config's `block` name, so the MMFE and CLIP-FSAR never depend on which.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: `x + Attn(LN(x), LN(kv))`, then `x + MLP(LN(x))` with MLP `D -> mlp_dim -> D` (GELU).
+def pairwise_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """`a (..., M, D)`, `b (..., N, D)` (leading dims broadcast) -> `(..., M, N)` of `a·b / (‖a‖·‖b‖ + eps)`.
+
+    eps = 0.01 is the reference code's cosine (as in OTAM); eps = 0 the exact cosine (zero vectors give 0).
+    """
+    if eps == 0:
+        return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(-1, -2)
+    norms = a.norm(dim=-1)[..., :, None] * b.norm(dim=-1)[..., None, :]
+    return (a @ b.transpose(-1, -2)) / (norms + eps)
+
+
+class ReferenceBlock(nn.Module):
+    """The authors' block (the only definition the paper's MMFE has):
+    `x = Dropout(W_o · MHA(LN(q), LN(k), LN(v))) + q` with one LayerNorm shared by q, k and v, bias-free q/k/v
+    projections, `heads` heads of D/heads and scale (D/heads)^-0.5, softmax without dropout; then
+    `x = FF(x) + x` with no LayerNorm before the FF, `FF = Linear(D, mlp) → GELU → Dropout → Linear(mlp, D) → Dropout`,
+    and no final LayerNorm. `memory` None: self-attention (q = k = v = x).
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, attn_dropout: float, ff_dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.to_q, self.to_k, self.to_v = (nn.Linear(dim, dim, bias=False) for _ in range(3))
+        self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(attn_dropout))
+        self.ff = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(ff_dropout), nn.Linear(mlp_dim, dim),
+                                nn.Dropout(ff_dropout))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x `(B, L, D)`, memory `(B, L', D)` or None -> `(B, L, D)`; with `return_attention` also the attention
+        weights `(B, heads, L, L')` (rows sum to 1)."""
+        q = self.norm(x)
+        kv = q if memory is None else self.norm(memory)
+        split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, L, D) -> (B, heads, L, D/heads)
+        q, k, v = split(self.to_q(q)), split(self.to_k(kv)), split(self.to_v(kv))
+        if return_attention:
+            weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)  # (B, heads, L, L')
+            attended = weights @ v
+        else:  # the same arithmetic in one fused kernel (its default scale is head_dim^-0.5)
+            weights, attended = None, F.scaled_dot_product_attention(q, k, v)
+        x = self.to_out(attended.transpose(1, 2).flatten(-2)) + x
+        x = self.ff(x) + x
+        return (x, weights) if return_attention else x
+
+
+class PreLNBlock(nn.Module):
+    """Standard pre-LayerNorm block: `x + Attn(LN(x), LN(kv))`, then `x + MLP(LN(x))`, MLP `D -> mlp_dim -> D` (GELU),
+    with `nn.MultiheadAttention` (q/k/v biases, dropout on the attention weights). The block mdmf used before the
+    reference block became the default (`block=pre-ln`); its layout is unchanged so older checkpoints load.
 
     `cross=True`: keys/values come from `memory` (with their own LayerNorm); `cross=False`: self-attention on `x`.
     """
@@ -37,6 +90,17 @@ class TransformerBlock(nn.Module):
         x = x + attended
         x = x + self.mlp(self.norm_mlp(x))
         return (x, weights) if return_attention else x
+
+
+def build_block(kind: str, dim: int, heads: int, mlp_dim: int, attn_dropout: float, ff_dropout: float,
+                cross: bool) -> nn.Module:
+    """A block by the config's `block` name: `reference` (`ReferenceBlock`, takes memory or not per call) or `pre-ln`
+    (`PreLNBlock`, which has a LayerNorm for the memory only when `cross`; `ff_dropout` is not part of it)."""
+    if kind == "reference":
+        return ReferenceBlock(dim, heads, mlp_dim, attn_dropout, ff_dropout)
+    if kind == "pre-ln":
+        return PreLNBlock(dim, heads, mlp_dim, attn_dropout, cross=cross)
+    raise ValueError(f"transformer block must be 'reference' or 'pre-ln'; got {kind!r}")
 
 
 class PositionEmbedding(nn.Module):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mdmf.base import FewShotMethod, Scores
 from mdmf.config import ModelConfig
 from mdmf.distillation import ViewPosterior, mutual_distillation
 from mdmf.gtce import GlobalTemporalContext
+from mdmf.layers import pairwise_cosine
 from mdmf.ltce import LocalTemporalContext
 from mdmf.mmfe import MultiModalFusionEncoder
 
@@ -36,7 +36,8 @@ class MDMF(FewShotMethod):
         self.contexts = nn.ModuleDict(contexts)
         self.fusion = nn.ModuleDict({
             view: MultiModalFusionEncoder(c.dim, c.frames, c.heads, c.depth, c.mlp_dim, c.attn_dropout,
-                                          c.position_embedding, self_attention=view == "ntc")
+                                          c.position_embedding, self_attention=view == "ntc", block=c.block,
+                                          ff_dropout=c.ff_dropout)
             for view in self.views})
 
     @property
@@ -78,12 +79,11 @@ class MDMF(FewShotMethod):
         return {"global": self.config.alpha_global, "local": self.config.alpha_local}.get(view, 1.0)
 
     def text_logits(self, query: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        """Cosine between the query's and each prototype's first token (eq. 11); `first-frame` uses token 1 as the
-        reference code does. query `(E, M, L, D)`, prototypes `(E, N, L, D)` -> `(E, M, N)`."""
+        """Cosine (epsilon `prompt_cosine_eps`) between the query's and each prototype's first token (eq. 11);
+        `first-frame` uses token 1 as the reference code does. query `(E, M, L, D)`, prototypes `(E, N, L, D)` ->
+        `(E, M, N)`."""
         index = 0 if self.config.text_score_token == "prompt" else 1
-        q = F.normalize(query[..., index, :], dim=-1)  # (E, M, D)
-        u = F.normalize(prototypes[..., index, :], dim=-1)  # (E, N, D)
-        return q @ u.transpose(-1, -2)
+        return pairwise_cosine(query[..., index, :], prototypes[..., index, :], self.config.prompt_cosine_eps)
 
     def distills(self) -> bool:
         """Distillation needs the two views; single-view and NTC configs have none."""
@@ -95,5 +95,6 @@ class MDMF(FewShotMethod):
         c = self.config
         glob, local = (ViewPosterior.from_scores(scores.distances[v], scores.text_logits[v])
                        for v in ("global", "local"))
-        terms = mutual_distillation(glob, local, c.distill_condition, c.distill_direction, c.detach_teacher)
+        terms = mutual_distillation(glob, local, c.distill_condition, c.distill_direction, c.detach_teacher,
+                                    c.reliability_ties, c.distill_none_reduction)
         return {"distill_l2g": (c.distill_weight, terms.l2g), "distill_g2l": (c.distill_weight, terms.g2l)}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from mdmf.layers import pairwise_cosine
 
 MODES = ("sample", "argmax")
 
@@ -12,20 +13,21 @@ MODES = ("sample", "argmax")
 class ProbabilityPromptSelector(nn.Module):
     """`sim_c` = mean of the top-k cosines between class c's prompt and the video's T frames;
     `p = softmax(sim / τ)` over the episode's N classes; the query takes a class drawn from `p` (or its argmax).
+    The cosine is `x·y / (‖x‖‖y‖ + cosine_eps)` (0.01 in the reference code, 0 exact).
 
     No parameters: the selection is not differentiable and needs none.
     """
 
-    def __init__(self, topk: int = 4, temperature: float = 0.005):
+    def __init__(self, topk: int = 4, temperature: float = 0.005, cosine_eps: float = 0.01):
         super().__init__()
-        self.topk, self.temperature = topk, temperature
+        self.topk, self.temperature, self.cosine_eps = topk, temperature, cosine_eps
 
     def similarity(self, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """frames `(..., B, T, D)`, prompts `(..., C, D)` (leading dims broadcast) -> `(..., B, C)`."""
         if self.topk > frames.shape[-2]:
             raise ValueError(f"PPS top-k is {self.topk} but videos have only {frames.shape[-2]} frames")
-        cos = torch.einsum("...btd,...cd->...bct", F.normalize(frames, dim=-1), F.normalize(prompts, dim=-1))
-        return cos.topk(self.topk, dim=-1).values.mean(-1)
+        cos = pairwise_cosine(frames, prompts[..., None, :, :], self.cosine_eps)  # (..., B, T, C)
+        return cos.topk(self.topk, dim=-2).values.mean(-2)
 
     def probabilities(self, sim: torch.Tensor) -> torch.Tensor:
         """sim `(..., N)` -> `p (..., N)`, the distribution prompts are drawn from."""

@@ -59,7 +59,7 @@ def test_clip_fsar_eval_forward_equals_manual_composition():
 
 
 def test_clip_fsar_video_text_loss_targets_the_videos_classes():
-    model = make("clip-fsar", fsar_text_weight=0.5).train()
+    model = make("clip-fsar", fsar_text_weight=0.5, fsar_text_logits="clip-scale", ce_reduction="mean").train()
     support, prompts, query, labels, texts = episode()
     scores = model(support, prompts, query, class_texts=texts)
     vt = scores.video_text

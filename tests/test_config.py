@@ -72,9 +72,16 @@ ALTERNATIVES = {
     "otam_smoothing": [0.1], "otam_bidirectional": [False], "alpha_global": [2.0], "alpha_local": [2.0],
     "text_score_token": ["first-frame"], "distill_condition": ["visual", "text", "none", "off"],
     "distill_direction": ["l2g", "g2l"], "distill_weight": [0.5], "detach_teacher": [True],
-    "fsar_text_weight": [0.5],
+    "fsar_text_weight": [0.5], "block": ["pre-ln"], "ff_dropout": [0.0], "prompt_cosine_eps": [0.0],
+    "distill_none_reduction": ["weighted-mean"], "ce_reduction": ["mean"], "fsar_text_logits": ["clip-scale"],
+    "fsar_merge_before": [True],
 }
-CLIP_FSAR_ONLY = {"fsar_text_weight"}
+CLIP_FSAR_ONLY = {"fsar_text_weight", "fsar_text_logits", "fsar_merge_before"}
+# Options that act only together with another setting: the base config of their fingerprint has it.
+BASE_FOR = {"distill_none_reduction": {"distill_condition": "none"}}
+# Not fingerprinted: ties between the views' scores do not occur on random inputs (tests/test_distillation.py builds
+# them by hand), and config_version has one valid value (tested below).
+NOT_FINGERPRINTED = {"reliability_ties", "config_version"}
 
 
 def fingerprint(cfg: ModelConfig) -> dict:
@@ -114,7 +121,7 @@ def same(a, b) -> bool:
 
 
 def test_every_field_has_an_alternative():
-    assert set(ALTERNATIVES) == {f.name for f in dataclasses.fields(ModelConfig)}
+    assert set(ALTERNATIVES) | NOT_FINGERPRINTED == {f.name for f in dataclasses.fields(ModelConfig)}
 
 
 @pytest.mark.parametrize("name", ["mdmf", "clip-fsar"])
@@ -127,6 +134,31 @@ def test_fingerprint_is_deterministic(name):
 @pytest.mark.parametrize("field,value", [(f, v) for f, values in ALTERNATIVES.items() for v in values])
 def test_every_option_changes_the_model(field, value):
     name = "clip-fsar" if field in CLIP_FSAR_ONLY else "mdmf"
-    base = ModelConfig(name=name, **SMALL)
+    base = ModelConfig(name=name, **SMALL, **BASE_FOR.get(field, {}))
     assert getattr(base, field) != value
     assert not same(fingerprint(base), fingerprint(dataclasses.replace(base, **{field: value})))
+
+
+def test_defaults_follow_the_reference_code_where_the_paper_is_silent():
+    c = ModelConfig()
+    assert (c.block, c.ff_dropout, c.prompt_cosine_eps, c.reliability_ties) == ("reference", 0.05, 0.01, "local")
+    assert (c.distill_none_reduction, c.ce_reduction, c.fsar_text_logits) == ("sum", "sum", "reference")
+    assert c.fsar_merge_before is False and c.config_version == 2
+
+
+def test_configs_saved_before_version_2_rebuild_the_model_they_were_saved_with():
+    """A checkpoint's config from before the reference-code fields existed has no `config_version`: it must come
+    back with the choices its weights were trained with, not today's defaults (which would change the model)."""
+    old = ModelConfig().to_dict()
+    for key in ("config_version", "block", "ff_dropout", "prompt_cosine_eps", "reliability_ties",
+                "distill_none_reduction", "ce_reduction", "fsar_text_logits", "fsar_merge_before"):
+        old.pop(key)
+    c = ModelConfig.from_saved(old)
+    assert (c.block, c.ff_dropout, c.prompt_cosine_eps, c.reliability_ties) == ("pre-ln", 0.0, 0.0, "neither")
+    assert (c.distill_none_reduction, c.ce_reduction, c.fsar_text_logits) == ("weighted-mean", "mean", "clip-scale")
+    assert c.fsar_merge_before is False
+    assert ModelConfig.from_saved(ModelConfig(block="pre-ln").to_dict()) == ModelConfig(block="pre-ln")
+    with pytest.raises(ValueError, match="newer than this mdmf"):
+        ModelConfig.from_saved({**ModelConfig().to_dict(), "config_version": 3})
+    with pytest.raises(ValueError, match="config_version"):
+        ModelConfig(config_version=1)

@@ -17,6 +17,11 @@ CASES = [
     (0.6, 0.30, 0.6, 0.25, "-", "-", "g"),  # visual tie: strict comparison, nobody wins it
     (0.6, 0.25, 0.6, 0.25, "-", "-", "-"),  # all tied
 ]
+# With ties="local" (the reference code's `local >= global`) a tie counts for the local view: rows 4 and 5 change.
+CASES_TIES_LOCAL = CASES[:4] + [
+    (0.6, 0.30, 0.6, 0.25, "-", "l", "g"),  # visual tie goes to local, text to global: split under `both`
+    (0.6, 0.25, 0.6, 0.25, "l", "l", "l"),  # all tied: local everywhere
+]
 
 
 def posterior(visual_score, text_score, n=5):
@@ -29,13 +34,22 @@ def case_posteriors():
     return posterior(cols[0], cols[1]), posterior(cols[2], cols[3])
 
 
+@pytest.mark.parametrize("ties,cases", [("neither", CASES), ("local", CASES_TIES_LOCAL)])
 @pytest.mark.parametrize("condition,column", [("both", 4), ("visual", 5), ("text", 6)])
-def test_masks_per_condition(condition, column):
+def test_masks_per_condition(condition, column, ties, cases):
     glob, local = case_posteriors()
-    omega_g, omega_l = reliability_masks(glob, local, condition)
-    assert omega_g.shape == (1, len(CASES))
-    assert omega_g[0].tolist() == [c[column] == "g" for c in CASES]
-    assert omega_l[0].tolist() == [c[column] == "l" for c in CASES]
+    omega_g, omega_l = reliability_masks(glob, local, condition, ties=ties)
+    assert omega_g.shape == (1, len(cases))
+    assert omega_g[0].tolist() == [c[column] == "g" for c in cases]
+    assert omega_l[0].tolist() == [c[column] == "l" for c in cases]
+
+
+def test_ties_default_to_the_local_view_and_unknown_ties_are_errors():
+    glob, local = case_posteriors()
+    default = reliability_masks(glob, local, "both")
+    assert [m.tolist() for m in default] == [m.tolist() for m in reliability_masks(glob, local, "both", "local")]
+    with pytest.raises(ValueError, match="local, neither"):
+        reliability_masks(glob, local, "both", ties="global")
 
 
 def test_condition_none_selects_every_query_both_ways_and_off_selects_none():
@@ -113,16 +127,36 @@ def _two_views(requires_grad=True):
     return leaves, ViewPosterior.from_scores(d_g, t_g), ViewPosterior.from_scores(d_l, t_l)
 
 
-def test_directions_keep_their_term_only():
+@pytest.mark.parametrize("reduction", ["sum", "weighted-mean"])
+def test_directions_keep_their_term_only(reduction):
     _, glob, local = _two_views(False)
-    bi = mutual_distillation(glob, local, "none", "bi")
-    l2g = mutual_distillation(glob, local, "none", "l2g")
-    g2l = mutual_distillation(glob, local, "none", "g2l")
+    bi = mutual_distillation(glob, local, "none", "bi", none_reduction=reduction)
+    l2g = mutual_distillation(glob, local, "none", "l2g", none_reduction=reduction)
+    g2l = mutual_distillation(glob, local, "none", "g2l", none_reduction=reduction)
     assert float(bi.l2g) > 0 and float(bi.g2l) > 0 and float(bi.l2g) != float(bi.g2l)
     assert float(l2g.l2g) == float(bi.l2g) and float(l2g.g2l) == 0.0
     assert float(g2l.g2l) == float(bi.g2l) and float(g2l.l2g) == 0.0
-    # L_{l->g}: global teaches local where global is reliable, weighted by the global scores
-    torch.testing.assert_close(bi.l2g, weighted_kl(glob, local, torch.ones(2, 6, dtype=torch.bool)))
+    # L_{l->g}: global teaches local, every query (condition none)
+    everyone = torch.ones(2, 6, dtype=torch.bool)
+    torch.testing.assert_close(bi.l2g, weighted_kl(glob, local, everyone, reduction=reduction))
+
+
+def test_condition_none_sums_the_kl_over_queries_by_default():
+    """The reference code's unconditioned cell: Σ_q Σ_c P_t log(P_t / P_s) per episode, unweighted, then the mean
+    over episodes; written out by hand from the distances."""
+    g = torch.Generator().manual_seed(9)
+    d_g, d_l = torch.rand(3, 4, 5, generator=g, dtype=torch.float64) * 3, torch.rand(3, 4, 5, generator=g,
+                                                                                   dtype=torch.float64) * 3
+    t = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+    terms = mutual_distillation(ViewPosterior.from_scores(d_g, t), ViewPosterior.from_scores(d_l, t.flip(-1)), "none")
+    p_g = torch.exp(-d_g) / torch.exp(-d_g).sum(-1, keepdim=True)
+    p_l = torch.exp(-d_l) / torch.exp(-d_l).sum(-1, keepdim=True)
+    want_l2g = sum(float((p_g[e] * (p_g[e] / p_l[e]).log()).sum()) for e in range(3)) / 3
+    want_g2l = sum(float((p_l[e] * (p_l[e] / p_g[e]).log()).sum()) for e in range(3)) / 3
+    assert float(terms.l2g) == pytest.approx(want_l2g, rel=1e-12)
+    assert float(terms.g2l) == pytest.approx(want_g2l, rel=1e-12)
+    with pytest.raises(ValueError, match="weighted-mean, sum"):
+        weighted_kl(*_two_views(False)[1:], torch.ones(2, 6, dtype=torch.bool), reduction="mean")
 
 
 @pytest.mark.parametrize("detach", [False, True])

@@ -1,5 +1,7 @@
 """MDMF end to end on random episodes: gradients, the encode/fuse/score contract, PPS and loss composition."""
 
+import math
+
 import pytest
 import torch
 
@@ -108,10 +110,14 @@ def test_score_uses_frame_tokens_and_fuses_views_with_alphas():
     for v in ("global", "local"):
         proto = s[v].mean(2)
         torch.testing.assert_close(scores.distances[v], otam_distance(q[v][..., 1:, :], proto[..., 1:, :]))
-        cos = torch.nn.functional.cosine_similarity(q[v][:, :, None, 0], proto[:, None, :, 0], dim=-1)
+        dots = (q[v][:, :, None, 0] * proto[:, None, :, 0]).sum(-1)
+        cos = dots / (q[v][:, :, None, 0].norm(dim=-1) * proto[:, None, :, 0].norm(dim=-1) + 0.01)  # reference eps
         torch.testing.assert_close(scores.text_logits[v], cos)
+    exact = make(prompt_cosine_eps=0.0).eval().score(q, s).text_logits["local"]
+    torch.testing.assert_close(exact, torch.nn.functional.cosine_similarity(
+        q["local"][:, :, None, 0], s["local"].mean(2)[:, None, :, 0], dim=-1))
     torch.testing.assert_close(scores.logits, -(0.3 * scores.distances["global"] + 2.0 * scores.distances["local"]))
-    first_frame = make(text_score_token="first-frame").score(q, s)
+    first_frame = make(text_score_token="first-frame", prompt_cosine_eps=0.0).score(q, s)
     cos1 = torch.nn.functional.cosine_similarity(q["local"][:, :, None, 1], s["local"].mean(2)[:, None, :, 1], dim=-1)
     torch.testing.assert_close(first_frame.text_logits["local"], cos1)
 
@@ -122,7 +128,8 @@ def test_loss_is_ce_plus_weighted_distillation():
     scores = model(support, prompts, query, generator=gen())
     loss, parts = model.loss(scores, labels)
     assert set(parts) == {"ce", "distill_l2g", "distill_g2l"}
-    ce = torch.nn.functional.cross_entropy(scores.logits.reshape(-1, N), labels.reshape(-1))
+    # ce_reduction=sum (default): summed over an episode's M queries, then averaged over the E episodes
+    ce = torch.nn.functional.cross_entropy(scores.logits.reshape(-1, N), labels.reshape(-1), reduction="sum") / E
     assert parts["ce"] == pytest.approx(float(ce.detach()))
     assert parts["distill_l2g"] > 0 and parts["distill_g2l"] > 0
     want = parts["ce"] + 0.7 * (parts["distill_l2g"] + parts["distill_g2l"])
@@ -163,3 +170,23 @@ def test_rebuilt_from_config_and_state_dict_gives_the_same_scores():
     support, prompts, query, _ = episode()
     torch.testing.assert_close(model(support, prompts, query, generator=gen()).logits,
                                clone(support, prompts, query, generator=gen()).logits)
+
+
+def test_summed_ce_balance_on_a_hand_computed_two_query_episode():
+    """One episode, two queries, three classes, logits given: CE summed over the queries (the reference code) is
+    −log p(y₀) − log p(y₁), computed by hand; `mean` halves it; distillation adds λ times its terms unscaled."""
+    model = make()
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]], dtype=torch.float64)  # (E=1, M=2, N=3)
+    labels = torch.tensor([[0, 2]])
+
+    def neg_log_p(row, y):
+        return -(row[y] - math.log(sum(math.exp(v) for v in row)))
+
+    want = neg_log_p([2.0, 0.0, -1.0], 0) + neg_log_p([0.5, 1.5, 0.0], 2)
+    from mdmf.base import Scores
+    scores = Scores(logits=logits, distances={})
+    model.config.distill_condition = "off"
+    loss, parts = model.loss(scores, labels)
+    assert float(loss) == pytest.approx(want, rel=1e-12) and parts["ce"] == pytest.approx(want, rel=1e-12)
+    model.config.ce_reduction = "mean"
+    assert float(model.loss(scores, labels)[0]) == pytest.approx(want / 2, rel=1e-12)

@@ -7,7 +7,7 @@ from mdmf.pps import ProbabilityPromptSelector
 
 
 def test_similarity_is_mean_of_topk_frame_cosines():
-    pps = ProbabilityPromptSelector(topk=3)
+    pps = ProbabilityPromptSelector(topk=3, cosine_eps=0.0)  # the exact cosine
     g = torch.Generator().manual_seed(0)
     frames, prompts = torch.randn(4, 8, 16, generator=g), torch.randn(5, 16, generator=g)
     sim = pps.similarity(frames, prompts)
@@ -16,6 +16,22 @@ def test_similarity_is_mean_of_topk_frame_cosines():
         for c in range(5):
             cos = torch.nn.functional.cosine_similarity(frames[b], prompts[c][None], dim=-1)  # (8,)
             torch.testing.assert_close(sim[b, c], cos.sort(descending=True).values[:3].mean())
+
+
+def test_similarity_uses_the_reference_cosine_by_default():
+    """Default: the reference code's `x·y / (‖x‖‖y‖ + 0.01)`, written out per frame in float64."""
+    pps = ProbabilityPromptSelector(topk=4)
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randn(3, 8, 16, generator=g, dtype=torch.float64) * 0.3  # small norms: the epsilon matters
+    prompts = torch.randn(5, 16, generator=g, dtype=torch.float64) * 0.3
+    sim = pps.similarity(frames, prompts)
+    for b in range(3):
+        for c in range(5):
+            cos = sorted((float(frames[b, t] @ prompts[c]) / (float(frames[b, t].norm() * prompts[c].norm()) + 0.01)
+                          for t in range(8)), reverse=True)
+            assert float(sim[b, c]) == pytest.approx(sum(cos[:4]) / 4, rel=1e-12)
+    exact = ProbabilityPromptSelector(topk=4, cosine_eps=0.0).similarity(frames, prompts)
+    assert (exact - sim).abs().max() > 1e-4  # the two cosines really differ here
 
 
 def test_similarity_batched_over_episodes():
