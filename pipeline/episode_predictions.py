@@ -68,7 +68,8 @@ def predict_episodes(model, features: np.ndarray, labels: np.ndarray, prompt_emb
     prompts = torch.as_tensor(prompt_embeddings, dtype=torch.float32, device=device)  # (C, D)
     video_labels = torch.as_tensor(labels, dtype=torch.long, device=device)
     encoded = _rows(lambda f, _: model.encode(f), frames, None, batch_videos)
-    support_tokens = _rows(lambda e, p: model.fuse(e, p, "support"), encoded, prompts[video_labels], batch_videos)
+    support_tokens = None if model.merges_shots else _rows(lambda e, p: model.fuse(e, p, "support"), encoded,
+                                                           prompts[video_labels], batch_videos)
     pps = getattr(model, "query_prompt_mode", "none") == "pps"
     sim = model.pps_similarity(frames, prompts) if pps else None  # (V, C)
     sampler = EpisodeSampler(labels, EpisodeSpec(way, shot, queries), seed=seed, views=1)
@@ -88,7 +89,11 @@ def predict_episodes(model, features: np.ndarray, labels: np.ndarray, prompt_emb
             prompt_class, q_prompts = torch.full_like(query, -1), None
         fused = model.fuse({k: v[flat] for k, v in encoded.items()}, q_prompts, "query")
         q_tokens = {k: v.reshape(*query.shape, *v.shape[1:]) for k, v in fused.items()}  # (E, M, L, D)
-        s_tokens = {k: v[batch.support.to(device)] for k, v in support_tokens.items()}  # (E, N, K, L, D)
+        if model.merges_shots:  # a class's shots are averaged before fusing: fuse per episode
+            s_tokens = model.fuse_support({k: v[batch.support.to(device)] for k, v in encoded.items()},
+                                          prompts[classes])  # (E, N, 1, L, D)
+        else:
+            s_tokens = {k: v[batch.support.to(device)] for k, v in support_tokens.items()}  # (E, N, K, L, D)
         pred = model.score(q_tokens, s_tokens).logits.argmax(-1)  # (E, M) episode class index
         parts.append((batch.classes, batch.query, torch.gather(batch.classes, 1, batch.query_labels),
                       torch.gather(classes, 1, pred).cpu(), prompt_class.cpu()))

@@ -121,7 +121,9 @@ def evaluate(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings:
     prompts = torch.as_tensor(prompt_embeddings, dtype=torch.float32, device=device)  # (C, D)
     sampler = EpisodeSampler(labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), seed=cfg.seed, views=1)
     title = f"eval {cfg.way}-way {cfg.shot}-shot"
-    if cfg.reuse:
+    # A method that averages a class's shots before fusing them (CLIP-FSAR's merge_before) has no per-video support
+    # tokens to reuse: its episodes run whole.
+    if cfg.reuse and not (model.merges_shots and cfg.shot > 1):
         logits = _reused_logits(model, sampler, frames, prompts, torch.as_tensor(labels, dtype=torch.long), cfg, title)
     else:
         logits = _naive_logits(model, sampler, frames, prompts, cfg)
@@ -397,7 +399,11 @@ def load_run_model(run_dir):
     if not ckpt_path.is_file():
         raise MdmfError(f"{run_dir}: no best.pt; is this a run folder of `mdmf train` that reached a validation?")
     state = load_checkpoint(ckpt_path)
-    model = build_model(ModelConfig.from_dict(state["model_config"]))
+    try:
+        config = ModelConfig.from_saved(state["model_config"])
+    except ValueError as err:
+        raise MdmfError(f"{ckpt_path}: its model config cannot be read: {err}") from None
+    model = build_model(config)
     model.load_state_dict(state["model"])
     return model, state
 

@@ -126,10 +126,16 @@ def score_episode(model, support: torch.Tensor, support_labels: torch.Tensor, pr
     in `FewShotMethod.score`; it is computed here and passed with K = 1, so classes may have different K.
     """
     n = prompts.shape[0]
-    s_tokens = model.fuse(model.encode(support), prompts[support_labels], "support")  # view -> (S, L, D)
     onehot = torch.nn.functional.one_hot(support_labels, n).to(support.dtype)  # (S, N)
     weights = onehot / onehot.sum(0, keepdim=True)
-    prototypes = {v: torch.einsum("sn,sld->nld", weights, t)[None, :, None] for v, t in s_tokens.items()}  # (1,N,1,L,D)
+    class_mean = lambda t: torch.einsum("sn,s...->n...", weights, t)  # (S, ...) -> (N, ...): mean over a class's shots
+    encoded = model.encode(support)
+    if model.merges_shots:  # the class means of the encoded videos are fused, once per class
+        prototypes = {v: t[None, :, None] for v, t in model.fuse(
+            {k: class_mean(e) for k, e in encoded.items()}, prompts, "support").items()}  # (1, N, 1, L, D)
+    else:
+        s_tokens = model.fuse(encoded, prompts[support_labels], "support")  # view -> (S, L, D)
+        prototypes = {v: class_mean(t)[None, :, None] for v, t in s_tokens.items()}  # (1, N, 1, L, D)
     choice, q_prompts = None, None
     if model.query_prompt_mode == "pps":
         sim = model.pps_similarity(query, prompts)[None]  # (1, M, N)

@@ -179,9 +179,22 @@ def train_head(cfg: TrainConfig, resume: bool = False, steps: int | None = None)
     return train(cfg, resume=resume, steps=steps)
 
 
-def _resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
+def _saved_heads(state: dict) -> dict:
+    """The model settings of a checkpoint as overrides (all fields but D and T, which come from the store), read
+    with `ModelConfig.from_saved`: a run saved before a default changed keeps the model it was trained as."""
+    from mdmf.config import ModelConfig
+
+    try:
+        config = ModelConfig.from_saved(state["model_config"])
+    except ValueError as err:
+        raise MdmfError(f"the checkpoint's model config cannot be read: {err}") from None
+    return {k: v for k, v in config.to_dict().items() if k not in ("dim", "frames")}
+
+
+def _resume_config(cfg: TrainConfig, state: dict) -> TrainConfig:
     """The run's saved config, with the settings that do not change the numbers taken from `cfg`."""
-    new = TrainConfig.from_dict({**saved, "progress": cfg.progress, "device": cfg.device})
+    new = TrainConfig.from_dict({**state["train_config"], "progress": cfg.progress, "device": cfg.device,
+                                 "model": _saved_heads(state)})
     if new.e2e is not None and cfg.e2e is not None:
         new.e2e.workers = cfg.e2e.workers
         new.e2e.root = cfg.e2e.root or new.e2e.root
@@ -202,7 +215,7 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> d
         if not last.is_file():
             raise MdmfError(f"{run}: nothing to resume (no last.pt); start it without --resume")
         state = load_checkpoint(last)
-        cfg = _resume_config(cfg, state["train_config"])
+        cfg = _resume_config(cfg, state)
     else:
         state = None
     if steps is not None:
@@ -226,7 +239,7 @@ def _init_heads(cfg: TrainConfig) -> dict | None:
     if not path.is_file():
         raise MdmfError(f"--init {cfg.init}: no best.pt there; give a run folder of `mdmf train` that validated once")
     state = load_checkpoint(path)
-    cfg.model = {k: v for k, v in state["model_config"].items() if k not in ("dim", "frames")}
+    cfg.model = _saved_heads(state)
     return state
 
 

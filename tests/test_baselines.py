@@ -112,3 +112,63 @@ def test_clip_fsar_eval_fuse_of_a_video_does_not_depend_on_its_batch():
         alone = model.fuse(model.encode(frames[3:4]), prompts[3:4], role)["fsar"]
         batched = model.fuse(model.encode(frames), prompts, role)["fsar"]
         torch.testing.assert_close(alone[0], batched[3], rtol=1e-5, atol=1e-5)
+
+
+def test_clip_fsar_merge_before_averages_the_shots_before_the_transformer():
+    """A 2-shot toy episode: with `fsar_merge_before` the prototype of a class is the transformer output of the mean
+    of its two support videos (built by hand here), not the mean of the two outputs."""
+    model = make("clip-fsar", fsar_merge_before=True).eval()
+    after = make("clip-fsar").eval()  # the same weights (same seed), shots averaged after the transformer
+    support, prompts, query, _, _ = episode()  # K = 2
+    with torch.no_grad():
+        merged = model(support, prompts, query).logits
+        mean_frames = support.mean(2)  # (E, N, T, D): the class's shots averaged first
+        protos = model.fuse({"frames": mean_frames.reshape(-1, T, D)}, prompts.reshape(-1, D), "support")["fsar"]
+        q = model.fuse({"frames": query.reshape(-1, T, D)}, None, "query")["fsar"].reshape(E, M, T, D)
+        want = -otam_distance(q, protos.reshape(E, N, T, D))
+        torch.testing.assert_close(merged, want, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(merged, after(support, prompts, query).logits, atol=1e-3)
+        one_shot = support[:, :, :1]  # with one shot, before and after are the same
+        torch.testing.assert_close(model(one_shot, prompts, query).logits, after(one_shot, prompts, query).logits)
+    assert model.merges_shots and not after.merges_shots
+
+
+def test_clip_fsar_merge_before_is_evaluated_episode_by_episode():
+    """The evaluator's per-video reuse cannot serve merged shots: it runs whole episodes, and gets what forward gets."""
+    import numpy as np
+
+    from pipeline.evaluate import EvalConfig, evaluate
+
+    model = make("clip-fsar", fsar_merge_before=True)
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(40, 1, T, D, generator=g).numpy()
+    labels = np.repeat(np.arange(8), 5)
+    prompts = torch.randn(8, D, generator=g).numpy()
+    names = [f"c{i}" for i in range(8)]
+    cfg = EvalConfig(way=3, shot=2, episodes=30, batch_episodes=10, progress=False, keep_predictions=True)
+    reused = evaluate(model, feats, labels, prompts, names, cfg)
+    naive = evaluate(model, feats, labels, prompts, names, EvalConfig(**{**cfg.__dict__, "reuse": False}))
+    assert torch.equal(reused.predictions, naive.predictions)
+
+
+def test_clip_fsar_reference_text_logits_are_eps_cosines_times_a_learnable_scale():
+    model = make("clip-fsar", fsar_text_weight=1.5).train()
+    assert float(model.text_scale.detach()) == 1.0 and model.text_scale.requires_grad
+    support, prompts, query, labels, texts = episode()
+    with torch.no_grad():
+        model.text_scale.fill_(2.5)
+    vt = model(support, prompts, query, class_texts=texts).video_text
+    video = query.mean(2)  # (E, M, D)
+    want = (video @ texts.embeddings.T) / (video.norm(dim=-1)[..., None] * texts.embeddings.norm(dim=-1) + 0.01)
+    torch.testing.assert_close(vt.query, 2.5 * want)
+    scores = model(support, prompts, query, class_texts=texts)
+    loss, parts = model.loss(scores, labels)
+    # ce_reduction=sum: the video-text CE is summed over each episode's N·K + M videos, then averaged over episodes
+    logits = torch.cat([scores.video_text.support.reshape(E, -1, C), scores.video_text.query], 1)
+    targets = torch.cat([texts.episode_classes[:, :, None].expand(E, N, K).reshape(E, -1),
+                         texts.episode_classes.gather(1, labels)], 1)
+    want_vt = F.cross_entropy(logits.reshape(-1, C), targets.reshape(-1), reduction="sum") / E
+    assert parts["video_text"] == pytest.approx(float(want_vt), rel=1e-5)
+    loss.backward()
+    assert model.text_scale.grad is not None and float(model.text_scale.grad.abs()) > 0
+    assert not hasattr(make("clip-fsar", fsar_text_logits="clip-scale"), "text_scale")
