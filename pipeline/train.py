@@ -60,7 +60,14 @@ class TrainConfig:
     episodes_per_step: int = 16  # gradients accumulated over this many episodes per step (over all processes)
     batch_episodes: int | None = None  # episodes per forward pass (None: 16 head, 1 e2e)
     lr: float | None = None  # heads (None: 1e-4 head, with a frozen backbone; 1e-5 e2e, the paper's)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # Adam's L2 term (torch.optim.Adam weight_decay)
+    # Learning-rate schedule, a pure function of the optimizer step (`lr_factor`): every group's lr is multiplied by
+    # lr_factors[i] from step lr_steps[i-1] on (lr_factors[0] before the first); empty: constant (the default, as
+    # the authors' MDMF training). A linear warm-up over `warmup_steps` starts at warmup_start_lr (heads' lr).
+    lr_steps: tuple[int, ...] = ()
+    lr_factors: tuple[float, ...] = ()
+    warmup_steps: int = 0
+    warmup_start_lr: float | None = None
     grad_clip: float | None = None
     val_every: int = 25  # steps
     val_episodes: int = 1000
@@ -83,10 +90,46 @@ class TrainConfig:
             self.lr = DEFAULT_LR[self.stage]
         if self.batch_episodes is None:
             self.batch_episodes = DEFAULT_BATCH_EPISODES[self.stage]
+        self.lr_steps = tuple(int(v) for v in self.lr_steps)  # JSON gives lists
+        self.lr_factors = tuple(float(v) for v in self.lr_factors)
+        if self.lr_steps or self.lr_factors:
+            if len(self.lr_factors) != len(self.lr_steps) + 1 or list(self.lr_steps) != sorted(set(self.lr_steps)):
+                raise MdmfError(f"learning-rate schedule: lr_steps {list(self.lr_steps)} must be increasing steps "
+                                f"and lr_factors {list(self.lr_factors)} one factor more than lr_steps")
+        if self.warmup_steps < 0 or (self.warmup_steps and self.warmup_start_lr is None):
+            raise MdmfError("warm-up: give warmup_steps >= 0 and, with warmup_steps > 0, warmup_start_lr")
+
+    def lr_factor(self, step: int) -> float:
+        """The factor on every group's lr for optimizer step `step` (0-based): the step schedule, with the warm-up
+        rising linearly from warmup_start_lr / lr at step 0 to the schedule's value at step warmup_steps."""
+        factors = self.lr_factors or (1.0,)
+        scheduled = lambda s: factors[sum(s >= b for b in self.lr_steps)]  # noqa: E731
+        if step < self.warmup_steps:
+            start = self.warmup_start_lr / self.lr
+            return start + (scheduled(self.warmup_steps) - start) * step / self.warmup_steps
+        return scheduled(step)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         return dataclass_from_dict(cls, data, "training")
+
+
+def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict | None = None) -> TrainConfig:
+    """A `TrainConfig` from a preset (`pipeline.preset`, by name or path, or None) and what the user gave.
+
+    Precedence: the dataclass defaults, then the preset's `train` section (its `e2e` entry for the e2e settings) and
+    `model` section, then `given` (training settings named explicitly, e.g. on the command line), `model`
+    (`--set`-style model overrides) and `e2e`. `given` must hold `stage`, `store` and `run_dir`.
+    """
+    from pipeline.preset import Preset, load_preset
+
+    p = load_preset(preset) if preset else Preset(name="")
+    train = dict(p.train)
+    e2e_preset = train.pop("e2e", {})
+    merged = {**train, **given, "model": {**p.model, **model}}
+    if merged["stage"] == "e2e":
+        merged["e2e"] = E2EConfig.from_dict({**e2e_preset, **(e2e or {})})
+    return TrainConfig.from_dict(merged)
 
 
 def build_head(store: FeatureStore, overrides: dict):
@@ -273,6 +316,7 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
         raise MdmfError(f"model {cfg.model.get('name', 'mdmf')} has no trainable parameters: evaluate it directly")
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.Adam(groups)
+    base_lrs = [g["lr"] for g in opt.param_groups]
     scaler = torch.amp.GradScaler(device.type, enabled=inp.uses_scaler)
     metrics_path = run / "metrics.jsonl"
     step, best = 0, {"val_accuracy": -1.0, "step": 0}
@@ -364,12 +408,15 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
             if cfg.grad_clip:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            factor = cfg.lr_factor(step)
+            for group, base_lr in zip(opt.param_groups, base_lrs):
+                group["lr"] = base_lr * factor
             scaler.step(opt)
             scaler.update()
             step += 1
             if not all(np.isfinite(v) for v in totals.values()):
                 raise MdmfError(f"training diverged at step {step} (loss {totals}); lower --lr")
-            record = {"step": step, "episodes": step * cfg.episodes_per_step, **totals,
+            record = {"step": step, "episodes": step * cfg.episodes_per_step, "lr": cfg.lr * factor, **totals,
                       "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - start, 3)}
             if ctx.is_main:
                 with open(metrics_path, "a") as f:

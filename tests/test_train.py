@@ -136,3 +136,26 @@ def test_ctrl_c_keeps_every_finished_step_and_resume_is_exact(store, tmp_path):
     strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
                        for x in p.read_text().splitlines()]
     assert strip(tmp_path / "straight" / "metrics.jsonl") == strip(metrics)
+
+
+def test_a_run_saved_before_the_reference_defaults_loads_as_the_model_it_was(store, tmp_path):
+    """A best.pt written before config_version 2 has no fields for the reference-code choices: it must load with
+    the pre-LN block and the other old choices its weights belong to, and score exactly as that model does."""
+    from mdmf.config import LEGACY_VALUES, ModelConfig
+    from mdmf.registry import build_model
+    from pipeline.checkpoint import save_atomic
+
+    train_head(cfg(store, tmp_path / "run", model={**SMALL, **LEGACY_VALUES}))
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    state["model_config"] = {k: v for k, v in state["model_config"].items()
+                             if k not in {*LEGACY_VALUES, "config_version"}}  # as the old code wrote it
+    save_atomic(state, tmp_path / "run" / "best.pt")
+    model, _ = load_run_model(tmp_path / "run")
+    assert model.config.block == "pre-ln" and model.config.ce_reduction == "mean"
+    same = build_model(ModelConfig.from_dict({**state["model_config"], **LEGACY_VALUES}))
+    same.load_state_dict(state["model"])
+    ev = EvalConfig(episodes=50, progress=False)
+    assert evaluate_split(model, store, "test", ev).accuracy == evaluate_split(same, store, "test", ev).accuracy
+    # and resuming / --init from such a run keeps the architecture too (its weights load into it)
+    train_head(cfg(store, tmp_path / "init", init=str(tmp_path / "run")))
+    assert json.loads((tmp_path / "init" / "config.json").read_text())["model"]["block"] == "pre-ln"
