@@ -21,7 +21,7 @@ def check_data(
     workers: int = typer.Option(2, help="videos opened in parallel"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
-    """Find every listed video under --root and open it with decord; exit 1 if any is missing or unreadable."""
+    """Find every listed video under --root and read it as extraction does; exit 1 if any is missing or unreadable."""
     from pipeline.check_data import check_data as run_check
     from pipeline.errors import MdmfError
     from pipeline.splits import load_splits, splits_dir

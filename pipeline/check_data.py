@@ -1,10 +1,12 @@
-"""`mdmf check-data`: are the videos a splits folder lists on disk, and can decord open them?
+"""`mdmf check-data`: are the videos a splits folder lists on disk, and can extraction's reader read them?
 
-Each listed video is looked up with `resolve_video` and, when found, opened with decord (`num_threads=1`) to read its
-frame count: the same open as extraction, without decoding frames. Videos are checked in worker processes, each
-opening one video at a time as extraction's workers do: decord can abort the whole process on a damaged file (seen
-once in this project's test suite, when videos were opened from two threads of one process), and a crashed worker
-only costs that one video, recorded as unreadable. Results are kept in list order, so the examples are the first
+Each listed video is looked up with `resolve_video` and, when found, opened with the reader extraction uses
+(`pipeline.decode.open_video`: the whole stream is decoded, the frame count is what decodes) and its first, middle and
+last frames are read, so a file that check-data passes is one extraction can decode, and the reasons recorded for a bad
+file are the ones extraction records. Videos are checked in worker processes, each
+opening one video at a time as extraction's workers do: a decoder can abort the whole process on a damaged file (seen
+once with decord in this project's test suite, when videos were opened from two threads of one process), and a crashed
+worker only costs that one video, recorded as unreadable. Results are kept in list order, so the examples are the first
 ones of each split.
 """
 
@@ -114,15 +116,20 @@ def _red(n: int) -> str:
 
 
 def probe_video(path: Path) -> tuple[int | None, str]:
-    """(frame count, "") for a video decord can open, else (None, reason). Never raises for a bad file."""
-    from pipeline.decode import VideoReadError, open_video
+    """(frame count, "") for a video extraction's reader can read, else (None, reason). Never raises for a bad
+    file."""
+    from pipeline.decode import VideoReadError, clean_reason, open_video, read_frames
 
     try:
-        return len(open_video(path)), ""
+        video = open_video(path)
+        n = len(video)
+        read_frames(video, sorted({0, n // 2, n - 1}))
+        return n, ""
     except VideoReadError as err:
         return None, str(err)
     except Exception as err:  # noqa: BLE001 - any failure of one file is that file's problem, not the run's
-        return None, f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
+        text = str(err).strip().splitlines()
+        return None, clean_reason(f"{type(err).__name__}: {text[0] if text else ''}")
 
 
 def _check_one(root: Path, entry: SplitEntry, info: DatasetInfo) -> tuple[str, str, int | None, str]:
