@@ -1,7 +1,7 @@
 """Stage two end to end (`mdmf train --stage e2e`): the CLIP visual encoder is fine-tuned together with the heads.
 
 The heads are the same model class as in the head stage; in front of them sits `VisualEncoder`, which computes
-exactly what stage one computed for a crop (the model's mean/std, then `model.visual`). Everything else comes from
+exactly what stage one computed for a crop (the store's normalisation, then `model.visual`). Everything else comes from
 the stage-one store: the split files' videos and labels, the train views' augmentation (seed), the prompt embeddings
 (the text encoder is never run again), and the weights the visual encoder starts from (checked by their sha256).
 
@@ -93,7 +93,7 @@ class VisualEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         B, T = frames.shape[:2]
-        x = self.pre.normalize(frames.reshape(B * T, *frames.shape[2:]))  # as stage one: float32, model mean/std
+        x = self.pre.normalize(frames.reshape(B * T, *frames.shape[2:]))  # as stage one: float32, its normalisation
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
             y = self._resnet_forward(x) if self._resnet and self.checkpointing and self.training else self.visual(x)
@@ -152,9 +152,9 @@ def load_store_backbone(store, cfg: E2EConfig, device: torch.device):
 
 
 def preprocessor_of(store, ecfg) -> FramePreprocessor:
+    """Stage one's crop and normalisation for `store` (its backbone's constants, its `crop`/`normalize` settings)."""
     b = store.meta["backbone"]
-    return FramePreprocessor(int(b["image_size"]), tuple(b["mean"]), tuple(b["std"]), ecfg.resize_ratio,
-                             b["interpolation"])
+    return ecfg.preprocessor(b["image_size"], b["mean"], b["std"], b["interpolation"])
 
 
 def split_videos(store, split: str, data, root: str | None, ecfg) -> SplitVideos:
@@ -191,7 +191,8 @@ def frame_source(store, ecfg, pre: FramePreprocessor, frames_from: str, augment:
             raise MdmfError(f"{len(missing)} {v.split} videos are not where the store says (e.g. {missing[0]}); "
                             "give the videos' folder with --root, or train from the frame store (--save-frames)")
     flip = bool(store.meta["identity"].get("flip", True))
-    return DecodedFrames(int(store.meta["frames"]), pre, int(ecfg.seed), flip, augment, train_seed), "decode"
+    return DecodedFrames(int(store.meta["frames"]), pre, int(ecfg.seed), flip, augment, train_seed,
+                         sampling=ecfg.frame_sampling), "decode"
 
 
 @torch.no_grad()

@@ -52,7 +52,8 @@ def extract_run_store(run: Path, split: str, root: str | None = None, workers: i
     cfg = ExtractConfig(dataset=base.dataset, root=root or base.root, splits_dir=base.splits_dir, out=str(out),
                         backbone=run_backbone(str(run)), weights=str(run), frames=base.frames,
                         train_views=base.train_views, seed=base.seed, prompt_template=base.prompt_template,
-                        resize_ratio=base.resize_ratio, splits=(split,), workers=workers, device=device,
+                        resize_ratio=base.resize_ratio, frame_sampling=base.frame_sampling, normalize=base.normalize,
+                        crop=base.crop, splits=(split,), workers=workers, device=device,
                         progress=progress)
     run_extract(cfg)
     return FeatureStore.open(out)

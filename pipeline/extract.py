@@ -24,11 +24,15 @@ from pipeline.backbones import Backbone, load_backbone, resolve_backbone
 from pipeline.decode import VideoReadError, open_video, read_frames
 from pipeline.errors import MdmfError
 from pipeline.isolation import CRASHED, run_alone
-from pipeline.sampling import tsn_indices, view_rng
+from pipeline.sampling import FRAME_SAMPLINGS, frame_indices, view_rng
 from pipeline.store import FAILED, OK, SHORT, FeatureStore, SplitLayout
-from pipeline.transforms import FramePreprocessor, ViewAugment
+from pipeline.transforms import CROPS, NORMALIZATIONS, FramePreprocessor, ViewAugment
 
 SPLITS = ("train", "val", "test")
+SAMPLING_DESCRIPTIONS = {  # the identity's readable "sampling" entry (the tsn one is what older stores hold)
+    "tsn": "tsn: random frame per segment (train), segment centre (val/test)",
+    "reference": "reference: linspace(start, end, T) with start, end jittered (train), linspace(1, n-2, T) (val/test)",
+}
 
 
 @dataclass
@@ -46,6 +50,12 @@ class ExtractConfig:
     seed: int = 0
     prompt_template: str = "a photo of {}"
     resize_ratio: float = 256 / 224
+    # Stage one's frames, the paper's by default; `reference`/`none`/`reference` are the authors' released code (see
+    # pipeline/sampling.py and pipeline/transforms.py for the exact formulas). Stores made before these fields existed
+    # were made with the defaults (`store.IDENTITY_DEFAULTS`).
+    frame_sampling: str = "tsn"  # tsn: TSN segments (paper) | reference: the authors' jittered linspace
+    normalize: str = "clip"  # clip: the model's mean/std (paper) | none: pixels in [0, 1], as the authors feed CLIP
+    crop: str = "tsn"  # tsn: round(S·256/224), crop S, flip where allowed | reference: the authors' Resize(256) etc.
     chunk_videos: int = 16
     save_frames: bool = False
     splits: tuple[str, ...] = SPLITS
@@ -55,6 +65,21 @@ class ExtractConfig:
     device: str = "auto"
     shard: tuple[int, int] = (0, 1)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("frame_sampling", FRAME_SAMPLINGS), ("normalize", NORMALIZATIONS), ("crop", CROPS)):
+            if getattr(self, name) not in allowed:
+                raise MdmfError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
+
+    def allow_flip(self, dataset_flip: bool) -> bool:
+        """Whether train views may flip: where the dataset allows it, and always with the authors' crop (they flip on
+        SSv2 too)."""
+        return bool(dataset_flip) or self.crop == "reference"
+
+    def preprocessor(self, image_size: int, mean, std, interpolation: str) -> FramePreprocessor:
+        """Stage one's crop and normalisation for a model with these constants."""
+        return FramePreprocessor(int(image_size), tuple(mean), tuple(std), self.resize_ratio, interpolation,
+                                 crop_mode=self.crop, normalization=self.normalize)
 
     def resolved_backbone(self) -> str:
         from pipeline.backbones import run_backbone
@@ -80,9 +105,35 @@ class ExtractConfig:
             "prompt_template": self.prompt_template,
             "resize_ratio": self.resize_ratio,
             "flip": flip,
-            "sampling": "tsn: random frame per segment (train), segment centre (val/test)",
+            "sampling": SAMPLING_DESCRIPTIONS[self.frame_sampling],
+            "frame_sampling": self.frame_sampling,
+            "normalize": self.normalize,
+            "crop": self.crop,
             "save_frames": self.save_frames,
         }
+
+
+def extract_config(preset: str | None = None, **given) -> ExtractConfig:
+    """The `ExtractConfig` of a command line: the preset's `extract` section first (`pipeline.preset.load_preset`),
+    then the options given (None = not given), then the dataclass defaults."""
+    from dataclasses import fields
+
+    values = {}
+    if preset:
+        from pipeline.preset import load_preset
+
+        values = dict(load_preset(preset).extract)
+        known = {f.name for f in fields(ExtractConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise MdmfError(f"--preset {preset}: unknown extract settings {unknown}; the extract section takes "
+                            f"{', '.join(sorted(known))}")
+        for name in ("splits", "shard"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
+    values.update({k: v for k, v in given.items() if v is not None})
+    values.setdefault("root", None)
+    return ExtractConfig(**values)
 
 
 @dataclass
@@ -126,8 +177,9 @@ class _DecodeDataset(Dataset):
     """Decodes and crops one video's views; runs inside DataLoader workers."""
 
     def __init__(self, jobs: list[_Job], frames: int, views: dict[str, int], pre: FramePreprocessor, seed: int,
-                 allow_flip: bool):
+                 allow_flip: bool, sampling: str = "tsn"):
         self.jobs, self.frames, self.views, self.pre, self.seed, self.allow_flip = jobs, frames, views, pre, seed, allow_flip
+        self.sampling = sampling
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -136,12 +188,14 @@ class _DecodeDataset(Dataset):
         job = self.jobs[i]
         rngs = [view_rng(self.seed, job.split, job.video_id, v) if job.train else None
                 for v in range(self.views[job.split])]
-        return {"i": i, **decode_views(job.path, self.frames, self.pre, rngs, self.allow_flip)}
+        return {"i": i, **decode_views(job.path, self.frames, self.pre, rngs, self.allow_flip, sampling=self.sampling)}
 
 
-def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, allow_flip: bool) -> dict:
-    """Decode and crop one video once per entry of `rngs`: a generator draws a train view (random segment offsets,
-    crop, flip if allowed); None gives the eval view (segment centres, centre crop).
+def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, allow_flip: bool,
+                 sampling: str = "tsn") -> dict:
+    """Decode and crop one video once per entry of `rngs`: a generator draws a train view (frame indices by
+    `sampling`, see `pipeline.sampling.frame_indices`, then crop and flip if allowed, in that order from the one
+    generator); None gives the eval view (fixed indices, centre crop). `pre` holds the crop and normalisation.
 
     Returns {"status", "error", "crops" `(K, T, 3, S, S)` uint8 or None, "indices" `(K, T)` int32}. Stage two's
     end-to-end training decodes through here too, so its frames are exactly what stage one encoded.
@@ -155,7 +209,7 @@ def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, all
         n = len(reader)
         crops = []
         for v, rng in enumerate(rngs):
-            idx = tsn_indices(n, frames, rng)
+            idx = frame_indices(sampling, n, frames, rng)
             aug = ViewAugment.random(rng, allow_flip) if rng is not None else ViewAugment()
             crops.append(pre.crop(read_frames(reader, idx), aug))
             out["indices"][v] = idx
@@ -204,7 +258,7 @@ def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureSto
         "versions": _versions(),
     }
     store = FeatureStore.create_or_open(
-        cfg.store_path(), meta=meta, identity=cfg.identity(backbone, dataset.info.flip), layouts=layouts,
+        cfg.store_path(), meta=meta, identity=cfg.identity(backbone, cfg.allow_flip(dataset.info.flip)), layouts=layouts,
         frames=cfg.frames, dim=backbone.dim, chunk_videos=cfg.chunk_videos,
         image_size=backbone.image_size if cfg.save_frames else None,
     )
@@ -242,10 +296,10 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
             for row in store.unit_rows(split, unit):
                 jobs.append(_Job(split, unit, row, ids[split][row], paths[split][row], split == "train"))
 
-    pre = FramePreprocessor(backbone.image_size, backbone.mean, backbone.std, cfg.resize_ratio, backbone.interpolation)
+    pre = cfg.preprocessor(backbone.image_size, backbone.mean, backbone.std, backbone.interpolation)
     views = {s: store.views(s) for s in cfg.splits}
     times = ExtractTimes()
-    done = _encode_jobs(cfg, store, backbone, pre, jobs, views, dataset.info.flip, device, times)
+    done = _encode_jobs(cfg, store, backbone, pre, jobs, views, cfg.allow_flip(dataset.info.flip), device, times)
 
     summary = ExtractSummary(store=str(store.path), seconds=round(time.perf_counter() - start, 2), videos_done=done,
                              per_split=store.progress(),
@@ -266,7 +320,7 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
 
     if not jobs:
         return 0
-    dataset = _DecodeDataset(jobs, cfg.frames, views, pre, cfg.seed, allow_flip)
+    dataset = _DecodeDataset(jobs, cfg.frames, views, pre, cfg.seed, allow_flip, cfg.frame_sampling)
     last_row = {(j.split, j.unit): store.unit_rows(j.split, j.unit).stop - 1 for j in jobs}
     pending: list[dict] = []
     queued: deque = deque()  # futures of the units handed to the writer, oldest first

@@ -6,10 +6,11 @@ crops. Train views:
 
 * `views` (default): episode video v takes the cached view the episode sampler picked for it (one of the store's
   `--train-views`), so decoding and the frame store are interchangeable, bit for bit;
-* `fresh` (decoding only): a new random segment offset, crop and flip for every (episode, video), drawn from
+* `fresh` (decoding only): new random frame indices, crop and flip for every (episode, video), drawn from
   `view_rng(seed, "train@<episode>", video id, 0)`: still a pure function of (seed, episode, video), so resume is exact.
 
-Val/test videos always take the eval view (segment centres, centre crop), view 0 of the store.
+Val/test videos always take the eval view (fixed indices, centre crop), view 0 of the store. The frame sampling,
+crop and normalisation are the store's (`frame_sampling`, `crop`, `normalize` of its extraction config).
 Loading runs in DataLoader workers (one decord thread each) while the main process trains.
 """
 
@@ -52,9 +53,9 @@ class FrameSource:
 
 class DecodedFrames(FrameSource):
     def __init__(self, frames: int, pre: FramePreprocessor, store_seed: int, allow_flip: bool, augment: str = "views",
-                 train_seed: int = 0):
+                 train_seed: int = 0, sampling: str = "tsn"):
         self.frames, self.pre, self.store_seed, self.allow_flip = frames, pre, store_seed, allow_flip
-        self.augment, self.train_seed = augment, train_seed
+        self.augment, self.train_seed, self.sampling = augment, train_seed, sampling  # sampling: the store's
 
     def read(self, videos: SplitVideos, i: int, view: int, episode: int | None = None) -> torch.Tensor:
         from pipeline.extract import decode_views
@@ -66,7 +67,7 @@ class DecodedFrames(FrameSource):
             rng = view_rng(self.train_seed, f"train@{episode}", vid, 0)
         else:
             rng = view_rng(self.store_seed, "train", vid, view)
-        out = decode_views(videos.paths[i], self.frames, self.pre, [rng], self.allow_flip)
+        out = decode_views(videos.paths[i], self.frames, self.pre, [rng], self.allow_flip, sampling=self.sampling)
         if out["crops"] is None:
             raise MdmfError(f"{videos.paths[i] or vid}: {out['error']} (it decoded during extraction); check --root, "
                             "or train from the frame store (`mdmf extract --save-frames`, then --frames-from store)")

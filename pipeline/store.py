@@ -36,6 +36,9 @@ from pipeline.errors import MdmfError
 SCHEMA_VERSION = 1
 PENDING, OK, FAILED, SHORT = 0, 1, 2, 3
 STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", SHORT: "short"}
+# Identity entries added after stores already existed: a store without one was made the old way, read as this value
+# (so it still opens and resumes with the old settings, and a resume with other settings fails naming the entry).
+IDENTITY_DEFAULTS = {"frame_sampling": "tsn", "normalize": "clip", "crop": "tsn"}
 
 
 @dataclass
@@ -164,6 +167,7 @@ class FeatureStore:
     def meta(self) -> dict:
         if self._meta is None:
             self._meta = dict(self.root.attrs["mdmf"])  # written once at creation, never changed
+            self._meta["identity"] = {**IDENTITY_DEFAULTS, **self._meta.get("identity", {})}
         return self._meta
 
     @property

@@ -1,9 +1,10 @@
 """Encode loose video files exactly as extraction encodes val/test videos, for `mdmf predict` and friends.
 
-The recipe (backbone, weights, T, resize ratio, prompt template) comes from a feature store, so that new videos land
-in the same feature space as the videos a run was trained on: TSN segment centres (`tsn_indices` without a
-generator), centre crop without flip (`ViewAugment()`), the model's mean/std (`FramePreprocessor`), the same CLIP
-image embedding, rounded through float16 as the store keeps it.
+The recipe (backbone, weights, T, resize ratio, frame sampling, crop, normalisation, prompt template) comes from a
+feature store, so that new videos land in the same feature space as the videos a run was trained on: the store's
+eval-view indices (`frame_indices` without a generator: TSN segment centres, or the reference `linspace(1, n-2, T)`),
+centre crop without flip (`ViewAugment()`), the store's normalisation (`FramePreprocessor`: model mean/std or none),
+the same CLIP image embedding, rounded through float16 as the store keeps it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from pipeline.backbones import Backbone, load_backbone, resolve_backbone
 from pipeline.decode import VideoReadError, open_video, read_frames
 from pipeline.errors import MdmfError
-from pipeline.sampling import tsn_indices
+from pipeline.sampling import frame_indices
 from pipeline.transforms import FramePreprocessor, ViewAugment
 
 
@@ -31,6 +32,9 @@ class EncodeRecipe:
     resize_ratio: float = 256 / 224
     prompt_template: str = "a photo of {}"
     weights_sha256: str | None = None
+    frame_sampling: str = "tsn"  # the store's `ExtractConfig` choices (pipeline/sampling.py, pipeline/transforms.py)
+    crop: str = "tsn"
+    normalize: str = "clip"
 
     @classmethod
     def from_store(cls, store, weights: str | None = None, config_file: str | None = None) -> "EncodeRecipe":
@@ -54,7 +58,9 @@ class EncodeRecipe:
         return cls(backbone=name, weights=weights or backbone["weights"], frames=int(meta["frames"]),
                    resize_ratio=float(identity.get("resize_ratio", 256 / 224)),
                    prompt_template=identity.get("prompt_template", "a photo of {}"),
-                   weights_sha256=backbone.get("weights_sha256"))
+                   weights_sha256=backbone.get("weights_sha256"),
+                   frame_sampling=identity.get("frame_sampling", "tsn"), crop=identity.get("crop", "tsn"),
+                   normalize=identity.get("normalize", "clip"))
 
 
 def _known_model(name: str) -> bool:
@@ -80,7 +86,8 @@ class VideoEncoder:
                 "pass --weights PATH to the same weights file"
             )
         b = self.backbone
-        self.pre = FramePreprocessor(b.image_size, b.mean, b.std, recipe.resize_ratio, b.interpolation)
+        self.pre = FramePreprocessor(b.image_size, b.mean, b.std, recipe.resize_ratio, b.interpolation,
+                                     crop_mode=recipe.crop, normalization=recipe.normalize)
 
     @property
     def dim(self) -> int:
@@ -88,7 +95,8 @@ class VideoEncoder:
 
     def describe(self) -> dict:
         return {**self.backbone.describe(), "frames": self.recipe.frames, "resize_ratio": self.recipe.resize_ratio,
-                "prompt_template": self.recipe.prompt_template}
+                "frame_sampling": self.recipe.frame_sampling, "crop": self.recipe.crop,
+                "normalize": self.recipe.normalize, "prompt_template": self.recipe.prompt_template}
 
     def crops(self, path: Path) -> tuple[torch.Tensor, np.ndarray]:
         """One video -> (`(T, 3, S, S)` uint8 centre crops, `(T,)` frame indices); a bad file is an `MdmfError`
@@ -96,7 +104,7 @@ class VideoEncoder:
         path = Path(path)
         try:
             reader = open_video(path)
-            indices = tsn_indices(len(reader), self.recipe.frames)  # no generator: segment centres (val/test)
+            indices = frame_indices(self.recipe.frame_sampling, len(reader), self.recipe.frames)  # no rng: eval view
             return self.pre.crop(read_frames(reader, indices), ViewAugment()), indices
         except VideoReadError as err:
             raise MdmfError(f"{path}: not a readable video ({err}); remove it or convert it to mp4") from None
