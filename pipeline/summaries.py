@@ -41,7 +41,8 @@ def print_store_info(info: dict, console: Console) -> None:
     console.print(f"backbone {b['backbone']} ({b['open_clip_model']}), weights {b['weights']}, sha256 {b['weights_sha256'][:16]}…")
     console.print(f"image size {b['image_size']}, mean {b['mean']}, std {b['std']}, D={info['dim']}, T={info['frames']}")
     console.print(f"sampling: {info['identity'].get('sampling')}; train views {info['identity'].get('train_views')}, "
-                  f"flip {info['identity'].get('flip')}, prompt {info['identity'].get('prompt_template')!r}")
+                  f"flip {info['identity'].get('flip')}, crop {info['identity'].get('crop')}, "
+                  f"normalize {info['identity'].get('normalize')}, prompt {info['identity'].get('prompt_template')!r}")
     table = Table()
     for col in ("split", "classes", "videos", "views", "ok", "short", "failed", "pending", "done %"):
         table.add_column(col, justify="right" if col != "split" else "left")

@@ -86,7 +86,7 @@ def micro_backbone_normalized(backbone, x):
 
 
 def test_decoding_and_predict_use_the_stores_settings(ref_store, micro_backbone):
-    from pipeline.e2e import extract_config_of, frame_source, preprocessor_of, split_videos
+    from pipeline.e2e import VisualEncoder, extract_config_of, frame_source, preprocessor_of, split_videos
     from pipeline.video_encoder import EncodeRecipe, VideoEncoder
 
     ecfg = extract_config_of(ref_store)
@@ -100,6 +100,11 @@ def test_decoding_and_predict_use_the_stores_settings(ref_store, micro_backbone)
         for i in range(0, len(videos.video_ids), 2):
             for view in range(ref_store.views(split)):
                 torch.testing.assert_close(decoded.read(videos, i, view), stored.read(videos, i, view), rtol=0, atol=0)
+    visual = VisualEncoder(micro_backbone.model.visual, pre).eval()  # e2e's encoder: the store's normalisation too
+    test = ref_store.load("test")
+    with torch.no_grad():
+        feats = visual(torch.from_numpy(ref_store.group("test")["frames"][:3, 0]).permute(0, 1, 4, 2, 3))
+    torch.testing.assert_close(feats, torch.as_tensor(test.features[:3, 0]).float(), rtol=0, atol=2e-3)
     encoder = VideoEncoder(EncodeRecipe.from_store(ref_store), backbone=micro_backbone)
     assert encoder.describe()["frame_sampling"] == "reference" and encoder.pre.normalization == "none"
     test = ref_store.load("test")
