@@ -18,12 +18,13 @@ so the reader is PyAV (FFmpeg) with one decoder thread, by strategy:
   instead (still selecting by timestamp). Cost: a few GOPs per requested frame instead of the whole file.
 
 Display rotation (the tag phone footage carries) is applied: frames come out upright, as a player shows them.
-Decoder messages are captured, never printed; when a file fails they end the recorded reason, stripped of
+FFmpeg's messages are captured (`av.logging.Capture`), never printed; when a file fails they end the recorded reason, stripped of
 run-dependent noise (timestamps, addresses) by `clean_reason`, so the same file gives the same reason in any run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -87,6 +88,28 @@ class Video:
     def __len__(self) -> int:
         return self._count
 
+    @contextlib.contextmanager
+    def _captured(self):
+        """FFmpeg's messages (errors only) go to this video's log, for a failure's reason, never to the terminal."""
+        import av.logging
+
+        before, failure, logs = av.logging.get_level(), None, []
+        av.logging.set_level(av.logging.ERROR)
+        # PyAV drops a message that repeats the previous one, in whatever video or process (forked workers inherit
+        # it): every video's reason must be the same in any run, so nothing is skipped
+        av.logging.set_skip_repeated(False)
+        try:
+            with av.logging.Capture() as logs:
+                try:
+                    yield
+                except VideoReadError as err:
+                    failure = str(err)
+        finally:
+            av.logging.set_level(before)
+            self._log.extend(message.strip() for _, _, message in logs if message.strip())
+        if failure is not None:
+            raise VideoReadError(self._reason(failure)) from None
+
     # ---- opening ---------------------------------------------------------------------------------------------------
     def _open(self) -> None:
         with self._container() as container:
@@ -121,7 +144,7 @@ class Video:
         self._count = count
         self._held = held if hold else None
         if count == 0:
-            raise VideoReadError(self._reason("no decodable frames"))
+            raise VideoReadError("no decodable frames")
 
     def _container(self):
         import av
@@ -129,10 +152,10 @@ class Video:
         try:
             container = av.open(str(self.path), metadata_errors="ignore")
         except Exception as err:  # noqa: BLE001 - PyAV raises many FFmpegError kinds, and OSError
-            raise VideoReadError(self._reason(f"cannot open: {_error_text(err)}")) from None
+            raise VideoReadError(f"cannot open: {_error_text(err)}") from None
         if not container.streams.video:
             container.close()
-            raise VideoReadError(self._reason("cannot open: no video stream"))
+            raise VideoReadError("cannot open: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "NONE"  # one thread: parallelism comes from worker processes, and the output is fixed
         stream.codec_context.thread_count = 1
@@ -228,7 +251,7 @@ class Video:
     def _check(self, wanted: list[int]) -> None:
         lost = [i for i in wanted if i not in self._rgb]
         if lost:
-            raise VideoReadError(self._reason(f"cannot decode frame {lost[0]} of {self._count}"))
+            raise VideoReadError(f"cannot decode frame {lost[0]} of {self._count}")
 
     def _convert(self, frame) -> np.ndarray:
         if self._size is None:
@@ -255,7 +278,8 @@ def open_video(path: Path) -> Video:
         raise VideoReadError("empty file (0 bytes)")
     video = Video(path)
     try:
-        video._open()
+        with video._captured():
+            video._open()
     except VideoReadError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of one file is that file's problem, not the run's
@@ -266,7 +290,8 @@ def open_video(path: Path) -> Video:
 def read_frames(video: Video, indices) -> np.ndarray:
     """Frames at `indices` of an opened video as `(T, H, W, 3)` uint8 RGB; raises `VideoReadError`."""
     try:
-        return video.read(indices)
+        with video._captured():
+            return video.read(indices)
     except VideoReadError:
         raise
     except Exception as err:  # noqa: BLE001

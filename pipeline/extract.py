@@ -1,9 +1,9 @@
 """Stage one: decode videos, sample T frames per view, encode them with CLIP, write a feature store.
 
-Decoding and cropping run in DataLoader worker processes (`workers`), one decord thread each, while the main process
-encodes and one writer thread compresses and writes finished units: the three overlap. Work is done in units of
-`chunk_videos` videos (one store chunk); a unit is written whole, status last, so an interrupted run (even `kill -9`)
-resumes with the same command and ends with the same store.
+Decoding (`pipeline.decode`: exact frames) and cropping run in DataLoader worker processes (`workers`), one decoder
+thread each, while the main process encodes and one writer thread compresses and writes finished units: the three
+overlap. Work is done in units of `chunk_videos` videos (one store chunk); a unit is written whole, status last, so an
+interrupted run (even `kill -9`) resumes with the same command and ends with the same store.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.backbones import Backbone, load_backbone, resolve_backbone
-from pipeline.decode import VideoReadError, open_video, read_frames
+from pipeline.decode import VideoReadError, clean_reason, open_video, read_frames, reader_identity
 from pipeline.errors import MdmfError
 from pipeline.isolation import CRASHED, run_alone
 from pipeline.sampling import FRAME_SAMPLINGS, frame_indices, view_rng
@@ -110,6 +110,7 @@ class ExtractConfig:
             "normalize": self.normalize,
             "crop": self.crop,
             "save_frames": self.save_frames,
+            **reader_identity(),  # which frames come out of a file: the reader and the decoder's version
         }
 
 
@@ -218,7 +219,8 @@ def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, all
     except VideoReadError as err:
         out["status"], out["error"] = FAILED, str(err)
     except Exception as err:  # an unexpected decoder failure must not stop a 2-hour run
-        out["status"], out["error"] = FAILED, f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        text = str(err).strip().splitlines()
+        out["status"], out["error"] = FAILED, clean_reason(f"{type(err).__name__}: {text[0] if text else ''}")
     return out
 
 
@@ -512,7 +514,7 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {}
-    for pkg in ("mdmf", "torch", "open_clip_torch", "decord", "zarr", "numpy"):
+    for pkg in ("mdmf", "torch", "open_clip_torch", "av", "decord", "zarr", "numpy"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

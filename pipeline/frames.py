@@ -11,7 +11,8 @@ crops. Train views:
 
 Val/test videos always take the eval view (fixed indices, centre crop), view 0 of the store. The frame sampling,
 crop and normalisation are the store's (`frame_sampling`, `crop`, `normalize` of its extraction config).
-Loading runs in DataLoader workers (one decord thread each) while the main process trains.
+Loading runs in DataLoader workers (one decoder thread each, `pipeline.decode`'s exact reader) while the main process
+trains.
 """
 
 from __future__ import annotations

@@ -20,11 +20,15 @@ Crash safety: the arrays are chunked by `chunk_videos` videos, a unit of work is
 local store writes every chunk file atomically (temporary file, then rename). A unit writes its features and frame
 indices first and its `status` chunk last, so a unit is either done or pending; after `kill -9` the rerun redoes at
 most the units that were in flight. Shards (`--shard i/n`) own disjoint units, so they never write the same chunk.
-Attributes are written once, when the store is created, and never rewritten.
+Attributes are written once, when the store is created, and never rewritten; the empty store is built in a hidden
+sibling folder and renamed into place, so creation is atomic too.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +42,9 @@ PENDING, OK, FAILED, SHORT = 0, 1, 2, 3
 STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", SHORT: "short"}
 # Identity entries added after stores already existed: a store without one was made the old way, read as this value
 # (so it still opens and resumes with the old settings, and a resume with other settings fails naming the entry).
-IDENTITY_DEFAULTS = {"frame_sampling": "tsn", "normalize": "clip", "crop": "tsn"}
+IDENTITY_DEFAULTS = {"frame_sampling": "tsn", "normalize": "clip", "crop": "tsn",
+                     # frames read with decord's get_batch, not exact on every file: never resumed by the exact reader
+                     "decoder": "decord", "reader": "decord-get_batch"}
 
 
 @dataclass
@@ -65,6 +71,24 @@ class SplitFeatures:
     prompt_embeddings: np.ndarray  # (C, D) float32
     frame_indices: np.ndarray  # (V, K, T) int32
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # row of each video in the store
+
+
+def _creation_folder(path: Path) -> Path:
+    """A fresh hidden sibling of `path` to build a new store in, named after this host and process; leftovers of
+    processes of this host that are gone (killed mid-creation) are removed first."""
+    host = socket.gethostname().replace("-", "_")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}.creating-{host}-"
+    for old in path.parent.glob(f"{prefix}*"):
+        try:
+            os.kill(int(old.name[len(prefix):]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+    tmp = path.parent / f"{prefix}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
 
 
 def _strings(values) -> np.ndarray:
@@ -94,7 +118,8 @@ class FeatureStore:
             raise MdmfError(f"{path}: cannot open the feature store ({err}); delete it and extract again") from None
         meta = dict(root.attrs).get("mdmf")
         if not meta:
-            raise MdmfError(f"{path}: a Zarr group, but not an mdmf feature store (no 'mdmf' attributes)")
+            raise MdmfError(f"{path}: a Zarr group, but not an mdmf feature store (no 'mdmf' attributes; a store "
+                            "whose creation an older mdmf did not finish looks like this): delete it and extract again")
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise MdmfError(
                 f"{path}: store schema version {meta.get('schema_version')}, this mdmf reads {SCHEMA_VERSION}; "
@@ -118,14 +143,37 @@ class FeatureStore:
 
         `identity` holds every setting that changes the stored numbers; a store made with other settings is never
         mixed into: the error names the first differing attribute. `image_size` adds the `frames` array.
+
+        Creation is atomic: the whole empty store, attributes included, is built in a hidden sibling folder and
+        renamed to `path`, so a `kill -9` at any moment leaves either no store or a complete empty one (the rerun
+        resumes either way). Shards started together race on the rename: the losers open the winner's store.
         """
         path = Path(path)
-        if (path / "zarr.json").is_file():
-            store = cls.open(path, mode="r+")
+        created = False
+        if not (path / "zarr.json").is_file():
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                raise MdmfError(f"{path}: exists and is not a feature store; use another --out, or delete it")
+            tmp = _creation_folder(path)
+            cls._build(tmp, meta, identity, layouts, frames, dim, chunk_videos, image_size)
+            try:
+                if path.is_dir():
+                    path.rmdir()  # an empty folder given as --out
+                tmp.rename(path)
+                created = True
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not (path / "zarr.json").is_file():  # not another shard's store either
+                    raise
+        store = cls.open(path, mode="r+")
+        if not created:
             store._check_identity(identity)
-            return store
-        path.mkdir(parents=True, exist_ok=True)
-        root = zarr.open_group(str(path), mode="a")
+        return store
+
+    @staticmethod
+    def _build(path: Path, meta: dict, identity: dict, layouts: dict[str, SplitLayout], frames: int, dim: int,
+               chunk_videos: int, image_size: int | None) -> None:
+        """Write a complete empty store at `path` (a fresh folder)."""
+        root = zarr.open_group(str(path), mode="w")
         for split, lay in layouts.items():
             g = root.create_group(split, overwrite=True)
             n, k, c = len(lay.video_ids), lay.views, chunk_videos
@@ -148,10 +196,8 @@ class FeatureStore:
                 lab[:] = np.asarray(lay.labels, dtype=np.int32)
             g.create_array("prompt_embeddings", shape=(len(lay.class_names), dim),
                            chunks=(max(1, len(lay.class_names)), dim), dtype="float32", fill_value=float("nan"))
-        # Attributes last: a store without them is recognisably unfinished and is recreated.
         root.attrs["mdmf"] = {"schema_version": SCHEMA_VERSION, "identity": identity, "chunk_videos": chunk_videos,
                               "frames": frames, "dim": dim, **meta}
-        return cls(path, root)
 
     def _check_identity(self, identity: dict) -> None:
         stored = self.meta.get("identity", {})

@@ -8,7 +8,8 @@ Written with PyAV (`av`); the kinds:
 * `vfr_mkv`, `vfr_mp4`: H.264 (x264, B-frames) with irregular frame durations (variable frame rate), MKV and MP4;
 * `webm_vp9`: VP9 in WebM (SSv2);
 * `open_gop_mp4`: H.264 in MP4 with open GOPs (B-frames before a keyframe reference the previous GOP);
-* `rotated_mp4`: H.264 in MP4 with a display rotation tag (what `ffmpeg -metadata:s:v:0 rotate=90` writes).
+* `rotated_mp4`: H.264 in MP4 with a display rotation tag (what `ffmpeg -metadata:s:v:0 rotate=90` writes);
+* `h264_mp4`: H.264 in MP4 with x264's default GOP (up to 250 frames), for benchmarks.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ KINDS = {
     "open_gop_mp4": (".mp4", "libx264", {"preset": "veryfast", "x264-params": "open-gop=1:keyint=12:min-keyint=12:"
                                          "bframes=3:b-pyramid=normal", "crf": "18"}, False, 0),
     "rotated_mp4": (".mp4", "libx264", {"preset": "veryfast", "bf": "2", "g": "12", "crf": "18"}, False, -90),
+    # x264's defaults (B-frames, keyframes up to 10 s apart): how most Kinetics-style MP4s are encoded
+    "h264_mp4": (".mp4", "libx264", {"preset": "veryfast", "crf": "20"}, False, 0),
 }
 
 
