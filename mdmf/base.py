@@ -83,6 +83,16 @@ class FewShotMethod(nn.Module, abc.ABC):
         """How queries get a prompt: `pps` (the class PPS selects) or `none` (`fuse(..., None, "query")`)."""
         return "none"
 
+    # What the pipeline may ask of a method (it never guesses from names or attributes).
+    needs_training: bool = True  # False: a fixed baseline with nothing to train (OTAM on raw features)
+    fuses: bool = True  # False: `fuse` passes the raw frames on; its tokens are the frame features themselves
+    has_attention: bool = False  # True: `attention` returns the fusion's attention maps (for figures)
+
+    def attention(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
+                  role: str) -> dict[str, torch.Tensor]:
+        """view -> `(B, depth, heads, L, L')` attention maps of `fuse`; only where `has_attention`."""
+        raise NotImplementedError(f"{self.config.name} has no attention maps (has_attention is False)")
+
     # ---- per-video and per-pair work ---------------------------------------------------------------------------
     @abc.abstractmethod
     def encode(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:

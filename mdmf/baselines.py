@@ -27,6 +27,9 @@ class OTAMBaseline(RawFrameMethod):
     """OTAM between a query's raw frames and the mean of each class's K support videos. No parameters, no prompts:
     the floor every trained head must beat. Single view "otam", tokens `(B, T, D)`."""
 
+    needs_training = False
+    fuses = False
+
     def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
              role: str) -> dict[str, torch.Tensor]:
         self.check_role(role)

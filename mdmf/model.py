@@ -40,6 +40,8 @@ class MDMF(FewShotMethod):
                                           ff_dropout=c.ff_dropout)
             for view in self.views})
 
+    has_attention = True
+
     @property
     def query_prompt_mode(self) -> str:
         return "pps" if self.config.pps else "none"

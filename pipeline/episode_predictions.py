@@ -70,7 +70,7 @@ def predict_episodes(model, features: np.ndarray, labels: np.ndarray, prompt_emb
     encoded = _rows(lambda f, _: model.encode(f), frames, None, batch_videos)
     support_tokens = None if model.merges_shots else _rows(lambda e, p: model.fuse(e, p, "support"), encoded,
                                                            prompts[video_labels], batch_videos)
-    pps = getattr(model, "query_prompt_mode", "none") == "pps"
+    pps = model.query_prompt_mode == "pps"
     sim = model.pps_similarity(frames, prompts) if pps else None  # (V, C)
     sampler = EpisodeSampler(labels, EpisodeSpec(way, shot, queries), seed=seed, views=1)
     parts = []

@@ -265,7 +265,7 @@ def _score_chunk(cfg: EvalConfig, device: torch.device, support: dict[str, torch
 
 def pps_similarity(model, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor | None:
     """`(V, C)` PPS similarity of every video to every class prompt, on the CPU; None when queries take no prompt."""
-    if getattr(model, "query_prompt_mode", "none") != "pps":
+    if model.query_prompt_mode != "pps":
         return None
     return model.pps_similarity(frames, prompts).cpu()
 
@@ -287,7 +287,7 @@ def plan_queries(model, sampler: EpisodeSampler, sim: torch.Tensor | None, cfg: 
 
 def query_pair_capacity(model, sampler: EpisodeSampler, videos: int, classes: int, cfg: EvalConfig) -> int:
     """An upper bound on the distinct (video, prompt) pairs `cfg.episodes` episodes can ask for."""
-    prompts_per_video = classes if getattr(model, "query_prompt_mode", "none") == "pps" else 1
+    prompts_per_video = classes if model.query_prompt_mode == "pps" else 1
     return min(videos * prompts_per_video, cfg.episodes * sampler.spec.queries_per_episode)
 
 

@@ -60,13 +60,13 @@ def video_embeddings(model, frames: torch.Tensor, prompts: torch.Tensor, batch: 
     """
     model.eval()
     out = {"raw CLIP": frames.mean(1)}
-    if model.config.name == "otam":  # no fusion: its tokens are the raw frames
+    if not model.fuses:  # no fusion: its tokens are the raw frames
         return out
     fused: dict[str, list[torch.Tensor]] = {}
     for i in range(0, frames.shape[0], batch):
         f = frames[i : i + batch]
         p = None
-        if getattr(model, "query_prompt_mode", "none") == "pps":
+        if model.query_prompt_mode == "pps":
             p = prompts[model.pps_similarity(f, prompts).argmax(-1)]
         for view, tokens in model.fuse(model.encode(f), p, "query").items():
             fused.setdefault(view, []).append(model.frame_tokens(tokens).mean(1))
@@ -88,7 +88,7 @@ def attention_examples(model, frames: torch.Tensor, prompts: torch.Tensor, predi
                        video_ids: list[str], count: int) -> list[AttentionExample]:
     """The first query of each of the first `count` episodes of `predictions` (an `EpisodePredictions`), fused with
     the prompt PPS gave it there. Empty for models without an MMFE (`attention`)."""
-    if not hasattr(model, "attention"):
+    if not model.has_attention:
         return []
     model.eval()
     out = []

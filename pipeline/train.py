@@ -296,6 +296,9 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     init = _init_heads(cfg) if state is None else None
     torch.manual_seed(cfg.seed)  # initial weights: same seed, same run
     heads = build_head(store, cfg.model)
+    if not heads.needs_training:
+        raise MdmfError(f"model {heads.config.name} has no trainable parameters: evaluate it directly (mdmf eval "
+                        f"--model {heads.config.name})")
     if init is not None:
         if (init["model_config"]["dim"], init["model_config"]["frames"]) != (heads.config.dim, heads.config.frames):
             raise MdmfError(f"--init {cfg.init}: its heads are for D={init['model_config']['dim']}, "
