@@ -6,20 +6,23 @@ decord's random access (`get_batch` on sparse indices: seek to a keyframe, decod
 AVIs with B-frames or on open-GOP H.264 (measured: wrong frames in every read of 8 random indices on the former),
 so the reader is PyAV (FFmpeg) with one decoder thread, by strategy:
 
-* `sequential` (every video of up to `LONG_FRAMES` frames, which is every clip of UCF101, HMDB51, SSv2 and
-  Kinetics): the whole stream is decoded once, when the video is opened. The frame count is the number of frames
+* `sequential` (every video of up to `LONG_FRAMES` frames: nearly every clip of UCF101 and HMDB51, every one of SSv2
+  and Kinetics): the whole stream is decoded once, when the video is opened. The frame count is the number of frames
   that decoded, never the header's (truncated files, over-reported `nb_frames`); packets that fail to decode are
   skipped, as a player does. The decoded frames (still YUV, `HOLD_BYTES` at most) are kept until the reader is
   dropped, so any number of reads converts only the requested frames to RGB; a video too big to hold is decoded a
   second time per read, up to its last requested frame.
-* `seek` (longer videos, whose packets all carry distinct timestamps): frame `i` is the packet with the `i`-th
-  smallest timestamp; each read seeks to the keyframe before a requested frame and decodes forward, and every frame
+* `seek` (longer videos, whose packets all carry distinct timestamps): the frame count is the number of packets, and
+  frame `i` is the one with the `i`-th smallest timestamp (a frame that then does not decode fails the read); each read seeks to the keyframe before a requested frame and decodes forward, and every frame
   it returns is checked to carry the requested timestamp. When that check fails, the read decodes from the start
-  instead (still selecting by timestamp). Cost: a few GOPs per requested frame instead of the whole file.
+  instead (still selecting by timestamp). Cost: a few GOPs per requested frame instead of the whole file. A long
+  video without distinct timestamps is read sequentially up to `MAX_UNTIMED_FRAMES` frames, and refused (recorded as
+  failed, with that reason) beyond.
 
 Display rotation (the tag phone footage carries) is applied: frames come out upright, as a player shows them.
-FFmpeg's messages are captured (`av.logging.Capture`), never printed; when a file fails they end the recorded reason, stripped of
-run-dependent noise (timestamps, addresses) by `clean_reason`, so the same file gives the same reason in any run.
+FFmpeg's messages are captured (`av.logging.Capture`), never printed; when a file fails they end the recorded reason,
+stripped of run-dependent noise (timestamps, addresses) by `clean_reason`, so the same file gives the same reason in
+any run and any process.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 READER = "pyav-exact-v1"  # recorded in the store identity: a store read with another reader is never resumed
 LONG_FRAMES = 900  # above this many frames (36 s at 25 fps), the `seek` strategy
 HOLD_BYTES = 192 << 20  # at most this many bytes of decoded YUV frames held per open video
+MAX_UNTIMED_FRAMES = 18_000  # 12 min at 25 fps: a longer video without usable timestamps is refused, not crawled
 
 
 class VideoReadError(Exception):
@@ -132,6 +136,9 @@ class Video:
                 self._pts, self._keys = np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64))
                 self._count = len(pts)
                 return
+            if len(pts) > MAX_UNTIMED_FRAMES:
+                raise VideoReadError(f"{len(pts)} frames without distinct timestamps: too long to read exactly "
+                                     f"(at most {MAX_UNTIMED_FRAMES}); re-encode or cut it")
             hold = len(pts) * frame_bytes <= HOLD_BYTES
             held, count = [], 0
             frames = self._decode(stream, packets) if packets is not None else self._frames()

@@ -87,6 +87,13 @@ def test_videos_too_big_to_hold_are_decoded_again_per_read(videos, kind, monkeyp
     assert_exact(video, kind, np.random.default_rng(13), 6)
 
 
+def test_long_videos_without_timestamps_are_bounded(videos, monkeypatch):
+    monkeypatch.setattr(decode, "LONG_FRAMES", 10**9)  # as if the timestamps were unusable: the sequential path
+    monkeypatch.setattr(decode, "MAX_UNTIMED_FRAMES", 50)
+    with pytest.raises(VideoReadError, match="96 frames without distinct timestamps: too long"):
+        open_video(videos["avi_bframes"])
+
+
 def test_rotated_video_comes_out_upright(videos):
     frames = read_frames(open_video(videos["rotated_mp4"]), [0, 50])
     assert frames.shape == (2, 64, 48, 3)  # stored 48 high, 64 wide; shown turned
