@@ -1,10 +1,7 @@
 """Per-query predictions on seeded few-shot episodes, for confusion matrices and example figures.
 
-`pipeline.evaluate` returns accuracies only; this module replays the same episodes (`EpisodeSampler` with the same
-seed) through the model API (`encode` once per video, `fuse` once per support video and once per query,
-`score` per episode batch) and keeps every query's true and predicted class. PPS draws use the evaluator's generator
-scheme (one generator per batch of `batch_episodes`, seeded by (seed, first episode)), so with the same
-`batch_episodes` the predictions, and the per-class accuracies derived from them, are the evaluator's.
+The evaluator computes them (`keep_predictions`); this module puts them next to the episodes' classes and query
+videos (`EpisodeSampler` with the same seed gives the same episodes), as split class ids.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ import numpy as np
 import torch
 
 from pipeline.episodes import EpisodeSampler, EpisodeSpec
-from pipeline.evaluate import episode_generator
 
 
 @dataclass
@@ -46,56 +42,22 @@ class EpisodePredictions:
         return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def _rows(fn, tensors: dict[str, torch.Tensor] | torch.Tensor, extra, batch: int) -> dict[str, torch.Tensor]:
-    """`fn(rows of tensors, rows of extra)` over row batches, outputs (dicts of tensors) concatenated."""
-    n = len(next(iter(tensors.values()))) if isinstance(tensors, dict) else len(tensors)
-    outs = []
-    for i in range(0, n, batch):
-        part = {k: v[i : i + batch] for k, v in tensors.items()} if isinstance(tensors, dict) else tensors[i : i + batch]
-        outs.append(fn(part, None if extra is None else extra[i : i + batch]))
-    return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
-
-
 @torch.no_grad()
 def predict_episodes(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings: np.ndarray, way: int,
                      shot: int, queries: int, episodes: int, seed: int = 0, batch_episodes: int = 500,
-                     batch_videos: int = 1024, device: str = "cpu", advance=lambda n=1, **fields: None
-                     ) -> EpisodePredictions:
-    """features `(V, K, T, D)` (view 0 used), labels `(V,)`, prompt_embeddings `(C, D)` -> `EpisodePredictions`."""
-    device = torch.device(device)
-    model = model.to(device).eval()
-    frames = torch.as_tensor(np.asarray(features[:, 0]), dtype=torch.float32, device=device)  # (V, T, D)
-    prompts = torch.as_tensor(prompt_embeddings, dtype=torch.float32, device=device)  # (C, D)
-    video_labels = torch.as_tensor(labels, dtype=torch.long, device=device)
-    encoded = _rows(lambda f, _: model.encode(f), frames, None, batch_videos)
-    support_tokens = None if model.merges_shots else _rows(lambda e, p: model.fuse(e, p, "support"), encoded,
-                                                           prompts[video_labels], batch_videos)
-    pps = model.query_prompt_mode == "pps"
-    sim = model.pps_similarity(frames, prompts) if pps else None  # (V, C)
-    sampler = EpisodeSampler(labels, EpisodeSpec(way, shot, queries), seed=seed, views=1)
-    parts = []
-    for start in range(0, episodes, batch_episodes):
-        count = min(batch_episodes, episodes - start)
-        batch = sampler.batch(start, count)
-        gen = episode_generator(seed, start)  # the evaluator's PPS draws, batch for batch
-        classes, query = batch.classes.to(device), batch.query.to(device)  # (E, N), (E, M)
-        flat = query.reshape(-1)
-        if pps:
-            episode_sim = torch.gather(sim[query], 2, classes[:, None, :].expand(-1, query.shape[1], -1))  # (E, M, N)
-            chosen = model.select_prompts(episode_sim, mode=model.config.pps_eval_mode, generator=gen)
-            prompt_class = torch.gather(classes, 1, chosen.to(device))  # (E, M)
-            q_prompts = prompts[prompt_class.reshape(-1)]
-        else:
-            prompt_class, q_prompts = torch.full_like(query, -1), None
-        fused = model.fuse({k: v[flat] for k, v in encoded.items()}, q_prompts, "query")
-        q_tokens = {k: v.reshape(*query.shape, *v.shape[1:]) for k, v in fused.items()}  # (E, M, L, D)
-        if model.merges_shots:  # a class's shots are averaged before fusing: fuse per episode
-            s_tokens = model.fuse_support({k: v[batch.support.to(device)] for k, v in encoded.items()},
-                                          prompts[classes])  # (E, N, 1, L, D)
-        else:
-            s_tokens = {k: v[batch.support.to(device)] for k, v in support_tokens.items()}  # (E, N, K, L, D)
-        pred = model.score(q_tokens, s_tokens).logits.argmax(-1)  # (E, M) episode class index
-        parts.append((batch.classes, batch.query, torch.gather(batch.classes, 1, batch.query_labels),
-                      torch.gather(classes, 1, pred).cpu(), prompt_class.cpu()))
-        advance(count)
-    return EpisodePredictions(*(torch.cat([p[i] for p in parts]) for i in range(5)))
+                     batch_videos: int = 1024, device: str = "cpu", progress: bool = False) -> EpisodePredictions:
+    """features `(V, K, T, D)` (view 0 used), labels `(V,)`, prompt_embeddings `(C, D)` -> `EpisodePredictions`.
+
+    The evaluator's own run (`pipeline.evaluate.evaluate` with `keep_predictions`): the same episodes, PPS draws and
+    predictions as `mdmf eval` with these settings, whatever the batching.
+    """
+    from pipeline.evaluate import EvalConfig, evaluate
+
+    names = [str(c) for c in range(int(np.max(labels)) + 1)]
+    result = evaluate(model, features, labels, prompt_embeddings, names, EvalConfig(
+        way=way, shot=shot, queries=queries, episodes=episodes, seed=seed, batch_episodes=batch_episodes,
+        batch_videos=batch_videos, device=device, progress=progress, keep_predictions=True))
+    batch = EpisodeSampler(labels, EpisodeSpec(way, shot, queries), seed=seed, views=1).batch(0, episodes)
+    predicted = torch.gather(batch.classes, 1, result.predictions)  # episode class index -> split class id
+    return EpisodePredictions(batch.classes, batch.query, torch.gather(batch.classes, 1, batch.query_labels),
+                              predicted, result.prompt_classes)

@@ -43,7 +43,7 @@ class EvalConfig:
     reuse: bool = True
     device: str = "cpu"
     progress: bool = True
-    keep_predictions: bool = False  # EvalResult.predictions: every query's predicted label (for checks, not in JSON)
+    keep_predictions: bool = False  # EvalResult.predictions / prompt_classes: per query (for reports, not in JSON)
 
 
 @dataclass
@@ -58,9 +58,13 @@ class EvalResult:
     per_class: dict[str, float] = field(default_factory=dict)  # class name -> percent
     seconds: float = 0.0
     predictions: torch.Tensor | None = field(default=None, repr=False, compare=False)  # (episodes, M) long
+    # (episodes, M) long: the split class whose prompt PPS gave each query, -1 for none
+    prompt_classes: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(replace(self, predictions=None)).items() if k != "predictions"}
+        per_query = ("predictions", "prompt_classes")
+        return {k: v for k, v in asdict(replace(self, predictions=None, prompt_classes=None)).items()
+                if k not in per_query}
 
 
 def episode_generator(seed: int, start: int) -> torch.Generator:
@@ -130,13 +134,15 @@ def evaluate(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings:
 
     per_episode = torch.zeros(cfg.episodes, dtype=torch.float64)
     predictions = torch.zeros(cfg.episodes, sampler.spec.queries_per_episode, dtype=torch.long)
+    prompt_classes = torch.zeros_like(predictions)
     class_hits = torch.zeros(len(class_names), dtype=torch.float64)
     class_count = torch.zeros(len(class_names), dtype=torch.float64)
 
-    def record(start: int, batch: EpisodeBatch, pred: torch.Tensor) -> None:
+    def record(start: int, batch: EpisodeBatch, pred: torch.Tensor, prompt_class: torch.Tensor) -> None:
         pred = pred.cpu()  # (E, M)
         count = len(batch)
         predictions[start : start + count] = pred
+        prompt_classes[start : start + count] = prompt_class.cpu()
         correct = (pred == batch.query_labels).double()
         per_episode[start : start + count] = correct.mean(-1)
         true_class = torch.gather(batch.classes, 1, batch.query_labels)  # (E, M) split class ids
@@ -148,11 +154,11 @@ def evaluate(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings:
                       unit="episodes") as advance:
         # Bookkeeping runs one batch behind, so that on a GPU the next batch is queued before this one is waited for.
         behind = None
-        for start, batch, batch_logits in logits:
+        for start, batch, batch_logits, prompt_class in logits:
             pred = batch_logits.argmax(-1)
             if behind is not None:
                 record(*behind)
-            behind = (start, batch, pred)
+            behind = (start, batch, pred, prompt_class)
         if behind is not None:
             record(*behind)
 
@@ -165,22 +171,29 @@ def evaluate(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings:
                    for c, name in enumerate(class_names) if class_count[c] > 0},
         seconds=time.perf_counter() - start_time,
         predictions=predictions if cfg.keep_predictions else None,
+        prompt_classes=prompt_classes if cfg.keep_predictions else None,
     )
 
 
 def _naive_logits(model, sampler: EpisodeSampler, frames, prompts, cfg: EvalConfig):
-    """(start, batch, logits (E, M, N)) per episode batch: the model's full `forward` on every episode."""
+    """(start, batch, logits (E, M, N), prompt class (E, M)) per episode batch: the model's full `forward` on every
+    episode."""
     device = frames.device
     for start in range(0, cfg.episodes, cfg.batch_episodes):
         batch = sampler.batch(start, min(cfg.batch_episodes, cfg.episodes - start))
         support = frames[batch.support.to(device)]  # (E, N, K, T, D)
         query = frames[batch.query.to(device)]  # (E, M, T, D)
         class_prompts = prompts[batch.classes.to(device)]  # (E, N, D)
-        yield start, batch, model(support, class_prompts, query, generator=episode_generator(cfg.seed, start)).logits
+        scores = model(support, class_prompts, query, generator=episode_generator(cfg.seed, start))
+        choice = scores.prompt_choice
+        prompt_class = (torch.full_like(batch.query, -1) if choice is None
+                        else torch.gather(batch.classes, 1, choice.cpu()))
+        yield start, batch, scores.logits, prompt_class
 
 
 def _reused_logits(model, sampler: EpisodeSampler, frames, prompts, labels, cfg: EvalConfig, title: str):
-    """(start, batch, logits) per episode batch, from work done once per video and once per (video, prompt) pair.
+    """(start, batch, logits, prompt class) per episode batch, from work done once per video and once per (video,
+    prompt) pair.
 
     First every episode batch is drawn and its queries' prompts chosen (on the CPU), and the (video, prompt) pairs
     not seen before are queued for `fuse`; then `score` runs per batch on the gathered tokens. On a GPU the fusing is
@@ -197,7 +210,7 @@ def _reused_logits(model, sampler: EpisodeSampler, frames, prompts, labels, cfg:
     with progress_bar(cfg.progress, title + ": episodes and fused tokens", total=cfg.episodes,
                       unit="episodes") as advance:
         for start, batch, query_class in plan_queries(model, sampler, sim, cfg):
-            planned.append((start, batch, work.request(batch.query, query_class)))
+            planned.append((start, batch, work.request(batch.query, query_class), query_class))
             advance(len(batch), pairs=work.pairs.size)
         work.finish()
 
@@ -206,7 +219,7 @@ def _reused_logits(model, sampler: EpisodeSampler, frames, prompts, labels, cfg:
 
 
 def _score_planned(model, work: EpisodeIndependentWork, planned, chunk: int, device: torch.device):
-    """(start, batch, logits) per planned batch, `score` running on `chunk` episodes at a time.
+    """(start, batch, logits, prompt class) per planned batch, `score` running on `chunk` episodes at a time.
 
     On a CPU the chunks go to one worker thread per intra-op thread, each worker running its operations on one
     thread. Scoring is thousands of small operations; split over threads inside each operation, every operation
@@ -223,15 +236,15 @@ def _score_planned(model, work: EpisodeIndependentWork, planned, chunk: int, dev
         # In order, on one stream (on a GPU the kernels of the next chunk queue up behind those of this one). All
         # indices go to the device in one copy first: a copy from pageable memory per chunk would wait for the chunk
         # before it each time.
-        slots_all = _to_device(torch.cat([slots for _, _, slots in planned]), device)
-        support_all = _to_device(torch.cat([batch.support for _, batch, _ in planned]), device)
+        slots_all = _to_device(torch.cat([slots for _, _, slots, _ in planned]), device)
+        support_all = _to_device(torch.cat([batch.support for _, batch, _, _ in planned]), device)
         buffers = ({}, {}) if device.type == "cpu" else (None, None)  # a GPU's caching allocator does this itself
         offset = 0
-        for start, batch, _ in planned:
+        for start, batch, _, prompt_class in planned:
             rows = slice(offset, offset + len(batch))
             offset += len(batch)
             yield start, batch, torch.cat([score_chunk(slots_all[rows], support_all[rows], i, buffers)
-                                           for i in range(0, len(batch), chunk)])
+                                           for i in range(0, len(batch), chunk)]), prompt_class
         return
 
     local = threading.local()
@@ -246,9 +259,9 @@ def _score_planned(model, work: EpisodeIndependentWork, planned, chunk: int, dev
     try:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             futures = [[pool.submit(run, batch, slots, i) for i in range(0, len(batch), chunk)]
-                       for _, batch, slots in planned]
-            for (start, batch, _), parts in zip(planned, futures):
-                yield start, batch, torch.cat([f.result() for f in parts])
+                       for _, batch, slots, _ in planned]
+            for (start, batch, _, prompt_class), parts in zip(planned, futures):
+                yield start, batch, torch.cat([f.result() for f in parts]), prompt_class
     finally:
         torch.set_num_threads(threads)  # the workers' setting is also process-wide for threads started later
 

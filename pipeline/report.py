@@ -97,9 +97,8 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
 
     result, source = _evaluation(model, store, data, cfg, way, shot, out, run, device)
     episodes = min(cfg.episodes, result.episodes)
-    with progress_bar(cfg.progress, "episode predictions", total=episodes, unit="episodes") as advance:
-        preds = predict_episodes(model, data.features, data.labels, data.prompt_embeddings, way, shot, 1, episodes,
-                                 cfg.seed, device=device, advance=advance)
+    preds = predict_episodes(model, data.features, data.labels, data.prompt_embeddings, way, shot, 1, episodes,
+                             cfg.seed, device=device, progress=cfg.progress)
     split_title = f"{cfg.split}, {way}-way {shot}-shot"
     figures["per_class"] = per_class_accuracy(result.per_class, result.accuracy, out / "per_class.png",
                                               f"per-class accuracy ({split_title}, {result.episodes} episodes)")
