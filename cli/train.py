@@ -74,7 +74,7 @@ def train(
     Several GPUs or nodes: start the same command under torchrun, e.g.
     `torchrun --nproc_per_node 8 -m cli.main train --stage e2e ...`.
     """
-    from pipeline.train import build_train_config, train as run_training
+    from pipeline.train import build_train_config, preset_warnings, train as run_training
 
     if stage not in ("head", "e2e"):
         raise MdmfError(f"--stage {stage}: use head or e2e")
@@ -94,6 +94,8 @@ def train(
     run_name = name or (f"{dataset or store.parent.name}-{cfg.model.get('name', 'mdmf')}-{cfg.way}w{cfg.shot}s"
                         + ("-e2e" if stage == "e2e" else ""))
     cfg.run_dir = str(runs / run_name)
+    for line in preset_warnings(preset, store):
+        Console(stderr=True).print(f"[yellow]warning:[/] {line}", highlight=False)
     best = run_training(cfg, resume=resume, steps=steps)
     if best:  # rank 0 of a multi-process run, or the only process
         Console().print(f"run {runs / run_name}: best val accuracy {best['val_accuracy']:.2f} % at step {best['step']}")

@@ -132,6 +132,25 @@ def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict |
     return TrainConfig.from_dict(merged)
 
 
+def preset_warnings(preset: str | None, store_path: str | Path) -> list[str]:
+    """One line when the store was extracted otherwise than the preset's `extract` section says (e.g. `--preset
+    reference` heads on a TSN / CLIP-normalised store); nothing when there is no preset or no readable store yet."""
+    from pipeline.preset import load_preset, store_differences
+
+    if not preset:
+        return []
+    p = load_preset(preset)
+    try:
+        identity = FeatureStore.open(store_path).meta["identity"]
+    except MdmfError:
+        return []  # training reports the store problem itself
+    diff = store_differences(p, identity)
+    if not diff:
+        return []
+    return [f"the store {store_path} was not extracted as preset {p.name} says: {', '.join(diff)}; extract it with "
+            f"`mdmf extract --preset {p.name}` to reproduce the preset's computation"]
+
+
 def build_head(store: FeatureStore, overrides: dict):
     """The model for a store: D and T come from the store, everything else from `overrides` over the paper defaults."""
     from mdmf.config import ModelConfig

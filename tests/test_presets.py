@@ -107,3 +107,14 @@ def test_train_cli_with_the_reference_preset(tmp_path):
     lrs = [json.loads(x)["lr"] for x in (tmp_path / "runs" / "ref" / "metrics.jsonl").read_text().splitlines()
            if "loss" in x]
     assert lrs == [1e-6, 1e-6]
+
+
+def test_training_a_preset_on_a_store_extracted_otherwise_warns(tmp_path):
+    from pipeline.train import preset_warnings
+
+    store = make_store(tmp_path / "store")  # a store without those settings reads as tsn / clip / tsn
+    lines = preset_warnings("reference", store.path)
+    assert len(lines) == 1 and "frame_sampling='tsn' (preset: 'reference')" in lines[0]
+    assert "normalize='clip' (preset: 'none')" in lines[0] and "mdmf extract --preset reference" in lines[0]
+    assert preset_warnings(None, store.path) == [] and preset_warnings("clip-fsar-hmdb51", store.path) == []
+    assert preset_warnings("reference", tmp_path / "missing") == []
