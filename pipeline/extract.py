@@ -221,6 +221,8 @@ def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, all
     except Exception as err:  # an unexpected decoder failure must not stop a 2-hour run
         text = str(err).strip().splitlines()
         out["status"], out["error"] = FAILED, clean_reason(f"{type(err).__name__}: {text[0] if text else ''}")
+    if out["status"] == FAILED:  # no frames were encoded: as a video whose decoder crashed records it
+        out["indices"][:] = -1
     return out
 
 

@@ -265,7 +265,7 @@ def test_kill_9_at_any_moment_then_resume_gives_the_same_store(exact_dataset, re
         os.kill(child.pid, signal.SIGKILL)
         child.join()
         seen.append(done_units(out))
-    assert 0 < max(seen) < units, seen  # some kill landed mid-run
+    assert any(0 < s < units for s in seen), seen  # some kill landed mid-run (a late one may find the run done)
     child = fork.Process(target=_extract_in_child, args=(cfg,))
     child.start()
     child.join()
@@ -277,6 +277,22 @@ def test_kill_9_at_any_moment_then_resume_gives_the_same_store(exact_dataset, re
 def done_units(store: Path) -> int:
     return sum(len(list((store / s / "status" / "c").glob("*"))) for s in ("train", "val", "test")
                if (store / s / "status" / "c").is_dir())
+
+
+def test_shards_started_together_create_one_store(exact_dataset, reference_store, tmp_path):
+    """Two shards racing to create the same new store: one builds it, the other opens it; together, the store."""
+    root, splits = exact_dataset
+    fork = multiprocessing.get_context("fork")
+    children = [fork.Process(target=_extract_in_child, args=(exact_config(root, splits, tmp_path / "s",
+                                                                           shard=(shard, 2)),))
+                for shard in (0, 1)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    assert [child.exitcode for child in children] == [0, 0]
+    assert_same_store(reference_store, tmp_path / "s")
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]
 
 
 def test_an_old_reader_store_is_never_resumed(exact_dataset, micro_backbone, tmp_path):
