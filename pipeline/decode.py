@@ -120,7 +120,7 @@ class Video:
             stream = container.streams.video[0]
             pts, keys, packets = [], [], []  # packets kept (compressed) for the decode, unless the video is long
             for packet in container.demux(stream):
-                if packet.size:
+                if packet.size and not packet.is_discard:  # discard: before an edit list's start, never shown
                     pts.append(packet.pts)
                     if packet.is_keyframe:
                         keys.append(packet.pts)
