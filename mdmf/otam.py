@@ -1,12 +1,35 @@
 """OTAM: ordered temporal alignment distance between frame sequences (docs METHOD §5), batched and differentiable.
 
-The recurrence is the one the CLIP-FSAR / CLIP-MDMF reference code computes, so distances are comparable with theirs.
+The recurrence is the one the CLIP-FSAR / CLIP-MDMF reference code computes, so distances are comparable with theirs
+(`otam_cost` states it). How it is computed here, and why (`benchmarks/otam.py` measures it, BENCHMARKS.md "OTAM"):
+
+* In `a = -C/λ` the soft-min is a log-add-exp, and an interior cell `(l, m)` (2 ≤ m ≤ S) depends only on column
+  m-1 (its left and diagonal neighbours). So the columns are scanned, each one at once for all T rows and all pairs:
+  S-1 steps of two operations. Column 1 also takes the cell above, `a[l, 1] = p[l, 1] + logaddexp(log 2, a[l-1, 1])`
+  (its two other neighbours are the zeros of column 0): T-1 steps of two operations on the pairs. Column S+1 (zero
+  cost) unrolls to a closed form, `a[T-1, S+1] = logsumexp_l(a[l, S] + log 2·[l < T-1])`. About 2(T+S) operations
+  per call where torch.logaddexp is one kernel (CUDA), against about 8T for the earlier row-at-a-time
+  `logcumsumexp` scan and ~T² for a cell loop; on the CPU each log-add-exp is six cheap vectorised operations
+  instead (see `COMPOSED_LOGADDEXP_DEVICES`).
+* Layout: the work tensors are `(S, T, lanes)` (lanes: pairs, both directions of a square cost side by side), the
+  time axes leading, so every step reads and writes contiguous blocks of lanes; slicing a `(pairs, T, S)` tensor at
+  one cell would be a strided gather, which costs more than the arithmetic. The cost is brought into that layout,
+  and the gradient out of it, with torch's blocked 2-D transpose copy. On the CPU the lanes go through in blocks
+  (`CPU_BLOCK_LANES`) with work buffers reused from block to block: they stay in cache, and fresh memory is not
+  touched for every call.
+* The backward is hand-written, not autograd's graph of the loop: `∂a[T-1, S+1]/∂a[l, m]` (the soft alignment
+  through each cell) flows back through the same recurrence, column by column in reverse, weighted by the soft-min's
+  softmax weights; with two terms these are sigmoids of the difference of the two neighbours, `σ(a_left - a_diag)`,
+  computed for all the cells of a block at once. The gradient of the distance with respect to `cost[l, m]` is
+  exactly that occupancy (the λ's cancel). The backward recomputes the forward of each block rather than keeping
+  `a` for all pairs.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 
 # Added to the product of norms in the frame cosine, as the reference code does (it also guards zero vectors).
 COSINE_EPS = 0.01
@@ -15,7 +38,7 @@ COSINE_EPS = 0.01
 def frame_cost(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     """Frame-to-frame cost `1 - x·y / (‖x‖·‖y‖ + 0.01)` for every (query, support) pair.
 
-    query `(..., Q, T, D)`, support `(..., C, S, D)` (leading dims broadcast) -> `(..., Q, C, T, S)`.
+    query `(..., Q, T, D)`, support `(..., C, S, D)` (leading dims broadcast) -> `(..., Q, C, T, S)`, contiguous.
     """
     Q, T, D = query.shape[-3:]
     C, S = support.shape[-3:-1]
@@ -23,44 +46,28 @@ def frame_cost(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     # the transposed operand as it is (einsum was measured slower here: it copies its inputs into a new layout).
     dots = query.reshape(*query.shape[:-3], Q * T, D) @ support.reshape(*support.shape[:-3], C * S, D).transpose(-1, -2)
     dots = dots.unflatten(-1, (C, S)).unflatten(-3, (Q, T)).transpose(-3, -2)  # (..., Q, C, T, S), a view
-    norms = query.norm(dim=-1)[..., :, None, :, None] * support.norm(dim=-1)[..., None, :, None, :]
-    return 1.0 - dots / (norms + COSINE_EPS)
+    # Three full-size passes (the plain formula takes four, and a fresh tensor each): the denominator, its
+    # reciprocal in place, and `1 - r·dots` in one addcmul, laid out like r (contiguous).
+    r = torch.addcmul(dots.new_tensor(COSINE_EPS), query.norm(dim=-1)[..., :, None, :, None],
+                      support.norm(dim=-1)[..., None, :, None, :]).reciprocal_()
+    return torch.addcmul(dots.new_tensor(1.0), r, dots, value=-1)
 
 
 def otam_cost(cost: torch.Tensor, smoothing: float = 0.5) -> torch.Tensor:
     """One-direction OTAM on a cost tensor: `(..., T, S)` (rows: query time, columns: support time) -> `(...)`.
 
-    The cost gets a zero column on each side of the support axis (`P`, `T × (S+2)`), then
+    The reference recurrence (docs METHOD §5): the cost gets a zero column on each side of the support axis
+    (`P`, `T × (S+2)`), then
     row 0: `C[0, m] = Σ_{j≤m} P[0, j]`; rows l ≥ 1: `C[l, 0] = 0`,
     `C[l, m] = P[l, m] + smin(C[l-1, m-1], C[l, m-1])` for 2 ≤ m ≤ S, and the two boundary columns also take the
     cell above: `C[l, 1] = P[l, 1] + smin(C[l-1, 0], C[l-1, 1], C[l, 0])`,
     `C[l, S+1] = P[l, S+1] + smin(C[l-1, S], C[l-1, S+1], C[l, S])`, with `smin(x…) = -λ log Σ exp(-x/λ)`.
-    The distance is `C[T-1, S+1]`.
-
-    Each row is computed at once: in `y = exp(-C/λ)` the row recurrence is linear,
-    `y_m = g_m (h_m + y_{m-1})` with `g_m = exp(-P[l, m]/λ)`, `h_m` the terms from row l-1 and `y_0 = 1`, so
-    `log y_m = G_m + logcumsumexp_j(z_j)` with `G_m = Σ_{i≤m} log g_i`, `z_0 = 0`, `z_j = log h_j - G_{j-1}`.
-    The rows are kept as `log y`; `G` is computed for all rows before the loop, so the loop over the T rows is
-    a handful of batched operations per row (this runs once per view in every scored batch of episodes).
+    The distance is `C[T-1, S+1]`. Differentiable (a hand-written backward, see `_OtamScan`).
     """
     lam = float(smoothing)
     if lam <= 0:
         raise ValueError(f"OTAM smoothing must be positive; got {smoothing}")
-    width = cost.shape[-1]  # S
-    log_g = cost / -lam  # (..., T, S): log g_m for m = 1 … S; column S+1 (padding) has log g = 0
-    G = log_g.cumsum(-1)
-    G = torch.cat([G, G[..., -1:]], dim=-1)  # (..., T, S+1): G_m for m = 1 … S+1
-    G_before = F.pad(G[..., :-1], (1, 0))  # (..., T, S+1): G_{m-1}, with G_0 = 0
-    log_y = F.pad(G[..., 0, :], (1, 0))  # row 0 as log y: -C[0, m]/λ = G_m, and log y_0 = 0
-    for l in range(1, cost.shape[-2]):
-        log_h = torch.cat([  # (..., S+1) for m = 1 … S+1: the diagonal, and for m = 1 and m = S+1 the cell above
-            torch.logaddexp(log_y[..., 0:1], log_y[..., 1:2]),
-            log_y[..., 1:width],
-            torch.logaddexp(log_y[..., width : width + 1], log_y[..., width + 1 :]),
-        ], dim=-1)
-        z = F.pad(log_h - G_before[..., l, :], (1, 0))  # z_0 = 0 … z_{S+1}
-        log_y = F.pad(G[..., l, :] + torch.logcumsumexp(z, dim=-1)[..., 1:], (1, 0))  # C[l, 0] stays 0
-    return log_y[..., width + 1] * -lam
+    return _OtamScan.apply(cost, lam, (False,))
 
 
 def otam_distance(query: torch.Tensor, support: torch.Tensor, smoothing: float = 0.5,
@@ -77,10 +84,167 @@ def otam_distance(query: torch.Tensor, support: torch.Tensor, smoothing: float =
         >>> otam_distance(q, u).shape
         torch.Size([2, 5, 5])
     """
+    lam = float(smoothing)
+    if lam <= 0:
+        raise ValueError(f"OTAM smoothing must be positive; got {smoothing}")
     cost = frame_cost(query, support)  # (..., Q, C, T, S)
     if not bidirectional:
-        return otam_cost(cost, smoothing)
-    if cost.shape[-1] == cost.shape[-2]:  # both directions in one pass: half the (small, many) operations
-        both = otam_cost(torch.stack([cost, cost.transpose(-1, -2)]), smoothing)  # (2, ..., Q, C)
-        return both[0] + both[1]
-    return otam_cost(cost, smoothing) + otam_cost(cost.transpose(-1, -2), smoothing)
+        return _OtamScan.apply(cost, lam, (False,))
+    if cost.shape[-1] == cost.shape[-2]:  # both directions in one scan over twice the pairs: half the operations
+        return _OtamScan.apply(cost, lam, (False, True))
+    return _OtamScan.apply(cost, lam, (False,)) + _OtamScan.apply(cost, lam, (True,))
+
+
+# ---- the scan ----------------------------------------------------------------------------------------------------
+# Devices on which `_logaddexp` is composed of vectorised operations rather than torch.logaddexp: torch's CPU kernel
+# for float32 goes through a scalar log1p (about 12 ns per element on the 2-core benchmark machine, against about
+# 1.5 ns for the six operations below). On CUDA torch.logaddexp is one kernel, and the launches are what counts.
+COMPOSED_LOGADDEXP_DEVICES = {"cpu"}
+# Lanes (pairs × directions) scanned at a time on the CPU: the work buffers of a block (about 0.6 KB per lane at
+# T = 8, 20 MB here) are reused from block to block, so they stay in the last-level cache, and a call writes much
+# less fresh memory (on the 2-core benchmark machine a first touch of a page costs about 2 ns per float, more than
+# the arithmetic). 16,384-65,536 measured about alike there, 262,144 (no blocks) 1.5x slower. Elsewhere: one block.
+CPU_BLOCK_LANES = 32768
+
+
+def _logaddexp(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """`out = log(exp(x) + exp(y))` elementwise (x may be a 0-dim tensor; out, scratch shaped like y, not aliased).
+
+    Composed as `max(x, y) - log σ(|x - y|)`: `σ(|d|)` lies in [1/2, 1], so nothing overflows, and x = -inf gives y.
+    """
+    if out.device.type not in COMPOSED_LOGADDEXP_DEVICES:
+        return torch.logaddexp(x, y, out=out)
+    torch.maximum(x, y, out=scratch)
+    torch.sub(x, y, out=out).abs_().sigmoid_().log_()
+    return torch.sub(scratch, out, out=out)
+
+
+class _Block:
+    """The work buffers of one block of lanes (pairs × directions), allocated once per call and reused."""
+
+    def __init__(self, like: torch.Tensor, cols: int, rows: int, lanes: int, directions: int):
+        # one block's cost as (T, S, pairs) of the cost's own orientation: loaded with torch's blocked 2-D transpose
+        # copy from `(pairs, T·S)` rows (a strided gather took ~10x longer), and used for the gradient on the way back
+        self.stage = like.new_empty(cols * rows * (lanes // directions))
+        self.p = like.new_empty((cols, rows, lanes))  # -cost/λ, (S, T, lanes), direction by direction
+        # a[l, m] = -C[l, m]/λ for support column m = 1 … S, kept as a[m-1, 1 + l]; row 0 of each column is -inf,
+        # the missing diagonal neighbour of query row 0 (whose only neighbour is on its left: a plain sum)
+        self.a = like.new_empty((cols, rows + 1, lanes))
+        self.a[:, 0] = -math.inf
+        self.tmp, self.scratch = like.new_empty((2, rows, lanes))
+        self.log2 = like.new_tensor(math.log(2.0))
+
+    def staged(self, shape: tuple[int, int], pairs: int) -> torch.Tensor:
+        """The stage as `(T, S, pairs)` of the cost (contiguous)."""
+        return self.stage[: shape[0] * shape[1] * pairs].view(*shape, pairs)
+
+    def load(self, cost_ts: torch.Tensor, start: int, lam: float, transposed: tuple[bool, ...]) -> int:
+        """p = -cost/λ for pairs [start, start + n) of `cost_ts (T·S, pairs)`, each direction's n lanes side by side.
+
+        Returns the lanes used, `n × directions`."""
+        rows_c, cols_c = (self.p.shape[0], self.p.shape[1]) if transposed[0] else (self.p.shape[1], self.p.shape[0])
+        n = min(self.p.shape[-1] // len(transposed), cost_ts.shape[-1] - start)
+        stage = self.staged((rows_c, cols_c), n)
+        stage.view(rows_c * cols_c, n).copy_(cost_ts[:, start:start + n])
+        for i, t in enumerate(transposed):  # direction i's (S_i, T_i): the cost's (T, S) if transposed, else (S, T)
+            torch.mul(stage if t else stage.transpose(0, 1), -1.0 / lam, out=self.p[..., i * n:(i + 1) * n])
+        return n * len(transposed)
+
+    def forward(self, lanes: int) -> torch.Tensor:
+        """Fill `a` for the first `lanes` lanes of `p`; returns `a[T-1, S+1]`, `(lanes,)`."""
+        p, a, tmp, scratch = self.p[..., :lanes], self.a[..., :lanes], self.tmp[..., :lanes], self.scratch[..., :lanes]
+        cols, rows = p.shape[:2]
+        # column 1: a[0, 1] = p[0, 1]; below, the cell above and the two zeros of column 0
+        a[0, 1] = p[0, 0]
+        for l in range(1, rows):
+            torch.add(_logaddexp(self.log2, a[0, l], tmp[0], scratch[0]), p[0, l], out=a[0, l + 1])
+        # columns 2 … S: all rows at once from the previous column (diagonal a[m-1, l], left a[m-1, l+1])
+        for m in range(1, cols):
+            torch.add(_logaddexp(a[m - 1, :rows], a[m - 1, 1:], tmp, scratch), p[m], out=a[m, 1:])
+        # column S+1 (zero cost): a[l, S+1] = logaddexp(a[l-1, S], a[l-1, S+1], a[l, S]) unrolls to
+        # a[T-1, S+1] = logsumexp_l(a[l, S] + log 2 for l < T-1); tmp keeps the summands for the backward
+        z = torch.add(a[cols - 1, 1:], math.log(2.0), out=tmp)
+        z[-1] = a[cols - 1, rows]
+        return torch.logsumexp(z, dim=0)
+
+    def backward(self, lanes: int, total: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """e[m-1, l] = ∂a[T-1, S+1]/∂a[l, m] for the lanes of the last `forward` (`total` its result) -> e."""
+        a, z = self.a[..., :lanes], self.tmp[..., :lanes]
+        cols, rows = e.shape[:2]
+        torch.sub(z, total, out=e[cols - 1]).exp_()  # the softmax of the closed form of column S+1
+        # interior cells (l, m), 2 ≤ m ≤ S: x = a_left - a_diag = a[l, m-1] - a[l-1, m-1]; the weight of the left
+        # neighbour is σ(x), of the diagonal one σ(-x) (the softmax of two terms); row 0 has no diagonal
+        # neighbour (-inf): x = inf, weights 1 and 0
+        x = a[:-1, 1:] - a[:-1, :-1]  # (S-1, T, lanes)
+        w_left = torch.sigmoid(x)
+        w_diag = x[:, 1:].neg_().sigmoid_()  # (S-1, T-1, lanes): of the diagonal neighbour (l, m-1) of (l+1, m)
+        for m in range(cols - 1, 0, -1):  # e's column m+1 -> column m (0-based: e[m] is support column m+1)
+            torch.mul(w_left[m - 1], e[m], out=e[m - 1])
+            e[m - 1, :-1].addcmul_(w_diag[m - 1], e[m, 1:])
+        # column 1 also feeds the cell below it: the weight of a[l-1, 1] in a[l, 1] is σ(a[l-1, 1] - log 2)
+        w_up = torch.sigmoid(a[0, 1:rows] - math.log(2.0))  # (T-1, lanes)
+        for l in range(rows - 1, 0, -1):
+            e[0, l - 1].addcmul_(w_up[l - 1], e[0, l])
+        return e
+
+
+class _OtamScan(torch.autograd.Function):
+    """OTAM of `cost (..., T, S)` in one or two directions -> `(...)`, the directions' distances summed.
+
+    `transposed` holds one flag per direction (True: the direction of `cost.mT`); all directions must have the same
+    shape (two only for a square cost). See the module docstring for the method. The backward recomputes the
+    forward block by block instead of keeping `a` for all pairs (on the CPU that is cheaper than writing and
+    reading it once more, and it keeps training's memory at the cost tensor's size).
+    """
+
+    @staticmethod
+    def _blocks(cost: torch.Tensor, transposed: tuple[bool, ...]):
+        """(cost as `(T·S, pairs)`, block, lanes per block): block by block on the CPU, all at once elsewhere."""
+        rows, cols = cost.shape[-2:]
+        # a view (strides (1, T·S)) for a contiguous cost such as frame_cost's; a copy only for other layouts
+        cost_ts = cost.movedim((-2, -1), (0, 1)).reshape(rows * cols, -1)
+        n = len(transposed)
+        lanes = n * cost_ts.shape[-1]
+        if cost.device.type == "cpu":
+            lanes = min(lanes, max(1, CPU_BLOCK_LANES // n) * n)
+        lanes = max(lanes, n)
+        if transposed[0]:
+            rows, cols = cols, rows  # T, S of the direction(s)
+        dtype = torch.promote_types(cost.dtype, torch.float32)  # half inputs are scanned in float32
+        return cost_ts, _Block(cost.new_empty((), dtype=dtype), cols, rows, lanes, n), lanes
+
+    @staticmethod
+    def forward(ctx, cost: torch.Tensor, lam: float, transposed: tuple[bool, ...]) -> torch.Tensor:
+        cost_ts, block, lanes = _OtamScan._blocks(cost, transposed)
+        n, pairs = len(transposed), cost_ts.shape[-1]
+        out = block.p.new_empty(pairs)
+        for start in range(0, pairs, lanes // n):
+            used = block.load(cost_ts, start, lam, transposed)
+            total = block.forward(used)
+            torch.sum(total.view(n, used // n), dim=0, out=out[start:start + used // n])
+        ctx.save_for_backward(cost)
+        ctx.lam, ctx.transposed = lam, transposed
+        return out.mul_(-lam).view(cost.shape[:-2]).to(cost.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (cost,) = ctx.saved_tensors
+        cost_ts, block, lanes = _OtamScan._blocks(cost, ctx.transposed)
+        n, pairs, (rows_c, cols_c) = len(ctx.transposed), cost_ts.shape[-1], cost.shape[-2:]
+        grad = grad.reshape(pairs).to(block.p.dtype)
+        e = block.p.new_empty((*block.p.shape[:2], lanes))
+        # ∂distance/∂cost[l, m] = e (d = -λ·a and p = -cost/λ: the λ's cancel), written as `(pairs, T·S)` rows,
+        # contiguous like frame_cost's result, through the stage and the blocked transpose copy
+        result = block.p.new_empty((pairs, rows_c * cols_c))
+        for start in range(0, pairs, lanes // n):
+            used = block.load(cost_ts, start, ctx.lam, ctx.transposed)
+            m = used // n
+            block.backward(used, block.forward(used), e[..., :used])
+            g, stage = grad[start:start + m], block.staged((rows_c, cols_c), m)
+            for i, t in enumerate(ctx.transposed):
+                e_i = e[..., i * m:(i + 1) * m]  # (S_i, T_i, m) of direction i's cost
+                e_i = e_i if t else e_i.transpose(0, 1)  # -> (T, S, m) of the cost
+                torch.mul(e_i, g, out=stage) if i == 0 else stage.addcmul_(e_i, g)
+            result[start:start + m].copy_(stage.view(rows_c * cols_c, m).t())
+        return result.view(cost.shape).to(cost.dtype), None, None

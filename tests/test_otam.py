@@ -2,9 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from mdmf import otam
 from mdmf.otam import frame_cost, otam_cost, otam_distance
 
 
@@ -117,3 +119,148 @@ def test_bidirectional_is_sum_of_both_directions():
 def test_rejects_non_positive_smoothing():
     with pytest.raises(ValueError, match="smoothing"):
         otam_cost(torch.rand(3, 3), 0.0)
+
+
+# ---- the column scan: blocks, code paths, gradients -----------------------------------------------------------
+def numpy_otam(cost: np.ndarray, lam: float) -> np.ndarray:
+    """METHOD §5 in numpy, written again from the text: `(N, T, S)` float64 -> `(N,)`, one cell at a time."""
+    n, rows, width = cost.shape
+    P = np.zeros((n, rows, width + 2))
+    P[:, :, 1:-1] = cost
+    C = np.zeros_like(P)
+
+    def smin(*xs):  # -λ log Σ exp(-x/λ), stable
+        z = np.stack(xs) / -lam
+        top = z.max(0)
+        return -lam * (top + np.log(np.exp(z - top).sum(0)))
+
+    for m in range(1, width + 2):
+        C[:, 0, m] = P[:, 0, m] + C[:, 0, m - 1]
+    for l in range(1, rows):
+        C[:, l, 1] = P[:, l, 1] + smin(C[:, l - 1, 0], C[:, l - 1, 1], C[:, l, 0])
+        for m in range(2, width + 1):
+            C[:, l, m] = P[:, l, m] + smin(C[:, l - 1, m - 1], C[:, l, m - 1])
+        C[:, l, width + 1] = P[:, l, width + 1] + smin(C[:, l - 1, width], C[:, l - 1, width + 1], C[:, l, width])
+    return C[:, rows - 1, width + 1]
+
+
+def autograd_otam(cost: torch.Tensor, lam: float) -> torch.Tensor:
+    """The same recurrence as torch operations on `(..., T, S)`, one cell at a time, differentiated by autograd."""
+    P = torch.nn.functional.pad(cost, (1, 1))
+    rows, width = P.shape[-2:]
+    zero = P.new_zeros(P.shape[:-2])
+    C = [[zero] * width for _ in range(rows)]
+    smin = lambda *xs: -lam * torch.logsumexp(torch.stack(xs) / -lam, 0)  # noqa: E731
+    for m in range(1, width):
+        C[0][m] = P[..., 0, m] + C[0][m - 1]
+    for l in range(1, rows):
+        for m in range(1, width):
+            terms = [C[l - 1][m - 1], C[l][m - 1]] + ([C[l - 1][m]] if m in (1, width - 1) else [])
+            C[l][m] = P[..., l, m] + smin(*terms)
+    return C[-1][-1]
+
+
+@pytest.fixture(params=[None, 3], ids=["one-block", "blocks-of-3"])
+def block_lanes(request, monkeypatch):
+    """The scan with its default block size, and split into blocks of a few lanes (uneven last block)."""
+    if request.param is not None:
+        monkeypatch.setattr(otam, "CPU_BLOCK_LANES", request.param)
+    return request.param
+
+
+@pytest.fixture(params=["composed", "torch.logaddexp"])
+def logaddexp_path(request, monkeypatch):
+    """Both code paths of the log-add-exp: the CPU's composed one, and torch.logaddexp (the one CUDA takes)."""
+    if request.param == "torch.logaddexp":
+        monkeypatch.setattr(otam, "COMPOSED_LOGADDEXP_DEVICES", set())
+    return request.param
+
+
+@pytest.mark.parametrize("rows,cols", [(3, 5), (5, 3), (1, 6), (6, 1), (8, 8), (2, 9)])
+@pytest.mark.parametrize("lam", [0.05, 0.5, 2.0])
+def test_matches_numpy_transcription(rows, cols, lam, block_lanes, logaddexp_path):
+    g = torch.Generator().manual_seed(rows * 100 + cols)
+    cost = torch.rand(7, rows, cols, generator=g, dtype=torch.float64) * 2  # cosine costs lie in [0, 2]
+    want = torch.from_numpy(numpy_otam(cost.numpy(), lam))
+    torch.testing.assert_close(otam_cost(cost, lam), want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(otam_cost(cost.mT, lam), torch.from_numpy(numpy_otam(cost.mT.numpy(), lam)),
+                               rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("frames,support_frames", [(3, 5), (5, 3), (6, 6)])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("lam", [0.1, 0.5])
+def test_forward_and_gradients_match_autograd_reference(frames, support_frames, bidirectional, lam, block_lanes,
+                                                        logaddexp_path):
+    g = torch.Generator().manual_seed(frames * 10 + support_frames)
+    q = torch.randn(2, 3, frames, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(2, 4, support_frames, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(2, 3, 4, generator=g, dtype=torch.float64)  # a weighted sum: every pair's gradient differs
+    got = otam_distance(q, u, lam, bidirectional)
+    cost = frame_cost(q, u)
+    want = autograd_otam(cost, lam) + (autograd_otam(cost.mT, lam) if bidirectional else 0)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    got_grads = torch.autograd.grad((got * w).sum(), (q, u))
+    want_grads = torch.autograd.grad((want * w).sum(), (q, u))
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("rows,cols", [(3, 4), (4, 3), (1, 3), (3, 1), (4, 4)])
+def test_gradcheck_cost(rows, cols, block_lanes):
+    cost = torch.rand(3, rows, cols, dtype=torch.float64, generator=torch.Generator().manual_seed(rows + 7 * cols))
+    cost = (cost * 2).requires_grad_()
+    assert torch.autograd.gradcheck(lambda c: otam_cost(c, 0.3), (cost,))
+    assert torch.autograd.gradcheck(lambda c: otam_cost(c.mT, 0.3), (cost,))
+
+
+@pytest.mark.parametrize("frames,support_frames", [(3, 4), (4, 3), (4, 4)])
+def test_gradcheck_distance(frames, support_frames, block_lanes):
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, frames, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(2, support_frames, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: otam_distance(a, b, 0.5, bidirectional=True), (q, u))
+    assert torch.autograd.gradcheck(lambda a, b: otam_distance(a, b, 0.5, bidirectional=False), (q, u))
+
+
+def test_any_cost_layout():
+    """otam_cost takes a cost of any strides (contiguous, transposed, broadcast) and its gradient has its shape."""
+    g = torch.Generator().manual_seed(4)
+    base = torch.rand(4, 3, 5, 6, generator=g, dtype=torch.float64) * 2
+    want = torch.from_numpy(numpy_otam(base.reshape(-1, 5, 6).numpy(), 0.5)).reshape(4, 3)
+    torch.testing.assert_close(otam_cost(base, 0.5), want)
+    torch.testing.assert_close(otam_cost(base.mT.contiguous().mT, 0.5), want)
+    torch.testing.assert_close(otam_cost(base.transpose(0, 1), 0.5), want.T)
+    row = base[:1].expand(4, -1, -1, -1).requires_grad_()  # stride 0 in a leading dim
+    torch.testing.assert_close(otam_cost(row, 0.5), want[:1].expand(4, -1))
+    otam_cost(row, 0.5).sum().backward()
+    assert row.grad.shape == row.shape
+    plain = base[0, 0].requires_grad_()  # no leading dims
+    torch.testing.assert_close(otam_cost(plain, 0.5), want[0, 0])
+    otam_cost(plain, 0.5).backward()
+    assert plain.grad.shape == (5, 6)
+
+
+def test_frame_cost_formula():
+    g = torch.Generator().manual_seed(5)
+    q, u = torch.randn(2, 3, 4, 6, generator=g, dtype=torch.float64), torch.randn(1, 5, 7, 6, generator=g,
+                                                                               dtype=torch.float64)
+    want = 1 - torch.einsum("eqtd,ecsd->eqcts", q, u.expand(2, -1, -1, -1)) / (
+        q.norm(dim=-1)[:, :, None, :, None] * u.norm(dim=-1)[:, None, :, None, :] + 0.01)
+    torch.testing.assert_close(frame_cost(q, u), want, rtol=1e-12, atol=1e-12)
+
+
+def test_small_smoothing_float32_stays_finite_and_close():
+    """λ = 0.01 makes exp(-C/λ) underflow float32 many times over; the log-domain scan does not mind."""
+    g = torch.Generator().manual_seed(6)
+    q, u = torch.randn(3, 8, 16, generator=g), torch.randn(4, 6, 16, generator=g)
+    got = otam_distance(q, u, 0.01)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, otam_distance(q.double(), u.double(), 0.01).float(), rtol=1e-5, atol=1e-5)
+
+
+def test_half_precision_cost():
+    cost = torch.rand(3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    got = otam_cost(cost.half(), 0.5)
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.double(), otam_cost(cost.half().double(), 0.5), rtol=1e-3, atol=1e-3)
