@@ -56,7 +56,7 @@ def train(
     val_episodes: int = typer.Option(None, help="validation episodes [1000]"), seed: int = typer.Option(None, help="[0]"),
     init: Path = typer.Option(None, help="start the heads from this run's best.pt (e.g. a head-stage run)"),
     root: Path = typer.Option(None, help="e2e: folder of the videos (default: where the store was extracted from)"),
-    frames_from: str = typer.Option("auto", help="e2e: auto, decode (decord in workers) or store (the --save-frames store)"),
+    frames_from: str = typer.Option("auto", help="e2e: auto, decode (stage one's exact reader, in workers) or store (the --save-frames store)"),
     augment: str = typer.Option("views", help="e2e: views (the store's train views) or fresh (a new crop per episode; decode)"),
     backbone_lr: float = typer.Option(None, help="e2e: the visual encoder's learning rate [1e-5]"),
     amp: str = typer.Option("auto", help="e2e: auto (bf16 on CUDA, fp16 without bf16, off on CPU), bf16, fp16, off"),

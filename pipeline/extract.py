@@ -414,7 +414,7 @@ def _in_thread(make_items, maxsize: int):
             yield item
     finally:
         # Let the feeder finish the video it is on and close the loader before this returns or raises: a daemon
-        # thread killed inside decord at interpreter exit aborts the process ("terminate called ...").
+        # thread killed inside a decoder at interpreter exit aborts the process ("terminate called ...").
         stop.set()
         feeder.join()
 
@@ -422,9 +422,9 @@ def _in_thread(make_items, maxsize: int):
 def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
     """The decoded items of `dataset`, in order, from `cfg.workers` DataLoader worker processes.
 
-    decord can abort the process that opens some damaged files. When a worker dies, the videos that were in flight
-    are decoded again one at a time, each in a process of its own: the one that dies is yielded as failed (reason
-    `CRASHED`), the others as decoded, and the loader restarts after them. (With `workers=0` decoding runs in this
+    A decoder can abort the process that opens some damaged files (decord did). When a worker dies, the videos that
+    were in flight are decoded again one at a time, each in a process of its own: the one that dies is yielded as
+    failed (reason `CRASHED`), the others as decoded, and the loader restarts after them. (With `workers=0` decoding runs in this
     process and such a file ends the run; rerunning resumes at its unit.)
     """
     prefetch = prefetch_factor(cfg.workers, cfg.chunk_videos)
