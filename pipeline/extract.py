@@ -424,8 +424,8 @@ def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
 
     A decoder can abort the process that opens some damaged files (decord did). When a worker dies, the videos that
     were in flight are decoded again one at a time, each in a process of its own: the one that dies is yielded as
-    failed (reason `CRASHED`), the others as decoded, and the loader restarts after them. (With `workers=0` decoding runs in this
-    process and such a file ends the run; rerunning resumes at its unit.)
+    failed (reason `CRASHED`), the others as decoded, and the loader restarts after them. (With `workers=0` decoding
+    runs in this process and such a file ends the run; rerunning resumes at its unit.)
     """
     prefetch = prefetch_factor(cfg.workers, cfg.chunk_videos)
     start, in_flight = 0, max(1, cfg.workers) * (prefetch or 1)
