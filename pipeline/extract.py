@@ -208,13 +208,16 @@ def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, all
             raise VideoReadError("file not found under the dataset root")
         reader = open_video(Path(path))
         n = len(reader)
-        crops = []
+        augments = []
         for v, rng in enumerate(rngs):
             idx = frame_indices(sampling, n, frames, rng)
             aug = ViewAugment.random(rng, allow_flip) if rng is not None else ViewAugment()
-            crops.append(pre.crop(read_frames(reader, idx), aug))
+            augments.append(aug)
             out["indices"][v] = idx
-        out["crops"] = torch.stack(crops)  # (K, T, 3, S, S) uint8
+        # one read for all views: a video too big to keep decoded is decoded once more, not once per view
+        decoded = read_frames(reader, out["indices"].reshape(-1))
+        decoded = decoded.reshape(k, frames, *decoded.shape[1:])
+        out["crops"] = torch.stack([pre.crop(f, aug) for f, aug in zip(decoded, augments)])  # (K, T, 3, S, S) uint8
         out["status"] = SHORT if n < frames else OK
     except VideoReadError as err:
         out["status"], out["error"] = FAILED, str(err)

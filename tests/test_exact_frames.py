@@ -87,6 +87,20 @@ def test_videos_too_big_to_hold_are_decoded_again_per_read(videos, kind, monkeyp
     assert_exact(video, kind, np.random.default_rng(13), 6)
 
 
+def test_all_views_of_a_video_too_big_to_hold_take_one_more_decode(videos, monkeypatch):
+    from pipeline.extract import decode_views
+    from pipeline.sampling import view_rng
+    from pipeline.transforms import FramePreprocessor
+
+    monkeypatch.setattr(decode, "HOLD_BYTES", 0)
+    passes = []
+    original = decode.Video._frames
+    monkeypatch.setattr(decode.Video, "_frames", lambda self, *a: (passes.append(1), original(self, *a))[1])
+    rngs = [view_rng(0, "train", "v", v) for v in range(3)]
+    out = decode_views(str(videos["avi_bframes"]), 8, FramePreprocessor(32, (0, 0, 0), (1, 1, 1)), rngs, True)
+    assert out["crops"].shape == (3, 8, 3, 32, 32) and len(passes) == 1  # the open's decode, then one for all views
+
+
 def test_long_videos_without_timestamps_are_bounded(videos, monkeypatch):
     monkeypatch.setattr(decode, "LONG_FRAMES", 10**9)  # as if the timestamps were unusable: the sequential path
     monkeypatch.setattr(decode, "MAX_UNTIMED_FRAMES", 50)
