@@ -4,7 +4,7 @@
    with 5 queries per class) and 5 val classes × 2, and extracts a store with `--save-frames` per backbone (random
    weights).
 2. Training: for every backbone × shot × AMP × activation checkpointing, a short run through the real training loop
-   (`pipeline.train.train`, frames from the frame store, 5-way, 5 queries per class, one episode per forward pass):
+   (`mdmf.pipeline.train.loop.train`, frames from the frame store, 5-way, 5 queries per class, one episode per forward pass):
    seconds per episode (steady state: the first optimizer step is left out) and peak GPU memory. A config that runs
    out of GPU memory is reported as OOM and the next one runs.
 3. Data loading: seconds per 5-way episode from decord (decoding in the loader) vs the frame store, in one process
@@ -65,7 +65,7 @@ def write_clip(path: Path, frames: int, width: int, height: int, seed: int, four
 
 
 def make_dataset(root: Path, splits: Path, frames: int, width: int, height: int) -> None:
-    from pipeline.decode import VideoReadError, open_video, read_frames
+    from mdmf.pipeline.data.decode import VideoReadError, open_video, read_frames
 
     probe = root.parent / "probe.avi"
     for fourcc in ("mp4v", "MJPG"):  # whichever codec this OpenCV writes and decord reads back
@@ -95,8 +95,8 @@ def short_name(backbone: str) -> str:
 
 
 def time_training(store: Path, work: Path, shot: int, amp: str, ckpt: bool, args, device: torch.device) -> dict:
-    from pipeline.e2e import E2EConfig
-    from pipeline.train import TrainConfig, train
+    from mdmf.pipeline.train.e2e import E2EConfig
+    from mdmf.pipeline.train.loop import TrainConfig, train
 
     run = work / "run"
     shutil.rmtree(run, ignore_errors=True)
@@ -132,10 +132,10 @@ def time_training(store: Path, work: Path, shot: int, amp: str, ckpt: bool, args
 
 def time_loading(store_path: Path, shot: int, source: str, workers: int, episodes: int) -> float:
     """Seconds per 5-way episode (5 queries per class) of frames, `workers` loader processes (0: this one)."""
-    from pipeline.e2e import extract_config_of, frame_source, preprocessor_of, split_videos
-    from pipeline.episodes import EpisodeSampler, EpisodeSpec
-    from pipeline.frames import EpisodeFrames, loader
-    from pipeline.store import FeatureStore
+    from mdmf.pipeline.train.e2e import extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec
+    from mdmf.pipeline.train.frames import EpisodeFrames, loader
+    from mdmf.pipeline.features.store import FeatureStore
 
     store = FeatureStore.open(store_path)
     ecfg = extract_config_of(store)
@@ -168,8 +168,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write all numbers here")
     args = ap.parse_args()
 
-    from pipeline.distributed import resolve_device
-    from pipeline.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.core.distributed import resolve_device
+    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
 
     device = resolve_device(args.device)
     backbones = [b for b in args.backbones.split(",") if b]

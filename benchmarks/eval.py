@@ -13,7 +13,7 @@ test split's size (default: UCF101 test, 2,745 videos in 21 classes, class sizes
   its predictions are compared with the reused run's on the same episodes. The distinct pass and the reused eval are
   run `--repeats` times, alternating, and the fastest of each counts; their CPU seconds are reported too (on a shared
   CPU the wall time of a pass depends on what else runs);
-* head training: optimizer steps of `pipeline.train.train_head` (forward, backward, Adam; 5 queries per class) on a
+* head training: optimizer steps of `mdmf.pipeline.train.loop.train_head` (forward, backward, Adam; 5 queries per class) on a
   small synthetic store, step times read from the run's metrics.jsonl (the first step is left out as warm-up).
 
 Targets (issue 4): eval time <= 1.5 x distinct-pass time; distinct pass >= 50 % of measured matmul FLOP/s.
@@ -42,8 +42,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from mdmf.config import ModelConfig  # noqa: E402
 from mdmf.registry import build_model  # noqa: E402
-from pipeline.episodes import EpisodeSampler, EpisodeSpec  # noqa: E402
-from pipeline.evaluate import (EpisodeIndependentWork, EvalConfig, PairTable, evaluate, plan_queries,  # noqa: E402
+from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec  # noqa: E402
+from mdmf.pipeline.evaluate.episodic import (EpisodeIndependentWork, EvalConfig, PairTable, evaluate, plan_queries,  # noqa: E402
                                pps_similarity)
 
 
@@ -251,7 +251,7 @@ def bench_eval(dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args, d
 
 def bench_train(dim: int, shot: int, store, args, device: torch.device, work: Path) -> dict:
     """Head-training episodes/s through `train_head` (forward + backward + Adam, 5 queries per class)."""
-    from pipeline.train import TrainConfig, train_head
+    from mdmf.pipeline.train.loop import TrainConfig, train_head
 
     run = work / f"run-{dim}-{shot}"
     cfg = TrainConfig(store=str(store.path), run_dir=str(run), shot=shot, queries=5, steps=args.train_steps,

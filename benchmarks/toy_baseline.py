@@ -1,7 +1,7 @@
 """How much the toy data + tiny backbone leave for a trained head: the untrained OTAM baseline, feature diversity, and
 (optionally, `--head`) a quick trained temporal head, on the toy test split for several data seeds.
 
-For each data seed: generate the toy set (`pipeline.toy`, cached under `--data`), decode 8 segment-centre frames per
+For each data seed: generate the toy set (`mdmf.pipeline.data.toy`, cached under `--data`), decode 8 segment-centre frames per
 test video with decord, crop and normalise them as the pipeline does (`FramePreprocessor` with the model's own size,
 mean and std), encode them with the tiny backbone, then
 
@@ -37,10 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mdmf.otam import otam_distance  # noqa: E402
-from pipeline.episodes import EpisodeSampler, EpisodeSpec  # noqa: E402
-from pipeline.sampling import tsn_indices  # noqa: E402
-from pipeline.toy import SPLIT_CLASSES, ToyConfig, generate_toy, video_id  # noqa: E402
-from pipeline.transforms import FramePreprocessor  # noqa: E402
+from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec  # noqa: E402
+from mdmf.pipeline.data.sampling import tsn_indices  # noqa: E402
+from mdmf.pipeline.data.toy import SPLIT_CLASSES, ToyConfig, generate_toy, video_id  # noqa: E402
+from mdmf.pipeline.data.transforms import FramePreprocessor  # noqa: E402
 
 TINY_DIR = REPO / "pipeline" / "assets" / "open_clip"
 TINY_WEIGHTS = REPO / "pipeline" / "assets" / "mdmf-tiny-toy.pt"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.app import app
+from mdmf.cli.app import app
 
 
 @app.command("ablate")
@@ -28,7 +28,7 @@ def ablate(
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
     """Train and evaluate every cell of a paper ablation table; done cells are skipped, interrupted ones resumed."""
-    from pipeline.ablate import AblateConfig, run_ablation
+    from mdmf.pipeline.apps.ablate import AblateConfig, run_ablation
 
     run_ablation(AblateConfig(dataset=dataset, table=table, cache=str(cache) if cache else None, backbone=backbone,
                               runs=str(runs), cells=tuple(cell), shot=shot, way=way, steps=steps, episodes=episodes,

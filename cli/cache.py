@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from cli.app import app
+from mdmf.cli.app import app
 
 cache_app = typer.Typer(help="Inspect and export feature stores.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -18,8 +18,8 @@ app.add_typer(cache_app, name="cache")
 def info(path: Path = typer.Argument(..., help="store folder"),
          as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables")) -> None:
     """What a store holds: backbone, weights hash, sampling, counts per split (all shards), failures."""
-    from pipeline.store import FeatureStore, store_info
-    from pipeline.summaries import print_store_info
+    from mdmf.pipeline.features.store import FeatureStore, store_info
+    from mdmf.pipeline.apps.summaries import print_store_info
 
     data = store_info(FeatureStore.open(path))
     if as_json:
@@ -32,7 +32,7 @@ def info(path: Path = typer.Argument(..., help="store folder"),
 def export(path: Path = typer.Argument(..., help="store folder"),
            to: Path = typer.Option(..., "--to", help="the HDF5 file to write")) -> None:
     """Write an HDF5 copy of a store (h5py), for tools that read HDF5."""
-    from pipeline.store import FeatureStore, export_h5
+    from mdmf.pipeline.features.store import FeatureStore, export_h5
 
     out = export_h5(FeatureStore.open(path), to)
     Console().print(f"wrote {out}")

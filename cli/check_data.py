@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from cli.app import app
+from mdmf.cli.app import app
 
 
 @app.command("check-data")
@@ -22,9 +22,9 @@ def check_data(
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Find every listed video under --root and read it as extraction does; exit 1 if any is missing or unreadable."""
-    from pipeline.check_data import check_data as run_check
-    from pipeline.errors import MdmfError
-    from pipeline.splits import load_splits, splits_dir
+    from mdmf.pipeline.data.check_data import check_data as run_check
+    from mdmf.pipeline.core.errors import MdmfError
+    from mdmf.pipeline.data.splits import load_splits, splits_dir
 
     if not root.is_dir():
         raise MdmfError(f"--root {root}: no such folder; point it at the folder that holds the {dataset} videos")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.app import app
+from mdmf.cli.app import app
 
 
 @app.command("demo")
@@ -15,6 +15,6 @@ def demo(
     quiet: bool = typer.Option(False),
 ) -> None:
     """Generate the toy dataset, extract it with the tiny backbone, train the MDMF head, compare it to OTAM."""
-    from pipeline.demo import DemoConfig, run_demo
+    from mdmf.pipeline.apps.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(steps=steps, episodes=episodes, seed=seed, progress=not quiet))

@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.app import app
-from cli.train import default_store
-from pipeline.errors import MdmfError
+from mdmf.cli.app import app
+from mdmf.cli.train import default_store
+from mdmf.pipeline.core.errors import MdmfError
 
 
 @app.command("eval")
@@ -36,8 +36,8 @@ def eval_(
 
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
-    from pipeline.evaluate import EvalConfig, evaluate_split, load_run_model, write_result
-    from pipeline.store import FeatureStore
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model, write_result
+    from mdmf.pipeline.features.store import FeatureStore
 
     if (run is None) == (model is None):
         raise MdmfError("give either --run runs/<name> or --model otam (with --dataset or --cache)")
@@ -61,7 +61,7 @@ def eval_(
         out = Path("runs") / "baselines" / f"{store.meta['identity']['dataset']}-{store.meta['identity']['backbone']}-otam" / f"{split}_{way}w{shot}s_seed{seed}.json"
         title = f"OTAM on raw CLIP features ({store.path}) on {split}"
     if e2e_run:  # its heads need features of its own fine-tuned encoder
-        from pipeline.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
+        from mdmf.pipeline.apps.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
 
         kw = dict(root=str(root) if root else None, workers=workers)
         result = (evaluate_run_from_frames(run, split, cfg, **kw) if from_frames

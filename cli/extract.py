@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from cli.app import app
-from pipeline.errors import MdmfError
+from mdmf.cli.app import app
+from mdmf.pipeline.core.errors import MdmfError
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -53,8 +53,8 @@ def extract(
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Decode videos, sample frames, encode with CLIP and cache the features (resumable: run again to continue)."""
-    from pipeline.extract import extract_config, run_extract
-    from pipeline.summaries import print_extract_summary
+    from mdmf.pipeline.features.extract import extract_config, run_extract
+    from mdmf.pipeline.apps.summaries import print_extract_summary
 
     cfg = extract_config(
         preset, dataset=dataset, root=str(root) if root else None, splits_dir=str(splits) if splits else None,

@@ -1,6 +1,6 @@
 """Entry point of the `mdmf` console script.
 
-Each command lives in its own module under `cli/` and registers itself on `cli.app.app`; importing the module is
+Each command lives in its own module under `cli/` and registers itself on `mdmf.cli.app.app`; importing the module is
 enough. User errors (`MdmfError`) become one red line on stderr and exit code 2, never a traceback.
 """
 
@@ -8,11 +8,11 @@ import sys
 
 from rich.console import Console
 
-from cli.app import app
-from pipeline.errors import MdmfError
+from mdmf.cli.app import app
+from mdmf.pipeline.core.errors import MdmfError
 
 # Command modules: imported for their registration side effect on `app`.
-import cli.commands  # noqa: F401,E402
+import mdmf.cli.commands  # noqa: F401,E402
 
 
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (SIGINT)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.app import app
+from mdmf.cli.app import app
 
 
 @app.command("predict")
@@ -33,8 +33,8 @@ def predict(
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Rank the support classes for each query video, with probabilities (softmax of the logits)."""
-    from pipeline.predict import PredictConfig
-    from pipeline.predict import predict as run_predict
+    from mdmf.pipeline.apps.predict import PredictConfig
+    from mdmf.pipeline.apps.predict import predict as run_predict
 
     cfg = PredictConfig(support=str(support), queries=[str(q) for q in [*(query or []), *(more or [])]], run=str(run) if run else None,
                         cache=str(cache) if cache else None,

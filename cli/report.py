@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.app import app
+from mdmf.cli.app import app
 
 
 @app.command("report")
@@ -28,7 +28,7 @@ def report(
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
     """Write PNG figures (curves, per-class accuracy, confusion, t-SNE, MMFE attention) and report.md/.html/.json."""
-    from pipeline.report import ReportConfig, make_report
+    from mdmf.pipeline.apps.report import ReportConfig, make_report
 
     make_report(ReportConfig(run=str(run), out=str(out) if out else None, cache=str(cache) if cache else None,
                              split=split, way=way, shot=shot, episodes=episodes, seed=seed,

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from cli.app import app
-from pipeline.errors import MdmfError
+from mdmf.cli.app import app
+from mdmf.pipeline.core.errors import MdmfError
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -72,9 +72,9 @@ def train(
     """Train a few-shot model episodically; validation on val picks the best checkpoint.
 
     Several GPUs or nodes: start the same command under torchrun, e.g.
-    `torchrun --nproc_per_node 8 -m cli.main train --stage e2e ...`.
+    `torchrun --nproc_per_node 8 --no-python mdmf train --stage e2e ...`.
     """
-    from pipeline.train import build_train_config, preset_warnings, train as run_training
+    from mdmf.pipeline.train.loop import build_train_config, preset_warnings, train as run_training
 
     if stage not in ("head", "e2e"):
         raise MdmfError(f"--stage {stage}: use head or e2e")

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.splits import SPLITS, load_splits  # noqa: E402
+from mdmf.pipeline.data.splits import SPLITS, load_splits  # noqa: E402
 
 LABEL_ORDER = Path(__file__).resolve().parent / "ssv2_label_order.txt"
 

@@ -2,7 +2,7 @@
 
 Random-initialised CLIP features are nearly constant (cosine 0.95–1.00 between unrelated frames), so the toy demo could
 not show learning on them. This script gives the tiny model features that carry what a toy frame shows: it draws
-random scenes with the toy renderer (`pipeline.toy`: the same shapes, colours, sizes, poses and background as the toy
+random scenes with the toy renderer (`mdmf.pipeline.data.toy`: the same shapes, colours, sizes, poses and background as the toy
 videos, but no motion and no class labels), captions them ("a large red triangle at the upper left pointing down"),
 crops them the way the pipeline does (shorter side to S·256/224, the centre S×S, the model's mean/std), and trains
 open_clip's own model with open_clip's `ClipLoss`.
@@ -37,7 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.toy import (  # noqa: E402
+from mdmf.pipeline.data.toy import (  # noqa: E402
     CROP_FRACTION, EXTENT, PALETTE, SHAPES, Sprite, random_sprite, reach, render_frame, visible_box,
 )
 
@@ -155,7 +155,7 @@ def pretrain(cfg: PretrainConfig, device: str = "cpu", log=print) -> torch.nn.Mo
     import open_clip
     from open_clip.loss import ClipLoss
 
-    from pipeline.transforms import FramePreprocessor
+    from mdmf.pipeline.data.transforms import FramePreprocessor
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

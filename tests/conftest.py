@@ -13,7 +13,7 @@ SMALL_CLASSES = {"train": ["ApplyEyeMakeup", "brush_hair", "JumpRope"], "val": [
 @pytest.fixture(scope="session")
 def micro_backbone():
     """A 16-wide open_clip ViT with seeded random weights: plumbing only (its features carry little)."""
-    from pipeline.backbones import load_backbone, resolve_backbone
+    from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
 
     return load_backbone(resolve_backbone(str(MICRO_CONFIG), "random"))
 
@@ -35,7 +35,7 @@ TOY_TEST_VIDEOS_PER_CLASS = 6  # enough for a 5-way 5-shot episode with a query
 @pytest.fixture(scope="session")
 def toy_dataset(tmp_path_factory):
     """(root, config): a small generated toy dataset, 6 videos per class, videos in root/videos, splits in root/splits."""
-    from pipeline.toy import ToyConfig, generate_toy
+    from mdmf.pipeline.data.toy import ToyConfig, generate_toy
 
     config = ToyConfig(videos_per_class=TOY_TEST_VIDEOS_PER_CLASS)
     root = generate_toy(tmp_path_factory.mktemp("toy") / "toy", config, progress=False, workers=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.store import OK, FeatureStore, SplitLayout
+from mdmf.pipeline.features.store import OK, FeatureStore, SplitLayout
 
 CLASSES = {"train": 8, "val": 5, "test": 6}
 

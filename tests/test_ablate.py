@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.evaluate
-import pipeline.train
+import mdmf.pipeline.evaluate.episodic
+import mdmf.pipeline.train.loop
 from mdmf.config import ModelConfig
-from pipeline.ablate import AblateConfig, cell_state, load_table, run_ablation
-from pipeline.errors import MdmfError
+from mdmf.pipeline.apps.ablate import AblateConfig, cell_state, load_table, run_ablation
+from mdmf.pipeline.core.errors import MdmfError
 from synthetic import make_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def test_presets_hold_the_papers_grids():
 def counted(monkeypatch):
     """Records every train_head and evaluate_split call the grid makes."""
     calls = {"train": [], "eval": 0}
-    train, evaluate = pipeline.train.train_head, pipeline.evaluate.evaluate_split
+    train, evaluate = mdmf.pipeline.train.loop.train_head, mdmf.pipeline.evaluate.episodic.evaluate_split
 
     def train_head(cfg, resume=False, steps=None):
         calls["train"].append((Path(cfg.run_dir).name, resume))
@@ -55,8 +55,8 @@ def counted(monkeypatch):
         calls["eval"] += 1
         return evaluate(*args, **kw)
 
-    monkeypatch.setattr(pipeline.train, "train_head", train_head)
-    monkeypatch.setattr(pipeline.evaluate, "evaluate_split", evaluate_split)
+    monkeypatch.setattr(mdmf.pipeline.train.loop, "train_head", train_head)
+    monkeypatch.setattr(mdmf.pipeline.evaluate.episodic, "evaluate_split", evaluate_split)
     return calls
 
 
@@ -98,7 +98,7 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(store, tmp_path, counte
     cfg = grid(store, tmp_path, cells=("pps",), steps=3)
     run = cfg.run_dir("pps")
     # a run of this cell that stopped after its step-1 checkpoint (as after a crash or Ctrl-C)
-    pipeline.train.train_head(pipeline.train.TrainConfig(
+    mdmf.pipeline.train.loop.train_head(mdmf.pipeline.train.loop.TrainConfig(
         store=str(store.path), run_dir=str(run), model={"name": "mdmf", "views": "both", "distill_condition": "off",
                                                         "pps": True},
         shot=1, steps=1, episodes_per_step=2, batch_episodes=2, val_every=1, val_episodes=20, device="cpu",
@@ -128,7 +128,7 @@ def test_a_cell_folder_made_with_other_settings_is_refused(store, tmp_path):
 
 
 def test_cli_runs_a_cell_and_reports_user_errors(store, tmp_path):
-    args = [sys.executable, "-m", "cli.main", "ablate", "--dataset", "synthetic", "--table", "4", "--cache",
+    args = [sys.executable, "-m", "mdmf", "ablate", "--dataset", "synthetic", "--table", "4", "--cache",
             str(store.path), "--runs", str(tmp_path), "--cell", "pps", "--shot", "1", "--steps", "1", "--episodes", "50",
             "--val-every", "1", "--val-episodes", "10", "--episodes-per-step", "2", "--device", "cpu", "--quiet"]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)

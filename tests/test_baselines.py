@@ -137,7 +137,7 @@ def test_clip_fsar_merge_before_is_evaluated_episode_by_episode():
     """The evaluator's per-video reuse cannot serve merged shots: it runs whole episodes, and gets what forward gets."""
     import numpy as np
 
-    from pipeline.evaluate import EvalConfig, evaluate
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
 
     model = make("clip-fsar", fsar_merge_before=True)
     g = torch.Generator().manual_seed(3)
@@ -168,7 +168,7 @@ def test_clip_fsar_reference_text_logits_are_eps_cosines_times_a_learnable_scale
     targets = torch.cat([texts.episode_classes[:, :, None].expand(E, N, K).reshape(E, -1),
                          texts.episode_classes.gather(1, labels)], 1)
     want_vt = F.cross_entropy(logits.reshape(-1, C), targets.reshape(-1), reduction="sum") / E
-    assert parts["video_text"] == pytest.approx(float(want_vt), rel=1e-5)
+    assert parts["video_text"] == pytest.approx(float(want_vt.detach()), rel=1e-5)
     loss.backward()
     assert model.text_scale.grad is not None and float(model.text_scale.grad.abs()) > 0
     assert not hasattr(make("clip-fsar", fsar_text_logits="clip-scale"), "text_scale")

@@ -12,10 +12,10 @@ import pytest
 from rich.console import Console
 from videogen import write_video
 
-import pipeline.decode
-from pipeline.check_data import check_data, probe_video
-from pipeline.errors import MdmfError
-from pipeline.splits import load_splits
+import mdmf.pipeline.data.decode
+from mdmf.pipeline.data.check_data import check_data, probe_video
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.splits import load_splits
 
 REPO = Path(__file__).resolve().parent.parent
 INFO = {"name": "checkme", "layout": "class_folders", "flip": True, "extensions": ["avi", "mp4"]}
@@ -93,43 +93,43 @@ def test_any_decoder_exception_is_caught(monkeypatch, tmp_path):
     def broken(path):
         raise DECORDError("corrupt stream\nlong native trace")
 
-    monkeypatch.setattr(pipeline.decode, "open_video", broken)
+    monkeypatch.setattr(mdmf.pipeline.data.decode, "open_video", broken)
     assert probe_video(tmp_path / "x.mp4") == (None, "DECORDError: corrupt stream")
 
 
-def mdmf(*args: str) -> subprocess.CompletedProcess:
-    """The real console script of the venv running the tests (falls back to `python -m cli.main`)."""
+def run_mdmf(*args: str) -> subprocess.CompletedProcess:
+    """The real console script of the venv running the tests (falls back to `python -m mdmf`)."""
     script = Path(sys.executable).parent / "mdmf"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mdmf"]
     env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
     return subprocess.run(command + list(args), capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
 
 
 def test_cli_exit_codes(data, tmp_path):
     root, bad, good = data
-    ok = mdmf("check-data", "--dataset", "mine", "--root", str(root), "--splits", str(good), "--quiet")
+    ok = run_mdmf("check-data", "--dataset", "mine", "--root", str(root), "--splits", str(good), "--quiet")
     assert ok.returncode == 0, ok.stderr
     assert "all 3 listed videos found and readable" in ok.stdout
 
     report = tmp_path / "out" / "report.json"
-    failed = mdmf("check-data", "--dataset", "mine", "--root", str(root), "--splits", str(bad), "--quiet",
+    failed = run_mdmf("check-data", "--dataset", "mine", "--root", str(root), "--splits", str(bad), "--quiet",
                   "--json", str(report))
     assert failed.returncode == 1, failed.stderr
     assert "gone" in failed.stdout and "garbage.avi" in failed.stdout
     counts = json.loads(report.read_text())["splits"]["train"]
     assert (counts["missing"], counts["unreadable"], counts["readable"]) == (1, 2, 2)
 
-    no_root = mdmf("check-data", "--dataset", "mine", "--root", str(tmp_path / "nowhere"), "--splits", str(good))
+    no_root = run_mdmf("check-data", "--dataset", "mine", "--root", str(tmp_path / "nowhere"), "--splits", str(good))
     assert no_root.returncode == 2 and "no such folder" in no_root.stderr and "Traceback" not in no_root.stderr
-    unknown = mdmf("check-data", "--dataset", "nosuchset", "--root", str(root))
+    unknown = run_mdmf("check-data", "--dataset", "nosuchset", "--root", str(root))
     assert unknown.returncode == 2 and "--splits DIR" in unknown.stderr
 
 
 def test_cli_toy_reads_splits_under_root(tmp_path):
     from typer.testing import CliRunner
 
-    import cli.commands  # noqa: F401 - registers the commands
-    from cli.app import app
+    import mdmf.cli.commands  # noqa: F401 - registers the commands
+    from mdmf.cli.app import app
 
     write_video(tmp_path / "toy" / "spin" / "v0.mp4", 4)
     write_split_folder(tmp_path / "toy" / "splits", {"train": [("spin", "v0")]})
@@ -139,7 +139,7 @@ def test_cli_toy_reads_splits_under_root(tmp_path):
 
 
 def test_a_file_that_crashes_the_decoder_is_recorded_and_the_rest_are_checked(data, monkeypatch, tmp_path):
-    import pipeline.check_data as cd
+    import mdmf.pipeline.data.check_data as cd
 
     root, _, _ = data
     entries = [("ApplyEyeMakeup", "good1"), ("air drumming", "good2"), ("ApplyEyeMakeup", "garbage"),

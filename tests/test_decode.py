@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.decode import VideoReadError, open_video, read_frames
-from pipeline.transforms import FramePreprocessor, ViewAugment
+from mdmf.pipeline.data.decode import VideoReadError, open_video, read_frames
+from mdmf.pipeline.data.transforms import FramePreprocessor, ViewAugment
 from videogen import read_frame_number, write_video
 
 

@@ -5,7 +5,7 @@ import json
 
 from rich.console import Console
 
-from pipeline.demo import DemoConfig, run_demo
+from mdmf.pipeline.apps.demo import DemoConfig, run_demo
 
 
 def test_each_seed_gets_its_own_store_and_run_and_a_rerun_reuses_them(toy_dataset, tmp_path, monkeypatch):

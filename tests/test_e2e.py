@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import MICRO_CONFIG
-from pipeline.errors import MdmfError
-from pipeline.store import FeatureStore
-from pipeline.train import TrainConfig, train
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.features.store import FeatureStore
+from mdmf.pipeline.train.loop import TrainConfig, train
 
 MICRO_RN = Path(__file__).parent / "assets" / "mdmf-micro-rn.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def dataset(tmp_path_factory):
 
 
 def extract(dataset, out, backbone=MICRO_CONFIG, save_frames=True):
-    from pipeline.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
 
     root, splits = dataset
     run_extract(ExtractConfig(dataset="e2e", root=str(root), splits_dir=str(splits), out=str(out),
@@ -90,7 +90,7 @@ def config(store, run_dir, **kw):
 @pytest.fixture(scope="module")
 def trained(store, tmp_path_factory):
     """A short e2e run; the text encoder must never be called while it trains."""
-    from pipeline.backbones import Backbone
+    from mdmf.pipeline.features.backbones import Backbone
 
     run = tmp_path_factory.mktemp("e2e_runs") / "run"
     prompts = store.group("train")["prompt_embeddings"][:]
@@ -108,8 +108,8 @@ def trained(store, tmp_path_factory):
 
 
 def test_decoding_gives_the_frame_store_and_the_encoder_gives_stage_one_features(store):
-    from pipeline.backbones import load_backbone, resolve_backbone
-    from pipeline.e2e import VisualEncoder, extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
+    from mdmf.pipeline.train.e2e import VisualEncoder, extract_config_of, frame_source, preprocessor_of, split_videos
 
     ecfg = extract_config_of(store)
     pre = preprocessor_of(store, ecfg)
@@ -133,7 +133,7 @@ def test_decoding_gives_the_frame_store_and_the_encoder_gives_stage_one_features
 
 
 def test_e2e_trains_the_backbone_lowers_the_loss_and_leaves_the_text_alone(store, trained):
-    from pipeline.backbones import load_backbone, resolve_backbone
+    from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
 
     lines = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
     ce = [x["ce"] for x in lines if "loss" in x]
@@ -176,7 +176,7 @@ def test_two_processes_compute_the_update_of_one(store, tmp_path):
     # The tolerances below are float32 reduction-order noise for gradients of the mean CE; the summed CE (the
     # default) scales every gradient by the episode's query count, and that noise with it.
     train(config(store, tmp_path / "one", steps=1, val_every=1, model={**HEADS, "ce_reduction": "mean"}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cli.main",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mdmf",
            "train", "--stage", "e2e", "--cache", str(store.path), "--runs", str(tmp_path), "--name", "two",
            "--set", "heads=4", "--set", "mlp_dim=32", "--set", "ce_reduction=mean", "--way", "3", "--shot", "1", "--queries", "2", "--steps", "1",
            "--episodes-per-step", "2", "--batch-episodes", "1", "--lr", "1e-3", "--backbone-lr", "1e-3",
@@ -208,7 +208,7 @@ def _param_names(state: dict) -> list[tuple[str, str]]:
     """(part, name) of the optimizer's parameters, in its order: the heads' trainable ones, then the encoder's."""
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
-    from pipeline.backbones import load_backbone, resolve_backbone
+    from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
 
     heads = build_model(ModelConfig.from_dict(state["model_config"]))
     visual = load_backbone(resolve_backbone(str(MICRO_CONFIG), "random")).model.visual
@@ -217,8 +217,8 @@ def _param_names(state: dict) -> list[tuple[str, str]]:
 
 
 def test_cached_eval_and_from_frames_eval_agree(store, trained):
-    from pipeline.e2e_eval import evaluate_run_cached, evaluate_run_from_frames, extract_run_store, run_weights_sha256
-    from pipeline.evaluate import EvalConfig
+    from mdmf.pipeline.apps.e2e_eval import evaluate_run_cached, evaluate_run_from_frames, extract_run_store, run_weights_sha256
+    from mdmf.pipeline.evaluate.episodic import EvalConfig
 
     cfg = EvalConfig(way=3, shot=1, episodes=300, batch_episodes=100, progress=False)
     cached = evaluate_run_cached(trained, "test", cfg, workers=0)
@@ -233,8 +233,8 @@ def test_cached_eval_and_from_frames_eval_agree(store, trained):
 
 
 def test_a_run_folder_is_a_weights_choice(store, trained):
-    from pipeline.backbones import load_backbone, resolve_backbone, run_backbone
-    from pipeline.extract import ExtractConfig
+    from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone, run_backbone
+    from mdmf.pipeline.features.extract import ExtractConfig
 
     assert run_backbone(str(trained)) == str(trained / "mdmf-micro.json") and run_backbone("random") is None
     spec = resolve_backbone(str(MICRO_CONFIG), str(trained))
@@ -274,8 +274,8 @@ def test_store_and_request_mismatches_fail_before_training(store, dataset, tmp_p
 
 
 def test_fresh_augmentation_is_a_function_of_seed_episode_and_video(store):
-    from pipeline.e2e import extract_config_of, preprocessor_of, split_videos
-    from pipeline.frames import DecodedFrames
+    from mdmf.pipeline.train.e2e import extract_config_of, preprocessor_of, split_videos
+    from mdmf.pipeline.train.frames import DecodedFrames
 
     ecfg = extract_config_of(store)
     pre = preprocessor_of(store, ecfg)
@@ -287,9 +287,9 @@ def test_fresh_augmentation_is_a_function_of_seed_episode_and_video(store):
 
 @pytest.mark.parametrize("config_file", [MICRO_CONFIG, MICRO_RN])
 def test_checkpointing_gives_the_same_gradients_and_bn_stays_frozen(config_file):
-    from pipeline.backbones import load_backbone, resolve_backbone
-    from pipeline.e2e import VisualEncoder
-    from pipeline.transforms import FramePreprocessor
+    from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
+    from mdmf.pipeline.train.e2e import VisualEncoder
+    from mdmf.pipeline.data.transforms import FramePreprocessor
 
     frames = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
     grads, stats = [], []

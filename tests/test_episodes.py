@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.episodes import EpisodeSampler, EpisodeSpec, _distinct_positions
-from pipeline.errors import MdmfError
+from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec, _distinct_positions
+from mdmf.pipeline.core.errors import MdmfError
 
 LABELS = np.repeat(np.arange(8), [10, 10, 10, 10, 10, 10, 3, 12])  # class 6 is too small for 1-shot + 5 queries
 

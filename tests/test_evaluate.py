@@ -9,7 +9,7 @@ import torch
 
 from mdmf.config import ModelConfig
 from mdmf.registry import build_model
-from pipeline.evaluate import EvalConfig, evaluate_split
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
 from synthetic import make_store
 
 SMALL = dict(dim=32, heads=4, mlp_dim=64)
@@ -77,7 +77,7 @@ def test_interval_and_per_class(store):
 
 def test_eval_cli_otam_baseline_writes_json(store, tmp_path):
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "eval", "--model", "otam", "--cache", str(store.path),
+    proc = subprocess.run([sys.executable, "-m", "mdmf", "eval", "--model", "otam", "--cache", str(store.path),
                            "--episodes", "200", "--shot", "5", "--json", str(out), "--quiet"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.decode as decode
+import mdmf.pipeline.data.decode as decode
 from conftest import MICRO_CONFIG
 from exactgen import KINDS, read_code, sequential_numbers, write_kind
-from pipeline.decode import VideoReadError, clean_reason, open_video, read_frames
-from pipeline.store import FAILED, FeatureStore
+from mdmf.pipeline.data.decode import VideoReadError, clean_reason, open_video, read_frames
+from mdmf.pipeline.features.store import FAILED, FeatureStore
 
 FRAMES = 96
 GARBAGE = "cannot open: Invalid data found when processing input (decoder: moov atom not found)"  # what g1.mp4 gives
@@ -88,9 +88,9 @@ def test_videos_too_big_to_hold_are_decoded_again_per_read(videos, kind, monkeyp
 
 
 def test_all_views_of_a_video_too_big_to_hold_take_one_more_decode(videos, monkeypatch):
-    from pipeline.extract import decode_views
-    from pipeline.sampling import view_rng
-    from pipeline.transforms import FramePreprocessor
+    from mdmf.pipeline.features.extract import decode_views
+    from mdmf.pipeline.data.sampling import view_rng
+    from mdmf.pipeline.data.transforms import FramePreprocessor
 
     monkeypatch.setattr(decode, "HOLD_BYTES", 0)
     passes = []
@@ -180,7 +180,7 @@ def exact_dataset(tmp_path_factory):
 
 
 def exact_config(root, splits_dir, out, **kw):
-    from pipeline.extract import ExtractConfig
+    from mdmf.pipeline.features.extract import ExtractConfig
 
     base = dict(dataset="exact", root=str(root), splits_dir=str(splits_dir), out=str(out), backbone=str(MICRO_CONFIG),
                 weights="random", train_views=2, chunk_videos=2, workers=0, progress=False, save_frames=True)
@@ -201,7 +201,7 @@ def assert_same_store(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference_store(exact_dataset, micro_backbone, tmp_path_factory):
-    from pipeline.extract import run_extract
+    from mdmf.pipeline.features.extract import run_extract
 
     root, splits = exact_dataset
     out = tmp_path_factory.mktemp("exact_ref") / "store"
@@ -212,8 +212,8 @@ def reference_store(exact_dataset, micro_backbone, tmp_path_factory):
 def test_stored_frames_are_the_frames_at_the_recorded_indices(exact_dataset, reference_store, micro_backbone):
     """Each cached crop is the crop of the ground-truth frames at the stored `frame_indices`, which are the sampler's
     indices for the decoded frame count."""
-    from pipeline.sampling import frame_indices, view_rng
-    from pipeline.transforms import ViewAugment
+    from mdmf.pipeline.data.sampling import frame_indices, view_rng
+    from mdmf.pipeline.data.transforms import ViewAugment
 
     root, splits = exact_dataset
     cfg = exact_config(root, splits, reference_store)
@@ -239,7 +239,7 @@ def test_stored_frames_are_the_frames_at_the_recorded_indices(exact_dataset, ref
 
 def test_workers_chunks_and_shards_give_a_byte_identical_store(exact_dataset, reference_store, micro_backbone,
                                                                tmp_path):
-    from pipeline.extract import run_extract
+    from mdmf.pipeline.features.extract import run_extract
 
     root, splits = exact_dataset
     run_extract(exact_config(root, splits, tmp_path / "w2", workers=2, chunk_videos=3), backbone=micro_backbone)
@@ -251,7 +251,7 @@ def test_workers_chunks_and_shards_give_a_byte_identical_store(exact_dataset, re
 
 def _extract_in_child(cfg) -> None:
     from conftest import MICRO_CONFIG  # noqa: F401
-    from pipeline.extract import run_extract
+    from mdmf.pipeline.features.extract import run_extract
 
     run_extract(cfg)
 
@@ -312,8 +312,8 @@ def test_shards_started_together_create_one_store(exact_dataset, reference_store
 def test_an_old_reader_store_is_never_resumed(exact_dataset, micro_backbone, tmp_path):
     import zarr
 
-    from pipeline.errors import MdmfError
-    from pipeline.extract import run_extract
+    from mdmf.pipeline.core.errors import MdmfError
+    from mdmf.pipeline.features.extract import run_extract
 
     root, splits = exact_dataset
     cfg = exact_config(root, splits, tmp_path / "old", splits=("val",), save_frames=False)
@@ -327,8 +327,8 @@ def test_an_old_reader_store_is_never_resumed(exact_dataset, micro_backbone, tmp
 
 
 def test_e2e_decoding_and_predict_read_the_same_exact_frames(exact_dataset, reference_store, micro_backbone):
-    from pipeline.frames import DecodedFrames, SplitVideos
-    from pipeline.video_encoder import EncodeRecipe, VideoEncoder
+    from mdmf.pipeline.train.frames import DecodedFrames, SplitVideos
+    from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 
     root, splits = exact_dataset
     cfg = exact_config(root, splits, reference_store)
@@ -353,7 +353,7 @@ def test_e2e_decoding_and_predict_read_the_same_exact_frames(exact_dataset, refe
 
 
 def test_check_data_and_extraction_agree(exact_dataset, reference_store):
-    from pipeline.check_data import probe_video
+    from mdmf.pipeline.data.check_data import probe_video
 
     store = FeatureStore.open(reference_store)
     for split in store.splits:
@@ -377,7 +377,7 @@ def test_decoder_chatter_stays_out_of_the_terminal_and_goes_into_the_reason(exac
     data[len(data) // 3 : len(data) // 3 + 64] = b"\xff" * 64  # mid-file damage
     victim.write_bytes(bytes(data))
     report = tmp_path / "report.json"
-    run = subprocess.run([sys.executable, "-m", "cli.main", "check-data", "--dataset", "exact", "--root", str(bad),
+    run = subprocess.run([sys.executable, "-m", "mdmf", "check-data", "--dataset", "exact", "--root", str(bad),
                           "--splits", str(splits), "--quiet", "--workers", "1", "--json", str(report)],
                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
                          env=dict(os.environ, COLUMNS="300"))

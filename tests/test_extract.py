@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import MICRO_CONFIG, SMALL_CLASSES
-from pipeline.errors import MdmfError
-from pipeline.extract import ExtractConfig, run_extract
-from pipeline.sampling import tsn_indices
-from pipeline.store import FAILED, OK, SHORT, FeatureStore
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+from mdmf.pipeline.data.sampling import tsn_indices
+from mdmf.pipeline.features.store import FAILED, OK, SHORT, FeatureStore
 from videogen import write_video
 
 
@@ -147,7 +147,7 @@ def test_a_video_that_kills_its_decode_worker_is_recorded_and_the_run_goes_on(sm
                                                                                tmp_path, monkeypatch):
     import os
 
-    import pipeline.extract as ex
+    import mdmf.pipeline.features.extract as ex
 
     root, splits = small_dataset
     deadly = {"JumpRope_train_1", "brush_hair_train_2"}  # a unit's last video, and one in the middle of a unit

@@ -12,9 +12,9 @@ import h5py
 import numpy as np
 
 from conftest import MICRO_CONFIG
-from pipeline.store import FeatureStore
+from mdmf.pipeline.features.store import FeatureStore
 
-MDMF = [sys.executable, "-m", "cli.main"]
+MDMF = [sys.executable, "-m", "mdmf"]
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import MICRO_CONFIG
-from pipeline.errors import MdmfError
-from pipeline.extract import ExtractConfig, run_extract
-from pipeline.store import FeatureStore
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+from mdmf.pipeline.features.store import FeatureStore
 
 REFERENCE = dict(frame_sampling="reference", normalize="none", crop="reference")
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +86,8 @@ def micro_backbone_normalized(backbone, x):
 
 
 def test_decoding_and_predict_use_the_stores_settings(ref_store, micro_backbone):
-    from pipeline.e2e import VisualEncoder, extract_config_of, frame_source, preprocessor_of, split_videos
-    from pipeline.video_encoder import EncodeRecipe, VideoEncoder
+    from mdmf.pipeline.train.e2e import VisualEncoder, extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 
     ecfg = extract_config_of(ref_store)
     pre = preprocessor_of(ref_store, ecfg)
@@ -117,8 +117,8 @@ def test_decoding_and_predict_use_the_stores_settings(ref_store, micro_backbone)
 
 
 def test_e2e_reextraction_passes_the_base_stores_settings(ref_store, monkeypatch, tmp_path):
-    import pipeline.e2e_eval as ee
-    import pipeline.extract as ex
+    import mdmf.pipeline.apps.e2e_eval as ee
+    import mdmf.pipeline.features.extract as ex
 
     seen = {}
 
@@ -163,7 +163,7 @@ def test_a_store_made_before_these_settings_opens_as_tsn_clip_tsn(small_dataset,
     old = FeatureStore.open(out)
     assert {k: old.meta["identity"][k] for k in REFERENCE} == {"frame_sampling": "tsn", "normalize": "clip",
                                                                "crop": "tsn"}
-    from pipeline.e2e import extract_config_of
+    from mdmf.pipeline.train.e2e import extract_config_of
 
     assert extract_config_of(old).frame_sampling == "tsn"
     assert run_extract(config(root, splits, out, splits=("val",)), backbone=micro_backbone).videos_done == 0
@@ -182,7 +182,7 @@ def test_preset_reference_through_the_cli(small_dataset, tmp_path):
     root, splits = small_dataset
 
     def extract(out, *extra):
-        args = [sys.executable, "-m", "cli.main", "extract", "--dataset", "small", "--root", str(root), "--splits",
+        args = [sys.executable, "-m", "mdmf", "extract", "--dataset", "small", "--root", str(root), "--splits",
                 str(splits), "--out", str(out), "--backbone", str(MICRO_CONFIG), "--weights", "random",
                 "--split", "val", "--workers", "0", "--quiet", *extra]
         return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -13,13 +13,13 @@ import torch
 from conftest import MICRO_CONFIG
 from mdmf.config import ModelConfig
 from mdmf.registry import build_model
-from pipeline.errors import MdmfError
-from pipeline.predict import PredictConfig, predict, scan_support, score_episode
-from pipeline.store import FeatureStore
-from pipeline.video_encoder import EncodeRecipe, VideoEncoder
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.apps.predict import PredictConfig, predict, scan_support, score_episode
+from mdmf.pipeline.features.store import FeatureStore
+from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 from videogen import write_video
 
-MDMF = [sys.executable, "-m", "cli.main"]
+MDMF = [sys.executable, "-m", "mdmf"]
 REPO = Path(__file__).resolve().parents[1]
 MICRO = dict(backbone=str(MICRO_CONFIG), weights="random", progress=False, device="cpu")
 
@@ -27,8 +27,8 @@ MICRO = dict(backbone=str(MICRO_CONFIG), weights="random", progress=False, devic
 @pytest.fixture(scope="module")
 def micro_run(small_dataset, tmp_path_factory):
     """(store, run dir): the small dataset extracted with the micro backbone, an MDMF head trained 2 steps on it."""
-    from pipeline.extract import ExtractConfig, run_extract
-    from pipeline.train import TrainConfig, train_head
+    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.train.loop import TrainConfig, train_head
 
     root, splits = small_dataset
     base = tmp_path_factory.mktemp("predict")
@@ -80,7 +80,7 @@ def test_predict_with_a_run_scores_like_the_model_on_the_store(micro_run, tmp_pa
         assert q.prompt_class in result.classes
 
     # the same episode through the model's own forward, on the store's features
-    from pipeline.evaluate import load_run_model
+    from mdmf.pipeline.evaluate.episodic import load_run_model
 
     model, _ = load_run_model(run)
     model.eval()

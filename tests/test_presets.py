@@ -7,16 +7,16 @@ import json
 import pytest
 
 from mdmf import ModelConfig
-from pipeline.errors import MdmfError
-from pipeline.preset import load_preset, shipped_presets
-from pipeline.train import TrainConfig, build_train_config
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.presets import load_preset, shipped_presets
+from mdmf.pipeline.train.loop import TrainConfig, build_train_config
 from synthetic import make_store
 
 GIVEN = {"stage": "head", "store": "s", "run_dir": "r"}
 
 
 def test_shipped_presets_are_listed_and_build_valid_configs():
-    from pipeline.extract import ExtractConfig
+    from mdmf.pipeline.features.extract import ExtractConfig
 
     names = shipped_presets()
     assert "reference" in names and {f"clip-fsar-{d}" for d in ("hmdb51", "ucf101", "kinetics100", "ssv2_small",
@@ -91,8 +91,8 @@ def test_unknown_preset_names_what_exists(tmp_path):
 def test_train_cli_with_the_reference_preset(tmp_path):
     from typer.testing import CliRunner
 
-    import cli.commands  # noqa: F401 - registers the commands
-    from cli.app import app
+    import mdmf.cli.commands  # noqa: F401 - registers the commands
+    from mdmf.cli.app import app
 
     store = make_store(tmp_path / "store")
     args = ["train", "--cache", str(store.path), "--runs", str(tmp_path / "runs"), "--name", "ref", "--preset",
@@ -110,7 +110,7 @@ def test_train_cli_with_the_reference_preset(tmp_path):
 
 
 def test_training_a_preset_on_a_store_extracted_otherwise_warns(tmp_path):
-    from pipeline.train import preset_warnings
+    from mdmf.pipeline.train.loop import preset_warnings
 
     store = make_store(tmp_path / "store")  # a store without those settings reads as tsn / clip / tsn
     lines = preset_warnings("reference", store.path)

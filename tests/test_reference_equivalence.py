@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mdmf import ModelConfig, build_model
-from pipeline.preset import load_preset
+from mdmf.pipeline.core.presets import load_preset
 
 N, K, M, T, D, HEADS = 3, 2, 5, 8, 32, 4
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.episode_predictions import predict_episodes
-from pipeline.evaluate import EvalConfig, evaluate_split, load_run_model
-from pipeline.report import ReportConfig, make_report
-from pipeline.report_data import read_curves, tsne_subset, video_embeddings
-from pipeline.train import TrainConfig, train_head
+from mdmf.pipeline.episodes.predictions import predict_episodes
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model
+from mdmf.pipeline.apps.report import ReportConfig, make_report
+from mdmf.pipeline.apps.report_data import read_curves, tsne_subset, video_embeddings
+from mdmf.pipeline.train.loop import TrainConfig, train_head
 from synthetic import make_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,11 +107,11 @@ def test_report_data_helpers(trained):
 
 def test_cli_report(trained, tmp_path):
     _, run = trained
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "report", "--run", str(run), "--out", str(tmp_path / "c"),
+    proc = subprocess.run([sys.executable, "-m", "mdmf", "report", "--run", str(run), "--out", str(tmp_path / "c"),
                            "--episodes", "60", "--tsne-iterations", "60", "--device", "cpu", "--quiet"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stdout and (tmp_path / "c" / "report.html").stat().st_size > 500
-    missing = subprocess.run([sys.executable, "-m", "cli.main", "report", "--run", str(tmp_path / "nope")],
+    missing = subprocess.run([sys.executable, "-m", "mdmf", "report", "--run", str(tmp_path / "nope")],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "best.pt" in missing.stderr and "Traceback" not in missing.stderr

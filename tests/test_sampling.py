@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.sampling import frame_indices, reference_indices, tsn_indices, view_rng
+from mdmf.pipeline.data.sampling import frame_indices, reference_indices, tsn_indices, view_rng
 
 
 @pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 32, 175, 1000])

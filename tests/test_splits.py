@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import MdmfError
-from pipeline.splits import (DatasetInfo, SplitEntry, SHIPPED_DATASETS, SHIPPED_SPLITS_ROOT, load_splits, prompt_for,
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.splits import (DatasetInfo, SplitEntry, SHIPPED_DATASETS, SHIPPED_SPLITS_ROOT, load_splits, prompt_for,
                              readable_class_name, resolve_video, splits_dir)
 
 REPO = Path(__file__).resolve().parent.parent

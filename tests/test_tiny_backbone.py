@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.toy import PALETTE, SHAPES, Sprite, render_frame
+from mdmf.pipeline.data.toy import PALETTE, SHAPES, Sprite, render_frame
 
 ASSETS = Path(__file__).resolve().parents[1] / "pipeline" / "assets"
 CONFIG_DIR = ASSETS / "open_clip"
@@ -20,7 +20,7 @@ WEIGHTS = ASSETS / "mdmf-tiny-toy.pt"
 def tiny():
     import open_clip
 
-    from pipeline.transforms import FramePreprocessor
+    from mdmf.pipeline.data.transforms import FramePreprocessor
 
     open_clip.add_model_config(CONFIG_DIR)
     with torch.random.fork_rng(devices=[]):
@@ -80,8 +80,8 @@ def test_features_follow_where_the_object_is(tiny):
 
 def test_text_tower_encodes_prompts(tiny):
     model, _, tokenizer = tiny
-    from pipeline.splits import prompt_for
-    from pipeline.toy import SPLIT_CLASSES
+    from mdmf.pipeline.data.splits import prompt_for
+    from mdmf.pipeline.data.toy import SPLIT_CLASSES
 
     prompts = [prompt_for(c) for c in SPLIT_CLASSES["test"]]
     with torch.no_grad():

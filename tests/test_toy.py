@@ -9,9 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pipeline.errors import MdmfError
-from pipeline.sampling import tsn_indices
-from pipeline.toy import (
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.sampling import tsn_indices
+from mdmf.pipeline.data.toy import (
     BACKGROUND, CROP_FRACTION, MOTIONS, RELATED_TRAIN_CLASS, SPLIT_CLASSES, STAMP, ToyConfig, generate_toy,
     render_video, video_id,
 )
@@ -45,7 +45,7 @@ def test_workers_do_not_change_the_videos(tmp_path):
 
 
 def test_split_files_follow_the_contract(toy_dataset):
-    from pipeline.splits import load_splits, resolve_video
+    from mdmf.pipeline.data.splits import load_splits, resolve_video
 
     root, config = toy_dataset
     splits = load_splits(root / "splits")
@@ -72,7 +72,7 @@ def test_every_val_and_test_class_has_a_relative_in_train():
 
 
 def test_class_names_read_as_prompts():
-    from pipeline.splits import prompt_for
+    from mdmf.pipeline.data.splits import prompt_for
 
     assert prompt_for("moving_left") == "a photo of moving left"
     assert prompt_for("turning_counterclockwise") == "a photo of turning counterclockwise"

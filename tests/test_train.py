@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from pipeline.errors import MdmfError
-from pipeline.evaluate import EvalConfig, evaluate_split, load_run_model
-from pipeline.train import TrainConfig, build_head, train_head
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model
+from mdmf.pipeline.train.loop import TrainConfig, build_head, train_head
 from synthetic import make_store
 
 SMALL = {"name": "mdmf", "heads": 4, "mlp_dim": 64}
@@ -102,7 +102,7 @@ def test_ctrl_c_keeps_every_finished_step_and_resume_is_exact(store, tmp_path):
     repo = Path(__file__).resolve().parents[1]
 
     def args(name, *extra):
-        return [sys.executable, "-m", "cli.main", "train", "--stage", "head", "--cache", str(store.path), "--runs",
+        return [sys.executable, "-m", "mdmf", "train", "--stage", "head", "--cache", str(store.path), "--runs",
                 str(tmp_path), "--name", name, "--set", "heads=4", "--set", "mlp_dim=64", "--steps", "400",
                 "--episodes-per-step", "4", "--batch-episodes", "2", "--val-every", "1000", "--val-episodes", "20",
                 "--device", "cpu", "--threads", "1", "--quiet", *extra]
@@ -143,7 +143,7 @@ def test_a_run_saved_before_the_reference_defaults_loads_as_the_model_it_was(sto
     the pre-LN block and the other old choices its weights belong to, and score exactly as that model does."""
     from mdmf.config import LEGACY_VALUES, ModelConfig
     from mdmf.registry import build_model
-    from pipeline.checkpoint import save_atomic
+    from mdmf.pipeline.core.checkpoint import save_atomic
 
     train_head(cfg(store, tmp_path / "run", model={**SMALL, **LEGACY_VALUES}))
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=False)

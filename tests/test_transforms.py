@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.decode import open_video, read_frames
-from pipeline.transforms import FramePreprocessor, ViewAugment
+from mdmf.pipeline.data.decode import open_video, read_frames
+from mdmf.pipeline.data.transforms import FramePreprocessor, ViewAugment
 from videogen import write_video
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

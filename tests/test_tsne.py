@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pipeline.tsne import conditional_affinities, kl_divergence, pca, tsne
+from mdmf.pipeline.apps.tsne import conditional_affinities, kl_divergence, pca, tsne
 
 
 def clusters(per: int = 40, k: int = 4, dim: int = 20, spread: float = 10.0, seed: int = 0):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
 
 @dataclass

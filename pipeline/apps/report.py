@@ -2,9 +2,9 @@
 
 * `curves.png`: training loss (and its parts) and train / validation accuracy per step, from `metrics.jsonl`;
 * `per_class.png`, `confusion.png`: per-class accuracy and the confusion matrix on the test split. The accuracies
-  come from `pipeline.evaluate` (an existing `<run>/eval/<split>_<way>w<shot>s_seed<seed>.json` newer than `best.pt`
+  come from `mdmf.pipeline.evaluate.episodic` (an existing `<run>/eval/<split>_<way>w<shot>s_seed<seed>.json` newer than `best.pt`
   is reused; otherwise `episodes` episodes are evaluated and written to `report/eval_…json`); the confusion matrix
-  from `pipeline.episode_predictions` on the first `episodes` of the same seeded episodes;
+  from `mdmf.pipeline.episodes.predictions` on the first `episodes` of the same seeded episodes;
 * `tsne.png`: t-SNE of test videos, raw CLIP features (mean over frames) beside each view's fused features;
 * `attention.png`: MMFE attention (MDMF only) for the first query of the first few episodes;
 * `report.json` (all numbers), `report.md` and `report.html` (the same summary, figures linked).
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
 
 @dataclass
@@ -44,7 +44,7 @@ class ReportConfig:
 
 def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out: Path, run: Path, device: str):
     """(EvalResult, where it came from): a reusable eval JSON of the run, or a fresh evaluation written to `out`."""
-    from pipeline.evaluate import EvalConfig, EvalResult, evaluate, write_result
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, write_result
 
     name = f"{cfg.split}_{way}w{shot}s_seed{cfg.seed}.json"
     best_time = (run / "best.pt").stat().st_mtime
@@ -66,15 +66,15 @@ def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out:
 
 def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     """Write the figures and the summary; returns the summary (also `report.json`)."""
-    from pipeline.episode_predictions import predict_episodes
-    from pipeline.evaluate import load_run_model
-    from pipeline.extract import pick_device
-    from pipeline.progress import progress_bar
-    from pipeline.report_data import attention_examples, read_curves, tsne_subset, video_embeddings
-    from pipeline.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
-    from pipeline.report_summary import write_summary
-    from pipeline.store import FeatureStore
-    from pipeline.tsne import tsne
+    from mdmf.pipeline.episodes.predictions import predict_episodes
+    from mdmf.pipeline.evaluate.episodic import load_run_model
+    from mdmf.pipeline.features.extract import pick_device
+    from mdmf.pipeline.core.progress import progress_bar
+    from mdmf.pipeline.apps.report_data import attention_examples, read_curves, tsne_subset, video_embeddings
+    from mdmf.pipeline.apps.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
+    from mdmf.pipeline.apps.report_summary import write_summary
+    from mdmf.pipeline.features.store import FeatureStore
+    from mdmf.pipeline.apps.tsne import tsne
 
     console = console or Console()
     run = Path(cfg.run)

@@ -1,6 +1,6 @@
 """Stage one: decode videos, sample T frames per view, encode them with CLIP, write a feature store.
 
-Decoding (`pipeline.decode`: exact frames) and cropping run in DataLoader worker processes (`workers`), one decoder
+Decoding (`mdmf.pipeline.data.decode`: exact frames) and cropping run in DataLoader worker processes (`workers`), one decoder
 thread each, while the main process encodes and one writer thread compresses and writes finished units: the three
 overlap. Work is done in units of `chunk_videos` videos (one store chunk); a unit is written whole, status last, so an
 interrupted run (even `kill -9`) resumes with the same command and ends with the same store.
@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from pipeline.backbones import Backbone, load_backbone, resolve_backbone
-from pipeline.decode import VideoReadError, clean_reason, open_video, read_frames, reader_identity
-from pipeline.errors import MdmfError
-from pipeline.isolation import CRASHED, run_alone
-from pipeline.sampling import FRAME_SAMPLINGS, frame_indices, view_rng
-from pipeline.store import FAILED, OK, SHORT, FeatureStore, SplitLayout
-from pipeline.transforms import CROPS, NORMALIZATIONS, FramePreprocessor, ViewAugment
+from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
+from mdmf.pipeline.data.decode import VideoReadError, clean_reason, open_video, read_frames, reader_identity
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.isolation import CRASHED, run_alone
+from mdmf.pipeline.data.sampling import FRAME_SAMPLINGS, frame_indices, view_rng
+from mdmf.pipeline.features.store import FAILED, OK, SHORT, FeatureStore, SplitLayout
+from mdmf.pipeline.data.transforms import CROPS, NORMALIZATIONS, FramePreprocessor, ViewAugment
 
 SPLITS = ("train", "val", "test")
 SAMPLING_DESCRIPTIONS = {  # the identity's readable "sampling" entry (the tsn one is what older stores hold)
@@ -82,12 +82,12 @@ class ExtractConfig:
                                  crop_mode=self.crop, normalization=self.normalize)
 
     def resolved_backbone(self) -> str:
-        from pipeline.backbones import run_backbone
+        from mdmf.pipeline.features.backbones import run_backbone
 
         return self.backbone or run_backbone(self.weights) or ("tiny" if self.dataset == "toy" else "RN50")
 
     def store_path(self) -> Path:
-        from pipeline.backbones import run_backbone
+        from mdmf.pipeline.features.backbones import run_backbone
 
         backbone = self.resolved_backbone()
         name = Path(backbone).stem if backbone.endswith(".json") else backbone
@@ -115,13 +115,13 @@ class ExtractConfig:
 
 
 def extract_config(preset: str | None = None, **given) -> ExtractConfig:
-    """The `ExtractConfig` of a command line: the preset's `extract` section first (`pipeline.preset.load_preset`),
+    """The `ExtractConfig` of a command line: the preset's `extract` section first (`mdmf.pipeline.core.presets.load_preset`),
     then the options given (None = not given), then the dataclass defaults."""
     from dataclasses import fields
 
     values = {}
     if preset:
-        from pipeline.preset import load_preset
+        from mdmf.pipeline.core.presets import load_preset
 
         values = dict(load_preset(preset).extract)
         known = {f.name for f in fields(ExtractConfig)}
@@ -195,7 +195,7 @@ class _DecodeDataset(Dataset):
 def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, allow_flip: bool,
                  sampling: str = "tsn") -> dict:
     """Decode and crop one video once per entry of `rngs`: a generator draws a train view (frame indices by
-    `sampling`, see `pipeline.sampling.frame_indices`, then crop and flip if allowed, in that order from the one
+    `sampling`, see `mdmf.pipeline.data.sampling.frame_indices`, then crop and flip if allowed, in that order from the one
     generator); None gives the eval view (fixed indices, centre crop). `pre` holds the crop and normalisation.
 
     Returns {"status", "error", "crops" `(K, T, 3, S, S)` uint8 or None, "indices" `(K, T)` int32}. Stage two's
@@ -230,7 +230,7 @@ def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, all
 
 
 def _worker_init(_: int) -> None:
-    from pipeline.interrupt import ignore_sigint
+    from mdmf.pipeline.core.interrupt import ignore_sigint
 
     torch.set_num_threads(1)
     ignore_sigint()
@@ -244,8 +244,8 @@ def pick_device(device: str) -> torch.device:
 
 def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureStore:
     """Create (or open and check) the store for `cfg`; fills the prompt embeddings of every split."""
-    from pipeline.datasets import default_root
-    from pipeline.splits import prompt_for, resolve_video
+    from mdmf.pipeline.data.datasets import default_root
+    from mdmf.pipeline.data.splits import prompt_for, resolve_video
 
     root = Path(cfg.root) if cfg.root else default_root(cfg.dataset)
     layouts = {}
@@ -278,7 +278,7 @@ def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureSto
 
 def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=None) -> ExtractSummary:
     """Run (or resume) stage one for `cfg`; returns a summary (also written as `<store>/summary.json`)."""
-    from pipeline.datasets import load_dataset
+    from mdmf.pipeline.data.datasets import load_dataset
 
     if cfg.frames < 1 or cfg.train_views < 1 or cfg.chunk_videos < 1:
         raise MdmfError("--frames, --train-views and --chunk-videos must be positive")
@@ -323,7 +323,7 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
     Units are written in order by one thread, at most two queued: compressing and writing a unit (tens of MB with
     `save_frames`) overlaps the encoding of the next, and the store on disk is the same as with writing inline.
     """
-    from pipeline.progress import progress_bar
+    from mdmf.pipeline.core.progress import progress_bar
 
     if not jobs:
         return 0

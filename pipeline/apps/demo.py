@@ -51,11 +51,11 @@ class DemoConfig:
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
-    from pipeline.evaluate import EvalConfig, evaluate_split, load_run_model, write_result
-    from pipeline.extract import ExtractConfig, run_extract
-    from pipeline.store import FeatureStore
-    from pipeline.summaries import print_extract_summary
-    from pipeline.train import TrainConfig, train_head
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model, write_result
+    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.features.store import FeatureStore
+    from mdmf.pipeline.apps.summaries import print_extract_summary
+    from mdmf.pipeline.train.loop import TrainConfig, train_head
 
     console = console or Console()
     console.rule("1/4 toy videos and features (tiny backbone)")

@@ -17,9 +17,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
-PRESETS = Path(__file__).resolve().parent / "presets"
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
 SECTIONS = ("model", "train", "extract")
 
 

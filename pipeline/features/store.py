@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
 SCHEMA_VERSION = 1
 PENDING, OK, FAILED, SHORT = 0, 1, 2, 3

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
 
 def save_atomic(obj: dict, path: Path) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.episodes import EpisodeSampler, EpisodeSpec
+from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec
 
 
 @dataclass
@@ -48,10 +48,10 @@ def predict_episodes(model, features: np.ndarray, labels: np.ndarray, prompt_emb
                      batch_videos: int = 1024, device: str = "cpu", progress: bool = False) -> EpisodePredictions:
     """features `(V, K, T, D)` (view 0 used), labels `(V,)`, prompt_embeddings `(C, D)` -> `EpisodePredictions`.
 
-    The evaluator's own run (`pipeline.evaluate.evaluate` with `keep_predictions`): the same episodes, PPS draws and
+    The evaluator's own run (`mdmf.pipeline.evaluate.episodic.evaluate` with `keep_predictions`): the same episodes, PPS draws and
     predictions as `mdmf eval` with these settings, whatever the batching.
     """
-    from pipeline.evaluate import EvalConfig, evaluate
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
 
     names = [str(c) for c in range(int(np.max(labels)) + 1)]
     result = evaluate(model, features, labels, prompt_embeddings, names, EvalConfig(

@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pipeline.backbones import RUN_VISUAL, file_sha256, run_backbone
-from pipeline.checkpoint import load_checkpoint
-from pipeline.errors import MdmfError
-from pipeline.evaluate import EvalConfig, EvalResult, evaluate, evaluate_split
-from pipeline.store import FeatureStore
+from mdmf.pipeline.features.backbones import RUN_VISUAL, file_sha256, run_backbone
+from mdmf.pipeline.core.checkpoint import load_checkpoint
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, evaluate_split
+from mdmf.pipeline.features.store import FeatureStore
 
 
 def run_weights_sha256(run: Path) -> str:
@@ -42,8 +42,8 @@ def _check_run(run: Path, state: dict) -> FeatureStore:
 def extract_run_store(run: Path, split: str, root: str | None = None, workers: int = 2, device: str = "auto",
                       progress: bool = False) -> FeatureStore:
     """`mdmf extract --weights runs/<name>` for one split, into the run folder (done once per visual.pt)."""
-    from pipeline.e2e import extract_config_of
-    from pipeline.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.train.e2e import extract_config_of
+    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
 
     state = load_checkpoint(Path(run) / "best.pt")
     train_store = _check_run(run, state)
@@ -61,7 +61,7 @@ def extract_run_store(run: Path, split: str, root: str | None = None, workers: i
 
 def evaluate_run_cached(run: Path, split: str, cfg: EvalConfig, root: str | None = None, workers: int = 2,
                         progress: bool = False) -> EvalResult:
-    from pipeline.evaluate import load_run_model
+    from mdmf.pipeline.evaluate.episodic import load_run_model
 
     store = extract_run_store(run, split, root, workers, cfg.device, progress)
     model, _ = load_run_model(run)
@@ -72,10 +72,10 @@ def evaluate_run_from_frames(run: Path, split: str, cfg: EvalConfig, root: str |
                              frames_from: str = "auto", batch_videos: int = 32) -> EvalResult:
     import torch
 
-    from pipeline.backbones import load_backbone, resolve_backbone
-    from pipeline.distributed import resolve_device
-    from pipeline.e2e import VisualEncoder, encode_videos, extract_config_of, frame_source, preprocessor_of, split_videos
-    from pipeline.evaluate import load_run_model
+    from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
+    from mdmf.pipeline.core.distributed import resolve_device
+    from mdmf.pipeline.train.e2e import VisualEncoder, encode_videos, extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.pipeline.evaluate.episodic import load_run_model
 
     model, state = load_run_model(run)
     store = _check_run(run, state)

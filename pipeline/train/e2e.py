@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from pipeline.errors import MdmfError, dataclass_from_dict
-from pipeline.frames import AUGMENTS, SOURCES, DecodedFrames, SplitFrames, SplitVideos, StoredFrames, loader
-from pipeline.transforms import FramePreprocessor
+from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
+from mdmf.pipeline.train.frames import AUGMENTS, SOURCES, DecodedFrames, SplitFrames, SplitVideos, StoredFrames, loader
+from mdmf.pipeline.data.transforms import FramePreprocessor
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 BN_MODES = ("frozen", "train")
@@ -121,7 +121,7 @@ class VisualEncoder(nn.Module):
 
 def extract_config_of(store):
     """The `ExtractConfig` a store was made with (runtime settings at their defaults)."""
-    from pipeline.extract import ExtractConfig
+    from mdmf.pipeline.features.extract import ExtractConfig
 
     data = dict(store.meta["config"])
     data["splits"] = tuple(data.get("splits", ()))
@@ -130,7 +130,7 @@ def extract_config_of(store):
 
 def load_store_backbone(store, cfg: E2EConfig, device: torch.device):
     """The backbone the store's features were made with, after checking it against what the user asked for."""
-    from pipeline.backbones import _base_name, load_backbone, resolve_backbone
+    from mdmf.pipeline.features.backbones import _base_name, load_backbone, resolve_backbone
 
     meta, ecfg = store.meta, extract_config_of(store)
     made_with = meta["backbone"]
@@ -164,8 +164,8 @@ def split_videos(store, split: str, data, root: str | None, ecfg) -> SplitVideos
     paths = store.strings(split, "paths")
     paths = [paths[r] for r in data.rows]
     if root:
-        from pipeline.datasets import load_dataset
-        from pipeline.splits import resolve_video
+        from mdmf.pipeline.data.datasets import load_dataset
+        from mdmf.pipeline.data.splits import resolve_video
 
         dataset = load_dataset(ecfg.dataset, root, ecfg.splits_dir, progress=False)
         by_id = {e.video_id: e for e in dataset.entries[split]}
@@ -211,7 +211,7 @@ def encode_videos(encoder: VisualEncoder, source, videos: SplitVideos, indices: 
 
 class FrameInput:
     """E2E stage: an episode's frames are decoded (or read from the frame store) in worker processes, and the visual
-    encoder, trained with the heads, turns them into features. The episode input of `pipeline.train`."""
+    encoder, trained with the heads, turns them into features. The episode input of `mdmf.pipeline.train.loop`."""
 
     def __init__(self, cfg, store, ctx):
         e = cfg.e2e
@@ -239,14 +239,14 @@ class FrameInput:
                  "weight_decay": e.backbone_weight_decay}]
 
     def chunks(self, sampler, firsts: list[int], count: int):
-        from pipeline.frames import EpisodeFrames
+        from mdmf.pipeline.train.frames import EpisodeFrames
 
         return loader(EpisodeFrames(self.source, self.train_videos, sampler, firsts, count), self.cfg.e2e.workers,
                       pin=self.ctx.device.type == "cuda")
 
     def val_split(self, ctx):
         """The val split with features from the current encoder; the videos are shared out over the processes."""
-        from pipeline.store import SplitFeatures
+        from mdmf.pipeline.features.store import SplitFeatures
 
         n = len(self.val_videos.video_ids)
         mine = np.array_split(np.arange(n), ctx.world)[ctx.rank].tolist()
@@ -268,8 +268,8 @@ class FrameInput:
         """`visual.pt`: the visual encoder of best.pt, and what it started from (`--weights runs/<name>`)."""
         import shutil
 
-        from pipeline.backbones import RUN_VISUAL, run_base_record
-        from pipeline.checkpoint import save_atomic
+        from mdmf.pipeline.features.backbones import RUN_VISUAL, run_base_record
+        from mdmf.pipeline.core.checkpoint import save_atomic
 
         config_file = None
         arg = self.ecfg.resolved_backbone()

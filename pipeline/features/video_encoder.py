@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.backbones import Backbone, load_backbone, resolve_backbone
-from pipeline.decode import VideoReadError, open_video, read_frames
-from pipeline.errors import MdmfError
-from pipeline.sampling import frame_indices
-from pipeline.transforms import FramePreprocessor, ViewAugment
+from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
+from mdmf.pipeline.data.decode import VideoReadError, open_video, read_frames
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.sampling import frame_indices
+from mdmf.pipeline.data.transforms import FramePreprocessor, ViewAugment
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class EncodeRecipe:
 def _known_model(name: str) -> bool:
     import open_clip
 
-    from pipeline.backbones import BACKBONE_ALIASES, register_tiny
+    from mdmf.pipeline.features.backbones import BACKBONE_ALIASES, register_tiny
 
     register_tiny()
     return BACKBONE_ALIASES.get(name, name) in open_clip.list_models()
@@ -126,7 +126,7 @@ class VideoEncoder:
 
     def encode_classes(self, class_names: list[str]) -> tuple[list[str], torch.Tensor]:
         """Class names -> (prompt strings, `(C, D)` float32 text embeddings), readable names in the recipe's template."""
-        from pipeline.splits import prompt_for
+        from mdmf.pipeline.data.splits import prompt_for
 
         prompts = [prompt_for(name, self.recipe.prompt_template) for name in class_names]
         return prompts, self.backbone.encode_text(prompts)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
-PRESETS = Path(__file__).resolve().parent / "presets"
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
 TABLES = (3, 4, 5)
 
 
@@ -117,10 +117,10 @@ def _check_same_cell(run: Path, cell: AblationCell, shot: int) -> None:
 
 def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console) -> dict:
     """Bring one cell to done; returns its row (cell, label, overrides, run, state before, accuracy, ci95, paper)."""
-    from pipeline.evaluate import EvalConfig, evaluate_split, load_run_model, write_result
-    from pipeline.extract import pick_device
-    from pipeline.store import FeatureStore
-    from pipeline.train import TrainConfig, train_head
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model, write_result
+    from mdmf.pipeline.features.extract import pick_device
+    from mdmf.pipeline.features.store import FeatureStore
+    from mdmf.pipeline.train.loop import TrainConfig, train_head
 
     run = cfg.run_dir(cell.cell)
     state = cell_state(run, cfg, shot)
@@ -156,7 +156,7 @@ def _row(cell: AblationCell, run: Path, result: Path, state: str) -> dict:
 
 def run_ablation(cfg: AblateConfig, console: Console | None = None) -> dict:
     """Every (selected) cell of the table; writes `<runs>/ablate-<dataset>-t<N>.json` and `.md`; returns the JSON."""
-    from pipeline.ablate_output import print_table, to_markdown
+    from mdmf.pipeline.apps.ablate_output import print_table, to_markdown
 
     console = console or Console()
     header, cells = load_table(cfg.table)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from pipeline.episodes import EpisodeBatch, EpisodeSampler, EpisodeSpec
-from pipeline.progress import progress_bar
+from mdmf.pipeline.episodes.sampler import EpisodeBatch, EpisodeSampler, EpisodeSpec
+from mdmf.pipeline.core.progress import progress_bar
 
 
 @dataclass
@@ -403,9 +403,9 @@ def load_run_model(run_dir):
 
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
-    from pipeline.checkpoint import load_checkpoint
-    from pipeline.errors import MdmfError
-    from pipeline.store import FeatureStore
+    from mdmf.pipeline.core.checkpoint import load_checkpoint
+    from mdmf.pipeline.core.errors import MdmfError
+    from mdmf.pipeline.features.store import FeatureStore
 
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "best.pt"

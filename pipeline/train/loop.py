@@ -1,10 +1,10 @@
 """Episodic training, one loop for both stages of `mdmf train`.
 
 * `--stage head`: the few-shot heads on cached features (the backbone ran once, in stage one).
-* `--stage e2e`: the same heads with the CLIP visual encoder in front, from frames (`pipeline.e2e`).
+* `--stage e2e`: the same heads with the CLIP visual encoder in front, from frames (`mdmf.pipeline.train.e2e`).
 
 What differs is only where an episode's frame features come from (an "episode input": `CachedFeatures` here,
-`pipeline.e2e.FrameInput` for e2e) and which modules train; the loop, the run folder, checkpoints, validation and
+`mdmf.pipeline.train.e2e.FrameInput` for e2e) and which modules train; the loop, the run folder, checkpoints, validation and
 resume are shared. A run folder holds everything needed to continue or evaluate it::
 
     runs/<name>/config.json     the resolved training + model config
@@ -16,7 +16,7 @@ resume are shared. A run folder holds everything needed to continue or evaluate 
 
 Episode `i` is a pure function of (seed, i), and so is the randomness of the chunk of episodes a forward pass sees
 (PPS draws, dropout: torch is re-seeded from (seed, first episode of the chunk)): a resumed run continues exactly as
-an uninterrupted one would, and N processes (`torchrun`, `pipeline.distributed`) that split each optimizer step's
+an uninterrupted one would, and N processes (`torchrun`, `mdmf.pipeline.core.distributed`) that split each optimizer step's
 episodes between them compute the update one process computes.
 """
 
@@ -32,15 +32,15 @@ import torch
 from torch import nn
 
 from mdmf.base import ClassTexts
-from pipeline import distributed
-from pipeline.checkpoint import load_checkpoint, save_atomic
-from pipeline.e2e import E2EConfig
-from pipeline.episodes import EpisodeBatch, EpisodeSampler, EpisodeSpec
-from pipeline.errors import MdmfError, dataclass_from_dict
-from pipeline.evaluate import EvalConfig, evaluate
-from pipeline.interrupt import DeferredInterrupt
-from pipeline.progress import progress_bar
-from pipeline.store import FeatureStore
+from mdmf.pipeline.core import distributed
+from mdmf.pipeline.core.checkpoint import load_checkpoint, save_atomic
+from mdmf.pipeline.train.e2e import E2EConfig
+from mdmf.pipeline.episodes.sampler import EpisodeBatch, EpisodeSampler, EpisodeSpec
+from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
+from mdmf.pipeline.core.interrupt import DeferredInterrupt
+from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.features.store import FeatureStore
 
 STAGES = ("head", "e2e")
 DEFAULT_LR = {"head": 1e-4, "e2e": 1e-5}  # heads; e2e: the paper's 1e-5 (the backbone's is E2EConfig.backbone_lr)
@@ -115,13 +115,13 @@ class TrainConfig:
 
 
 def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict | None = None) -> TrainConfig:
-    """A `TrainConfig` from a preset (`pipeline.preset`, by name or path, or None) and what the user gave.
+    """A `TrainConfig` from a preset (`mdmf.pipeline.core.presets`, by name or path, or None) and what the user gave.
 
     Precedence: the dataclass defaults, then the preset's `train` section (its `e2e` entry for the e2e settings) and
     `model` section, then `given` (training settings named explicitly, e.g. on the command line), `model`
     (`--set`-style model overrides) and `e2e`. `given` must hold `stage`, `store` and `run_dir`.
     """
-    from pipeline.preset import Preset, load_preset
+    from mdmf.pipeline.core.presets import Preset, load_preset
 
     p = load_preset(preset) if preset else Preset(name="")
     train = dict(p.train)
@@ -135,7 +135,7 @@ def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict |
 def preset_warnings(preset: str | None, store_path: str | Path) -> list[str]:
     """One line when the store was extracted otherwise than the preset's `extract` section says (e.g. `--preset
     reference` heads on a TSN / CLIP-normalised store); nothing when there is no preset or no readable store yet."""
-    from pipeline.preset import load_preset, store_differences
+    from mdmf.pipeline.core.presets import load_preset, store_differences
 
     if not preset:
         return []
@@ -325,7 +325,7 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
                             f"T={heads.config.frames}")
         heads.load_state_dict(init["model"])
     if cfg.stage == "e2e":
-        from pipeline.e2e import FrameInput
+        from mdmf.pipeline.train.e2e import FrameInput
 
         inp = FrameInput(cfg, store, ctx)
     else:

@@ -1,7 +1,7 @@
 """`mdmf check-data`: are the videos a splits folder lists on disk, and can extraction's reader read them?
 
 Each listed video is looked up with `resolve_video` and, when found, opened with the reader extraction uses
-(`pipeline.decode.open_video`: the whole stream is decoded, the frame count is what decodes) and its first, middle and
+(`mdmf.pipeline.data.decode.open_video`: the whole stream is decoded, the frame count is what decodes) and its first, middle and
 last frames are read, so a file that check-data passes is one extraction can decode, and the reasons recorded for a bad
 file are the ones extraction records. Videos are checked in worker processes, each
 opening one video at a time as extraction's workers do: a decoder can abort the whole process on a damaged file (seen
@@ -23,11 +23,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import isolation
-from pipeline.errors import MdmfError
-from pipeline.isolation import CRASHED
-from pipeline.progress import progress_bar
-from pipeline.splits import DatasetInfo, DatasetSplits, SplitEntry, expected_location, resolve_video
+from mdmf.pipeline.core import isolation
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.isolation import CRASHED
+from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.data.splits import DatasetInfo, DatasetSplits, SplitEntry, expected_location, resolve_video
 
 FOUND, MISSING, UNREADABLE = "found", "missing", "unreadable"
 
@@ -118,7 +118,7 @@ def _red(n: int) -> str:
 def probe_video(path: Path) -> tuple[int | None, str]:
     """(frame count, "") for a video extraction's reader can read, else (None, reason). Never raises for a bad
     file."""
-    from pipeline.decode import VideoReadError, clean_reason, open_video, read_frames
+    from mdmf.pipeline.data.decode import VideoReadError, clean_reason, open_video, read_frames
 
     try:
         video = open_video(path)

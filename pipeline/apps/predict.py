@@ -2,7 +2,7 @@
 
 The support folder holds one sub-folder per class with 1–5 example videos; the folder names are the classes (their
 prompts are `template.format(readable name)`). Every video is decoded and encoded like a val/test video of the store
-the run was trained on (`pipeline.video_encoder`), then the run's best model scores each query against the class
+the run was trained on (`mdmf.pipeline.features.video_encoder`), then the run's best model scores each query against the class
 prototypes exactly as evaluation does: one episode whose N classes are the sub-folders and whose M queries are the
 given videos. Without a run the untrained OTAM baseline on raw CLIP features is used.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
 MAX_SHOT = 5  # the paper's (and this toolkit's) largest shot
 
@@ -97,9 +97,9 @@ def load_predictor(cfg: PredictConfig, device: torch.device):
     """(model in eval mode, VideoEncoder, run name or None) for `cfg`."""
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
-    from pipeline.evaluate import load_run_model
-    from pipeline.store import FeatureStore
-    from pipeline.video_encoder import EncodeRecipe, VideoEncoder
+    from mdmf.pipeline.evaluate.episodic import load_run_model
+    from mdmf.pipeline.features.store import FeatureStore
+    from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 
     if cfg.run:
         model, state = load_run_model(cfg.run)
@@ -147,8 +147,8 @@ def score_episode(model, support: torch.Tensor, support_labels: torch.Tensor, pr
 
 def predict(cfg: PredictConfig) -> Prediction:
     """Encode the support folder and the query videos, score the queries; see the module docstring."""
-    from pipeline.extract import pick_device
-    from pipeline.progress import progress_bar
+    from mdmf.pipeline.features.extract import pick_device
+    from mdmf.pipeline.core.progress import progress_bar
 
     if not cfg.queries:
         raise MdmfError("give at least one query video: --query VIDEO [VIDEO ...]")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TINY_CONFIG_DIR = ASSETS / "open_clip"
 TINY_WEIGHTS = ASSETS / "mdmf-tiny-toy.pt"
 BACKBONE_ALIASES = {"tiny": "mdmf-tiny", "ViT-B/16": "ViT-B-16", "RN50": "RN50", "ViT-B-16": "ViT-B-16"}

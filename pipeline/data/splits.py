@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from pipeline.errors import MdmfError
+from mdmf.pipeline.core.errors import MdmfError
 
 SPLITS = ("train", "val", "test")
 SHIPPED_DATASETS = ("hmdb51", "ucf101", "kinetics100", "ssv2_small", "ssv2_full")
@@ -24,7 +24,7 @@ KNOWN_DATASETS = SHIPPED_DATASETS + ("toy",)
 DEFAULT_EXTENSIONS = ("avi", "mp4", "webm", "mkv")
 LAYOUTS = ("class_folders", "flat")
 # The repository's splits/ folder (next to the `pipeline` package in a source checkout or editable install).
-SHIPPED_SPLITS_ROOT = Path(__file__).resolve().parent.parent / "splits"
+SHIPPED_SPLITS_ROOT = Path(__file__).resolve().parents[2] / "splits"
 
 
 @dataclass(frozen=True)
