@@ -43,8 +43,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from mdmf.config import ModelConfig  # noqa: E402
 from mdmf.registry import build_model  # noqa: E402
 from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec  # noqa: E402
-from mdmf.pipeline.evaluate.episodic import (EpisodeIndependentWork, EvalConfig, PairTable, evaluate, plan_queries,  # noqa: E402
-                               pps_similarity)
+from mdmf.pipeline.episodes.scoring import EpisodeIndependentWork, PairTable, plan_queries, pps_similarity  # noqa: E402
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate  # noqa: E402
 
 
 # ---- measuring ---------------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def compare_readers(args, pre) -> dict:
     from exactgen import write_kind
     from torch.utils.data import DataLoader
 
-    from mdmf.pipeline.features.extract import _worker_init
+    from mdmf.pipeline.features.extract import quiet_worker_init
 
     work = Path(tempfile.mkdtemp(prefix="mdmf-readers-"))
     clips: dict[str, tuple[list[Path], bool]] = {}
@@ -161,7 +161,7 @@ def compare_readers(args, pre) -> dict:
             row = {"videos": len(paths)}
             for reader in ("exact", "decord_get_batch"):
                 loader = DataLoader(_ReadDataset(paths, reader, pre), batch_size=None, num_workers=args.workers,
-                                    worker_init_fn=_worker_init, prefetch_factor=4 if args.workers else None)
+                                    worker_init_fn=quiet_worker_init, prefetch_factor=4 if args.workers else None)
                 best = float("inf")
                 for _ in range(args.reader_repeats):  # best of a few: the machine is shared
                     t = time.perf_counter()
@@ -207,8 +207,9 @@ def main() -> None:
 
     from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
     from mdmf.pipeline.data.datasets import load_dataset
-    from mdmf.pipeline.features.extract import (ExtractConfig, _DecodeDataset, _Job, _worker_init, pick_device, prefetch_factor,
-                                  run_extract)
+    from mdmf.pipeline.core.isolation import quiet_worker_init
+    from mdmf.pipeline.features.extract import (DecodeDataset, DecodeJob, ExtractConfig, pick_device, prefetch_factor,
+                                                run_extract)
     from mdmf.pipeline.data.transforms import FramePreprocessor
     from torch.utils.data import DataLoader
 
@@ -236,12 +237,12 @@ def main() -> None:
         dataset = load_dataset("bench", work / "videos", work / "splits", progress=False)
         from mdmf.pipeline.data.splits import resolve_video
 
-        jobs = [_Job("test", 0, i, e.video_id, str(resolve_video(work / "videos", e, dataset.info)), False)
+        jobs = [DecodeJob("test", 0, i, e.video_id, str(resolve_video(work / "videos", e, dataset.info)), False)
                 for i, e in enumerate(dataset.entries["test"])]
 
         # decode only: the same worker dataset the extractor uses, no encoder
-        loader = DataLoader(_DecodeDataset(jobs, 8, {"test": 1}, pre, 0, True), batch_size=None,
-                            num_workers=args.workers, worker_init_fn=_worker_init,
+        loader = DataLoader(DecodeDataset(jobs, 8, {"test": 1}, pre, 0, True), batch_size=None,
+                            num_workers=args.workers, worker_init_fn=quiet_worker_init,
                             prefetch_factor=prefetch_factor(args.workers, 16))
         t = time.perf_counter()
         crops = [item["crops"] for item in loader]

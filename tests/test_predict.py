@@ -14,7 +14,8 @@ from conftest import MICRO_CONFIG
 from mdmf.config import ModelConfig
 from mdmf.registry import build_model
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.apps.predict import PredictConfig, predict, scan_support, score_episode
+from mdmf.pipeline.apps.predict import PredictConfig, predict, scan_support
+from mdmf.pipeline.episodes.scoring import score_episode
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 from videogen import write_video

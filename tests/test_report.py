@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdmf.pipeline.episodes.predictions import predict_episodes
+from mdmf.pipeline.evaluate.predictions import predict_episodes
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model
 from mdmf.pipeline.apps.report import ReportConfig, make_report
 from mdmf.pipeline.apps.report_data import read_curves, tsne_subset, video_embeddings

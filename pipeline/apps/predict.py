@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.episodes.scoring import score_episode
 
 MAX_SHOT = 5  # the paper's (and this toolkit's) largest shot
 
@@ -114,35 +115,6 @@ def load_predictor(cfg: PredictConfig, device: torch.device):
         raise MdmfError(f"the model expects D={model.config.dim}, T={model.config.frames} but the backbone gives "
                         f"D={encoder.dim}, T={encoder.recipe.frames}")
     return model.to(device).eval(), encoder, cfg.run
-
-
-@torch.no_grad()
-def score_episode(model, support: torch.Tensor, support_labels: torch.Tensor, prompts: torch.Tensor,
-                  query: torch.Tensor, pps_mode: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One episode with any number of support videos per class.
-
-    support `(S, T, D)` with support_labels `(S,)` in 0..N-1, prompts `(N, D)`, query `(M, T, D)` ->
-    (logits `(M, N)`, PPS prompt choice `(M,)` or None). The prototype is the mean of a class's support outputs, as
-    in `FewShotMethod.score`; it is computed here and passed with K = 1, so classes may have different K.
-    """
-    n = prompts.shape[0]
-    onehot = torch.nn.functional.one_hot(support_labels, n).to(support.dtype)  # (S, N)
-    weights = onehot / onehot.sum(0, keepdim=True)
-    class_mean = lambda t: torch.einsum("sn,s...->n...", weights, t)  # (S, ...) -> (N, ...): mean over a class's shots
-    encoded = model.encode(support)
-    if model.merges_shots:  # the class means of the encoded videos are fused, once per class
-        prototypes = {v: t[None, :, None] for v, t in model.fuse(
-            {k: class_mean(e) for k, e in encoded.items()}, prompts, "support").items()}  # (1, N, 1, L, D)
-    else:
-        s_tokens = model.fuse(encoded, prompts[support_labels], "support")  # view -> (S, L, D)
-        prototypes = {v: class_mean(t)[None, :, None] for v, t in s_tokens.items()}  # (1, N, 1, L, D)
-    choice, q_prompts = None, None
-    if model.query_prompt_mode == "pps":
-        sim = model.pps_similarity(query, prompts)[None]  # (1, M, N)
-        choice = model.select_prompts(sim, pps_mode, generator)[0]  # (M,)
-        q_prompts = prompts[choice]
-    q_tokens = {v: t[None] for v, t in model.fuse(model.encode(query), q_prompts, "query").items()}  # (1, M, L, D)
-    return model.score(q_tokens, prototypes).logits[0], choice
 
 
 def predict(cfg: PredictConfig) -> Prediction:

@@ -4,7 +4,7 @@
 * `per_class.png`, `confusion.png`: per-class accuracy and the confusion matrix on the test split. The accuracies
   come from `mdmf.pipeline.evaluate.episodic` (an existing `<run>/eval/<split>_<way>w<shot>s_seed<seed>.json` newer than `best.pt`
   is reused; otherwise `episodes` episodes are evaluated and written to `report/eval_…json`); the confusion matrix
-  from `mdmf.pipeline.episodes.predictions` on the first `episodes` of the same seeded episodes;
+  from `mdmf.pipeline.evaluate.predictions` on the first `episodes` of the same seeded episodes;
 * `tsne.png`: t-SNE of test videos, raw CLIP features (mean over frames) beside each view's fused features;
 * `attention.png`: MMFE attention (MDMF only) for the first query of the first few episodes;
 * `report.json` (all numbers), `report.md` and `report.html` (the same summary, figures linked).
@@ -66,7 +66,7 @@ def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out:
 
 def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     """Write the figures and the summary; returns the summary (also `report.json`)."""
-    from mdmf.pipeline.episodes.predictions import predict_episodes
+    from mdmf.pipeline.evaluate.predictions import predict_episodes
     from mdmf.pipeline.evaluate.episodic import load_run_model
     from mdmf.pipeline.features.extract import pick_device
     from mdmf.pipeline.core.progress import progress_bar

@@ -9,6 +9,10 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+import torch
+
+from mdmf.pipeline.core.interrupt import ignore_sigint
+
 CRASHED = "the decoder crashed on this file (its process aborted)"
 
 
@@ -26,3 +30,10 @@ def run_alone(fn, *args, initializer=None, initargs: tuple = ()) -> tuple[bool, 
             return True, alone.submit(fn, *args).result()
         except BrokenProcessPool:
             return False, None
+
+
+def quiet_worker_init(_: int = 0) -> None:
+    """For decoding worker processes: one torch thread (parallelism comes from the processes), and Ctrl-C left to
+    the main process, which stops the work and keeps what is done."""
+    torch.set_num_threads(1)
+    ignore_sigint()

@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
-from mdmf.pipeline.data.decode import VideoReadError, clean_reason, open_video, read_frames, reader_identity
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.core.isolation import CRASHED, run_alone
-from mdmf.pipeline.data.sampling import FRAME_SAMPLINGS, frame_indices, view_rng
-from mdmf.pipeline.features.store import FAILED, OK, SHORT, FeatureStore, SplitLayout
-from mdmf.pipeline.data.transforms import CROPS, NORMALIZATIONS, FramePreprocessor, ViewAugment
+from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
+from mdmf.pipeline.data.decode import reader_identity
+from mdmf.pipeline.data.sampling import FRAME_SAMPLINGS, view_rng
+from mdmf.pipeline.data.transforms import CROPS, NORMALIZATIONS, FramePreprocessor
+from mdmf.pipeline.data.views import FAILED, decode_views
+from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
+from mdmf.pipeline.features.store import FeatureStore, SplitLayout
 
 SPLITS = ("train", "val", "test")
 SAMPLING_DESCRIPTIONS = {  # the identity's readable "sampling" entry (the tsn one is what older stores hold)
@@ -165,7 +166,7 @@ class ExtractTimes:
 
 
 @dataclass(frozen=True)
-class _Job:
+class DecodeJob:
     split: str
     unit: int
     row: int
@@ -174,10 +175,10 @@ class _Job:
     train: bool
 
 
-class _DecodeDataset(Dataset):
+class DecodeDataset(Dataset):
     """Decodes and crops one video's views; runs inside DataLoader workers."""
 
-    def __init__(self, jobs: list[_Job], frames: int, views: dict[str, int], pre: FramePreprocessor, seed: int,
+    def __init__(self, jobs: list[DecodeJob], frames: int, views: dict[str, int], pre: FramePreprocessor, seed: int,
                  allow_flip: bool, sampling: str = "tsn"):
         self.jobs, self.frames, self.views, self.pre, self.seed, self.allow_flip = jobs, frames, views, pre, seed, allow_flip
         self.sampling = sampling
@@ -190,50 +191,6 @@ class _DecodeDataset(Dataset):
         rngs = [view_rng(self.seed, job.split, job.video_id, v) if job.train else None
                 for v in range(self.views[job.split])]
         return {"i": i, **decode_views(job.path, self.frames, self.pre, rngs, self.allow_flip, sampling=self.sampling)}
-
-
-def decode_views(path: str, frames: int, pre: FramePreprocessor, rngs: list, allow_flip: bool,
-                 sampling: str = "tsn") -> dict:
-    """Decode and crop one video once per entry of `rngs`: a generator draws a train view (frame indices by
-    `sampling`, see `mdmf.pipeline.data.sampling.frame_indices`, then crop and flip if allowed, in that order from the one
-    generator); None gives the eval view (fixed indices, centre crop). `pre` holds the crop and normalisation.
-
-    Returns {"status", "error", "crops" `(K, T, 3, S, S)` uint8 or None, "indices" `(K, T)` int32}. Stage two's
-    end-to-end training decodes through here too, so its frames are exactly what stage one encoded.
-    """
-    k = len(rngs)
-    out = {"status": OK, "error": "", "crops": None, "indices": np.full((k, frames), -1, np.int32)}
-    try:
-        if not path:
-            raise VideoReadError("file not found under the dataset root")
-        reader = open_video(Path(path))
-        n = len(reader)
-        augments = []
-        for v, rng in enumerate(rngs):
-            idx = frame_indices(sampling, n, frames, rng)
-            aug = ViewAugment.random(rng, allow_flip) if rng is not None else ViewAugment()
-            augments.append(aug)
-            out["indices"][v] = idx
-        # one read for all views: a video too big to keep decoded is decoded once more, not once per view
-        decoded = read_frames(reader, out["indices"].reshape(-1))
-        decoded = decoded.reshape(k, frames, *decoded.shape[1:])
-        out["crops"] = torch.stack([pre.crop(f, aug) for f, aug in zip(decoded, augments)])  # (K, T, 3, S, S) uint8
-        out["status"] = SHORT if n < frames else OK
-    except VideoReadError as err:
-        out["status"], out["error"] = FAILED, str(err)
-    except Exception as err:  # an unexpected decoder failure must not stop a 2-hour run
-        text = str(err).strip().splitlines()
-        out["status"], out["error"] = FAILED, clean_reason(f"{type(err).__name__}: {text[0] if text else ''}")
-    if out["status"] == FAILED:  # no frames were encoded: as a video whose decoder crashed records it
-        out["indices"][:] = -1
-    return out
-
-
-def _worker_init(_: int) -> None:
-    from mdmf.pipeline.core.interrupt import ignore_sigint
-
-    torch.set_num_threads(1)
-    ignore_sigint()
 
 
 def pick_device(device: str) -> torch.device:
@@ -295,13 +252,13 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     start = time.perf_counter()
     store = prepare_store(cfg, backbone, dataset)
 
-    jobs: list[_Job] = []
+    jobs: list[DecodeJob] = []
     paths = {s: store.strings(s, "paths") for s in cfg.splits}
     ids = {s: store.strings(s, "video_ids") for s in cfg.splits}
     for split in cfg.splits:
         for unit in store.pending_units(split, shard, num_shards):
             for row in store.unit_rows(split, unit):
-                jobs.append(_Job(split, unit, row, ids[split][row], paths[split][row], split == "train"))
+                jobs.append(DecodeJob(split, unit, row, ids[split][row], paths[split][row], split == "train"))
 
     pre = cfg.preprocessor(backbone.image_size, backbone.mean, backbone.std, backbone.interpolation)
     views = {s: store.views(s) for s in cfg.splits}
@@ -327,18 +284,18 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
 
     if not jobs:
         return 0
-    dataset = _DecodeDataset(jobs, cfg.frames, views, pre, cfg.seed, allow_flip, cfg.frame_sampling)
+    dataset = DecodeDataset(jobs, cfg.frames, views, pre, cfg.seed, allow_flip, cfg.frame_sampling)
     last_row = {(j.split, j.unit): store.unit_rows(j.split, j.unit).stop - 1 for j in jobs}
     pending: list[dict] = []
     queued: deque = deque()  # futures of the units handed to the writer, oldest first
     failed = threading.Event()
 
-    def write(*unit) -> None:
+    def write(unit: EncodedUnit) -> None:
         if failed.is_set():  # after a failed write, no later unit is written: the store stays a prefix of the run
             return
         t = time.perf_counter()
         try:
-            _write_unit(store, *unit)
+            unit.write(store)
         except BaseException:
             failed.set()
             raise
@@ -367,7 +324,7 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
                 unit = _encode_unit(backbone, pre, pending, views[job.split], cfg, device)
                 times.encoding += time.perf_counter() - t
                 wait_for_writer(keep=1)
-                queued.append(writer.submit(write, *unit))
+                queued.append(writer.submit(write, unit))
                 advance(len(pending))
                 pending = []
         wait_for_writer(keep=0)
@@ -422,7 +379,7 @@ def _in_thread(make_items, maxsize: int):
         feeder.join()
 
 
-def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
+def _decoded(dataset: DecodeDataset, cfg: ExtractConfig, device: torch.device):
     """The decoded items of `dataset`, in order, from `cfg.workers` DataLoader worker processes.
 
     A decoder can abort the process that opens some damaged files (decord did). When a worker dies, the videos that
@@ -435,7 +392,7 @@ def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
     while start < len(dataset):
         loader = DataLoader(
             Subset(dataset, range(start, len(dataset))), batch_size=None, shuffle=False, num_workers=cfg.workers,
-            worker_init_fn=_worker_init, prefetch_factor=prefetch,
+            worker_init_fn=quiet_worker_init, prefetch_factor=prefetch,
             persistent_workers=False,
             # To a GPU: a loader thread copies each decoded video into pinned memory as it arrives (reading the
             # workers' shared memory for the first time is slow: up to 0.1 s per unit measured on a CPU), so the main
@@ -465,9 +422,9 @@ def _decoded(dataset: _DecodeDataset, cfg: ExtractConfig, device: torch.device):
             start = min(len(dataset), received + in_flight)
 
 
-def _decode_alone(dataset: _DecodeDataset, i: int) -> dict:
+def _decode_alone(dataset: DecodeDataset, i: int) -> dict:
     """`dataset[i]` decoded in a process of its own; a process that dies gives a failed item."""
-    survived, item = run_alone(dataset.__getitem__, i, initializer=_worker_init, initargs=(0,))
+    survived, item = run_alone(dataset.__getitem__, i, initializer=quiet_worker_init, initargs=(0,))
     if survived:
         return item
     job = dataset.jobs[i]
@@ -483,9 +440,34 @@ def prefetch_factor(workers: int, chunk_videos: int) -> int | None:
     return max(4, -(-2 * chunk_videos // workers)) if workers > 0 else None
 
 
+@dataclass
+class EncodedUnit:
+    """One unit of `n` videos, encoded and ready to write: where it goes, its arrays, and (with `save_frames`) the
+    uint8 crops of the videos that decoded."""
+
+    split: str
+    unit: int
+    features: np.ndarray  # (n, K, T, D) float16
+    indices: np.ndarray  # (n, K, T) int32 frame indices (-1: not decoded)
+    status: np.ndarray  # (n,) int8 view status codes
+    errors: list[str]  # (n,) reasons, "" when fine
+    decoded: list[int]  # rows of the videos that decoded
+    crops: list[torch.Tensor] | None  # for those rows, (K, T, 3, S, S) uint8 each; None without save_frames
+    image_size: int  # S
+
+    def write(self, store) -> None:
+        """Into `store`; the crops laid out `(n, K, T, S, S, 3)`."""
+        frames = None
+        if self.crops:
+            frames = np.zeros((len(self.status), *self.crops[0].shape[:2], self.image_size, self.image_size, 3),
+                              np.uint8)
+            frames[self.decoded] = torch.stack(self.crops).permute(0, 1, 2, 4, 5, 3).numpy()
+        store.write_unit(self.split, self.unit, self.features, self.indices, self.status, self.errors, frames)
+
+
 @torch.no_grad()
-def _encode_unit(backbone, pre, items, k, cfg, device) -> tuple:
-    """Encode one unit's decoded videos -> the arguments of `_write_unit` after the store."""
+def _encode_unit(backbone, pre, items, k, cfg, device) -> EncodedUnit:
+    """Encode one unit's decoded videos (items of `DecodeDataset`, in row order, each with its "job")."""
     split, unit = items[0]["job"].split, items[0]["job"].unit
     n, t, d = len(items), cfg.frames, backbone.dim
     feats = np.zeros((n, k, t, d), np.float16)
@@ -501,18 +483,8 @@ def _encode_unit(backbone, pre, items, k, cfg, device) -> tuple:
         for b in range(0, flat.shape[0], cfg.batch_frames):  # fixed batches: a resumed unit gives the same numbers
             out.append(backbone.encode_images(pre.normalize(flat[b : b + cfg.batch_frames])).float().cpu())
         feats[ok] = torch.cat(out).reshape(len(ok), k, t, d).numpy().astype(np.float16)
-    return split, unit, feats, indices, status, [it["error"] for it in items], \
-        (ok, videos if cfg.save_frames else None, pre.image_size)
-
-
-def _write_unit(store, split, unit, feats, indices, status, errors, frames_of) -> None:
-    """Write one encoded unit; with `save_frames`, the uint8 crops too, laid out `(n, K, T, S, S, 3)`."""
-    ok, videos, size = frames_of
-    frames = None
-    if videos:
-        frames = np.zeros((len(status), *videos[0].shape[:2], size, size, 3), np.uint8)
-        frames[ok] = torch.stack(videos).permute(0, 1, 2, 4, 5, 3).numpy()
-    store.write_unit(split, unit, feats, indices, status, errors, frames)
+    return EncodedUnit(split, unit, feats, indices, status, [it["error"] for it in items], ok,
+                       videos if cfg.save_frames else None, pre.image_size)
 
 
 def _versions() -> dict:

@@ -36,9 +36,10 @@ import numpy as np
 import zarr
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.views import FAILED, OK, SHORT
 
 SCHEMA_VERSION = 1
-PENDING, OK, FAILED, SHORT = 0, 1, 2, 3
+PENDING = 0  # not processed yet; the other codes are what decoding gave (`pipeline.data.views`)
 STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", SHORT: "short"}
 # Identity entries added after stores already existed: a store without one was made the old way, read as this value
 # (so it still opens and resumes with the old settings, and a resume with other settings fails naming the entry).

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
-from mdmf.pipeline.data.decode import VideoReadError, open_video, read_frames
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.data.sampling import frame_indices
-from mdmf.pipeline.data.transforms import FramePreprocessor, ViewAugment
+from mdmf.pipeline.data.transforms import FramePreprocessor
+from mdmf.pipeline.data.views import FAILED, decode_views
 
 
 @dataclass(frozen=True)
@@ -102,12 +101,11 @@ class VideoEncoder:
         """One video -> (`(T, 3, S, S)` uint8 centre crops, `(T,)` frame indices); a bad file is an `MdmfError`
         naming it."""
         path = Path(path)
-        try:
-            reader = open_video(path)
-            indices = frame_indices(self.recipe.frame_sampling, len(reader), self.recipe.frames)  # no rng: eval view
-            return self.pre.crop(read_frames(reader, indices), ViewAugment()), indices
-        except VideoReadError as err:
-            raise MdmfError(f"{path}: not a readable video ({err}); remove it or convert it to mp4") from None
+        out = decode_views(str(path), self.recipe.frames, self.pre, [None], allow_flip=False,
+                           sampling=self.recipe.frame_sampling)  # no generator: the eval view
+        if out["status"] == FAILED:
+            raise MdmfError(f"{path}: not a readable video ({out['error']}); remove it or convert it to mp4")
+        return out["crops"][0], out["indices"][0].astype(np.int64)
 
     @torch.no_grad()
     def encode_videos(self, paths: list[Path], advance=lambda n=1, **fields: None) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Frames for end-to-end training: decoded on the fly, or read from the uint8 frame store of `extract --save-frames`.
 
 Both sources give a video's crops as `(T, 3, S, S)` uint8, exactly what stage one encoded for that (video, view):
-decoding goes through `mdmf.pipeline.features.extract.decode_views` with the store's seed, and the frame store holds those very
+decoding goes through `mdmf.pipeline.data.views.decode_views` with the store's seed, and the frame store holds those very
 crops. Train views:
 
 * `views` (default): episode video v takes the cached view the episode sampler picked for it (one of the store's
@@ -28,6 +28,8 @@ from mdmf.pipeline.episodes.sampler import EpisodeBatch, EpisodeSampler
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.data.sampling import view_rng
 from mdmf.pipeline.data.transforms import FramePreprocessor
+from mdmf.pipeline.core.isolation import quiet_worker_init
+from mdmf.pipeline.data.views import decode_views
 
 SOURCES = ("auto", "decode", "store")
 AUGMENTS = ("views", "fresh")
@@ -59,8 +61,6 @@ class DecodedFrames(FrameSource):
         self.augment, self.train_seed, self.sampling = augment, train_seed, sampling  # sampling: the store's
 
     def read(self, videos: SplitVideos, i: int, view: int, episode: int | None = None) -> torch.Tensor:
-        from mdmf.pipeline.features.extract import decode_views
-
         vid = videos.video_ids[i]
         if videos.split != "train":
             rng = None
@@ -141,10 +141,8 @@ class SplitFrames(Dataset):
 def loader(dataset: Dataset, workers: int, batch_size: int | None = None, pin: bool = False) -> DataLoader:
     """In-order loading in `workers` processes (0: in this process); `pin` (for a CUDA device): tensors arrive in
     pinned memory, so that their copies to the device can be asynchronous."""
-    from mdmf.pipeline.features.extract import _worker_init
-
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      worker_init_fn=_worker_init, prefetch_factor=2 if workers > 0 else None,
+                      worker_init_fn=quiet_worker_init, prefetch_factor=2 if workers > 0 else None,
                       collate_fn=_keep if batch_size is None else None, persistent_workers=False, pin_memory=pin)
 
 
