@@ -11,10 +11,9 @@ encoder passes.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from mdmf.pipeline.features.backbones import RUN_VISUAL, file_sha256, run_backbone
+from mdmf.pipeline.features.backbones import RUN_VISUAL, finetuned_sha256, run_backbone
 from mdmf.pipeline.core.checkpoint import load_checkpoint
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, evaluate_split
@@ -24,7 +23,7 @@ from mdmf.pipeline.features.store import FeatureStore
 def run_weights_sha256(run: Path) -> str:
     """The weights sha256 a store extracted with `--weights run` records (base weights + visual.pt)."""
     record = load_checkpoint(Path(run) / RUN_VISUAL)
-    return hashlib.sha256(f"{record['backbone']['weights_sha256']}+{file_sha256(Path(run) / RUN_VISUAL)}".encode()).hexdigest()
+    return finetuned_sha256(record["backbone"]["weights_sha256"], Path(run) / RUN_VISUAL)
 
 
 def _check_run(run: Path, state: dict) -> FeatureStore:

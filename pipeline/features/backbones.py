@@ -288,5 +288,10 @@ def _load_finetuned(spec: BackboneSpec, device, seed: int) -> Backbone:
                         f"{record['backbone']['weights_sha256'][:12]}…, but {spec.base.weights} now gives "
                         f"{base.weights_sha256[:12]}…; give the run the base weights it started from")
     base.model.visual.load_state_dict(record["visual"])
-    sha = hashlib.sha256(f"{base.weights_sha256}+{file_sha256(spec.visual_file)}".encode()).hexdigest()
-    return dataclasses.replace(base, spec=spec, weights_sha256=sha)
+    return dataclasses.replace(base, spec=spec, weights_sha256=finetuned_sha256(base.weights_sha256, spec.visual_file))
+
+
+def finetuned_sha256(base_sha256: str, visual_file: Path) -> str:
+    """The weights hash of a fine-tuned backbone: its base weights' hash and the file of its visual encoder, together
+    (what a store extracted with `--weights runs/<e2e run>` records)."""
+    return hashlib.sha256(f"{base_sha256}+{file_sha256(Path(visual_file))}".encode()).hexdigest()
