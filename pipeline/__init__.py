@@ -1,1 +1,22 @@
-"""Everything around the model: decoding, sampling, extraction, the feature store, episodes, training and evaluation."""
+"""`mdmf.pipeline`: everything around the model (I/O, loops, stores, runs), by stage.
+
+Installed as `mdmf.pipeline` (the repository keeps the folder `pipeline/`). Rooms, in the order they may import each
+other: a room imports only the rooms above it (and the model, `mdmf.*`); `tests/test_layout.py` checks this.
+
+    core/       what every stage needs: errors (MdmfError, configs from dicts), devices (the one device resolver),
+                isolation (process pools, crash isolation, decode-worker setup), progress, interrupt, distributed,
+                checkpoint (atomic save / load), presets (`--preset NAME`, the JSON files in presets/)
+    data/       videos and their labels: splits (split files), datasets (catalogue, roots, the default store path),
+                toy (the built-in dataset), decode (the exact frame reader), sampling (frame indices), transforms
+                (crops, normalisation), views (one video's K views -> crops: the only such path), check_data
+    features/   stage one: backbones (open_clip models, weights, hashes), store (the Zarr feature store), extract
+                (the resumable extraction loop), video_encoder (features of loose video files, for predict)
+    episodes/   few-shot episodes: sampler (episode i is a function of (seed, i)), scoring (the one scoring path:
+                episode-independent work, query planning, PPS -> fuse -> score)
+    evaluate/   episodic (test episodes -> accuracy ± 95 % interval, result files), predictions (per query)
+    runs.py     a run folder: its files, its store, its model
+    train/      stage two: the training loop, its episode inputs (cached features; frames for e2e) and e2e's frames
+    apps/       what users run around that: predict, ablate, report, demo, evaluating e2e runs
+
+`mdmf.cli` (the folder `cli/`) only parses, calls one function here and renders.
+"""

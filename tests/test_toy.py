@@ -1,4 +1,4 @@
-"""The toy dataset generator (pipeline/toy.py): determinism, split files, readable videos, motion, idempotence."""
+"""The toy dataset generator (pipeline/data/toy.py): determinism, split files, readable videos, motion, idempotence."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ class ExtractConfig:
     prompt_template: str = "a photo of {}"
     resize_ratio: float = 256 / 224
     # Stage one's frames, the paper's by default; `reference`/`none`/`reference` are the authors' released code (see
-    # pipeline/sampling.py and pipeline/transforms.py for the exact formulas). Stores made before these fields existed
+    # pipeline/data/sampling.py and pipeline/data/transforms.py for the exact formulas). Stores made before these fields existed
     # were made with the defaults (`store.IDENTITY_DEFAULTS`).
     frame_sampling: str = "tsn"  # tsn: TSN segments (paper) | reference: the authors' jittered linspace
     normalize: str = "clip"  # clip: the model's mean/std (paper) | none: pixels in [0, 1], as the authors feed CLIP

@@ -31,7 +31,7 @@ class EncodeRecipe:
     resize_ratio: float = 256 / 224
     prompt_template: str = "a photo of {}"
     weights_sha256: str | None = None
-    frame_sampling: str = "tsn"  # the store's `ExtractConfig` choices (pipeline/sampling.py, pipeline/transforms.py)
+    frame_sampling: str = "tsn"  # the store's `ExtractConfig` choices (pipeline/data/sampling.py, pipeline/data/transforms.py)
     crop: str = "tsn"
     normalize: str = "clip"
 
