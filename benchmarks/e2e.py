@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write all numbers here")
     args = ap.parse_args()
 
-    from mdmf.pipeline.core.distributed import resolve_device
+    from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.features.extract import ExtractConfig, run_extract
 
     device = resolve_device(args.device)

@@ -208,8 +208,8 @@ def main() -> None:
     from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
     from mdmf.pipeline.data.datasets import load_dataset
     from mdmf.pipeline.core.isolation import quiet_worker_init
-    from mdmf.pipeline.features.extract import (DecodeDataset, DecodeJob, ExtractConfig, pick_device, prefetch_factor,
-                                                run_extract)
+    from mdmf.pipeline.core.devices import resolve_device
+    from mdmf.pipeline.features.extract import DecodeDataset, DecodeJob, ExtractConfig, prefetch_factor, run_extract
     from mdmf.pipeline.data.transforms import FramePreprocessor
     from torch.utils.data import DataLoader
 
@@ -223,7 +223,7 @@ def main() -> None:
         return
 
     width, height = (int(v) for v in args.size.split("x"))
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     work = Path(tempfile.mkdtemp(prefix="mdmf-bench-"))
     try:
         t = time.perf_counter()

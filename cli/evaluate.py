@@ -32,16 +32,15 @@ def eval_(
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False),
 ) -> None:
     """Evaluate a trained run (or the untrained OTAM baseline) on seeded few-shot episodes."""
-    import torch
-
     from mdmf.config import ModelConfig
+    from mdmf.pipeline.core.devices import resolve_device
     from mdmf.registry import build_model
     from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model, write_result
     from mdmf.pipeline.features.store import FeatureStore
 
     if (run is None) == (model is None):
         raise MdmfError("give either --run runs/<name> or --model otam (with --dataset or --cache)")
-    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    dev = str(resolve_device(device))
     cfg = EvalConfig(way=way, shot=shot, queries=queries, episodes=episodes, seed=seed, batch_episodes=batch_episodes,
                      reuse=not no_reuse, device=dev, progress=not quiet)
     e2e_run = False

@@ -118,7 +118,7 @@ def _check_same_cell(run: Path, cell: AblationCell, shot: int) -> None:
 def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console) -> dict:
     """Bring one cell to done; returns its row (cell, label, overrides, run, state before, accuracy, ci95, paper)."""
     from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model, write_result
-    from mdmf.pipeline.features.extract import pick_device
+    from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.features.store import FeatureStore
     from mdmf.pipeline.train.loop import TrainConfig, train_head
 
@@ -143,7 +143,7 @@ def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console)
         store = FeatureStore.open(cfg.cache or saved["train_config"]["store"])
         result = evaluate_split(model, store, "test", EvalConfig(
             way=cfg.way, shot=shot, queries=1, episodes=cfg.episodes, seed=cfg.seed,
-            device=str(pick_device(cfg.device)), progress=cfg.progress))
+            device=str(resolve_device(cfg.device)), progress=cfg.progress))
         write_result(result, path, f"{run.name}: table {cfg.table}, {cell.label}")
     return _row(cell, run, path, state)
 

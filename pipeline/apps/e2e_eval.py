@@ -72,7 +72,7 @@ def evaluate_run_from_frames(run: Path, split: str, cfg: EvalConfig, root: str |
     import torch
 
     from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
-    from mdmf.pipeline.core.distributed import resolve_device
+    from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.train.e2e import VisualEncoder, encode_videos, extract_config_of, frame_source, preprocessor_of, split_videos
     from mdmf.pipeline.evaluate.episodic import load_run_model
 

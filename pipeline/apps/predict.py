@@ -119,7 +119,7 @@ def load_predictor(cfg: PredictConfig, device: torch.device):
 
 def predict(cfg: PredictConfig) -> Prediction:
     """Encode the support folder and the query videos, score the queries; see the module docstring."""
-    from mdmf.pipeline.features.extract import pick_device
+    from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.core.progress import progress_bar
 
     if not cfg.queries:
@@ -130,7 +130,7 @@ def predict(cfg: PredictConfig) -> Prediction:
     if cfg.pps not in (None, "sample", "argmax"):
         raise MdmfError(f"--pps {cfg.pps}: use sample or argmax")
     support = scan_support(Path(cfg.support))
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     model, encoder, run = load_predictor(cfg, device)
     names = list(support)
     paths = [p for name in names for p in support[name]]

@@ -68,7 +68,7 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     """Write the figures and the summary; returns the summary (also `report.json`)."""
     from mdmf.pipeline.evaluate.predictions import predict_episodes
     from mdmf.pipeline.evaluate.episodic import load_run_model
-    from mdmf.pipeline.features.extract import pick_device
+    from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.core.progress import progress_bar
     from mdmf.pipeline.apps.report_data import attention_examples, read_curves, tsne_subset, video_embeddings
     from mdmf.pipeline.apps.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
@@ -85,7 +85,7 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     way, shot = cfg.way or train_cfg["way"], cfg.shot or train_cfg["shot"]
     if cfg.episodes < 1:
         raise MdmfError(f"--episodes {cfg.episodes}: evaluate at least one episode")
-    device = str(pick_device(cfg.device))
+    device = str(resolve_device(cfg.device))
     out = Path(cfg.out) if cfg.out else run / "report"
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()

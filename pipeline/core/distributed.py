@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.devices import resolve_device
 
 
 @dataclass
@@ -76,19 +76,6 @@ class DistContext:
     def no_sync(self, module: torch.nn.Module, skip: bool):
         """Inside: backward passes accumulate gradients locally (all but the last chunk of an optimizer step)."""
         return module.no_sync() if skip and self.distributed else nullcontext()
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto`: this rank's GPU if there is one, else the CPU; `cuda` alone means this rank's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise MdmfError(f"--device {name}: no CUDA device is visible here; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def setup(device: str = "auto") -> DistContext:

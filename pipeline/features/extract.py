@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
 from mdmf.pipeline.data.decode import reader_identity
@@ -193,12 +194,6 @@ class DecodeDataset(Dataset):
         return {"i": i, **decode_views(job.path, self.frames, self.pre, rngs, self.allow_flip, sampling=self.sampling)}
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureStore:
     """Create (or open and check) the store for `cfg`; fills the prompt embeddings of every split."""
     from mdmf.pipeline.data.datasets import default_root
@@ -246,7 +241,7 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     for split in cfg.splits:
         if split not in dataset.entries:
             raise MdmfError(f"dataset {cfg.dataset} has no split {split!r} (it has {', '.join(dataset.entries)})")
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     backbone = backbone or load_backbone(resolve_backbone(cfg.resolved_backbone(), cfg.weights), device=device)
     backbone.model.to(device)
     start = time.perf_counter()
