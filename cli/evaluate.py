@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mdmf.cli.app import app
-from mdmf.cli.train import default_store
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.datasets import default_store_path
 
 
 @app.command("eval")
@@ -53,7 +53,7 @@ def eval_(
         out = run / "eval" / f"{split}_{way}w{shot}s_seed{seed}{'_frames' if from_frames else ''}.json"
         title = f"{run.name} ({net.config.name}{', e2e' if e2e_run else ''}) on {split}"
     else:
-        store = FeatureStore.open(cache or default_store(dataset, backbone))
+        store = FeatureStore.open(cache or default_store_path(dataset, backbone))
         if model != "otam":
             raise MdmfError(f"--model {model}: only the untrained baseline 'otam' can be evaluated without a run")
         net = build_model(ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))

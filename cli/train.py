@@ -10,6 +10,7 @@ from rich.console import Console
 
 from mdmf.cli.app import app
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.datasets import default_store_path
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -24,12 +25,6 @@ def parse_overrides(pairs: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out
-
-
-def default_store(dataset: str | None, backbone: str | None) -> Path:
-    if not dataset:
-        raise MdmfError("give --dataset (the store is then found at cache/<dataset>/<backbone>) or --cache PATH")
-    return Path("cache") / dataset / (backbone or ("tiny" if dataset == "toy" else "RN50"))
 
 
 @app.command("train")
@@ -78,7 +73,7 @@ def train(
 
     if stage not in ("head", "e2e"):
         raise MdmfError(f"--stage {stage}: use head or e2e")
-    store = cache or default_store(dataset, backbone)
+    store = cache or default_store_path(dataset, backbone)
     options = dict(way=way, shot=shot, queries=queries, val_shot=val_shot, steps=steps,
                    episodes_per_step=episodes_per_step, batch_episodes=batch_episodes, lr=lr,
                    weight_decay=weight_decay, grad_clip=grad_clip, val_every=val_every, val_episodes=val_episodes,

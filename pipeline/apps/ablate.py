@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.datasets import default_store_path
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 TABLES = (3, 4, 5)
@@ -67,7 +68,7 @@ class AblateConfig:
     def store(self) -> Path:
         if self.cache:
             return Path(self.cache)
-        return Path("cache") / self.dataset / (self.backbone or ("tiny" if self.dataset == "toy" else "RN50"))
+        return default_store_path(self.dataset, self.backbone)
 
     def run_dir(self, cell: str) -> Path:
         return Path(self.runs) / f"ablate-{self.dataset}-t{self.table}-{cell}"

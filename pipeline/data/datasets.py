@@ -10,6 +10,18 @@ from mdmf.pipeline.core.errors import MdmfError
 TOY_DEFAULT_ROOT = Path("data") / "toy"
 
 
+def default_backbone(dataset: str) -> str:
+    """The backbone a dataset's store is extracted with by default: tiny for the toy set, else CLIP RN50."""
+    return "tiny" if dataset == "toy" else "RN50"
+
+
+def default_store_path(dataset: str | None, backbone: str | None = None) -> Path:
+    """Where a dataset's feature store is by default: `cache/<dataset>/<backbone>` (the one place that says so)."""
+    if not dataset:
+        raise MdmfError("give --dataset (the store is then found at cache/<dataset>/<backbone>) or --cache PATH")
+    return Path("cache") / dataset / (backbone or default_backbone(dataset))
+
+
 def default_root(dataset: str) -> Path | None:
     """Where a dataset's videos are by default: only the toy set has a default (it is generated there)."""
     return TOY_DEFAULT_ROOT if dataset == "toy" else None

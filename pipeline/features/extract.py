@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
+from mdmf.pipeline.data.datasets import default_backbone, default_store_path
 from mdmf.pipeline.data.decode import reader_identity
 from mdmf.pipeline.data.sampling import FRAME_SAMPLINGS, view_rng
 from mdmf.pipeline.data.transforms import CROPS, NORMALIZATIONS, FramePreprocessor
@@ -86,7 +87,7 @@ class ExtractConfig:
     def resolved_backbone(self) -> str:
         from mdmf.pipeline.features.backbones import run_backbone
 
-        return self.backbone or run_backbone(self.weights) or ("tiny" if self.dataset == "toy" else "RN50")
+        return self.backbone or run_backbone(self.weights) or default_backbone(self.dataset)
 
     def store_path(self) -> Path:
         from mdmf.pipeline.features.backbones import run_backbone
@@ -95,7 +96,7 @@ class ExtractConfig:
         name = Path(backbone).stem if backbone.endswith(".json") else backbone
         if run_backbone(self.weights):  # fine-tuned weights: never the store of the weights it started from
             name = f"{name}-{Path(self.weights).resolve().name}"
-        return Path(self.out) if self.out else Path("cache") / self.dataset / name
+        return Path(self.out) if self.out else default_store_path(self.dataset, name)
 
     def identity(self, backbone: Backbone, flip: bool) -> dict:
         return {
