@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 from videogen import write_video
 
-import mdmf.pipeline.data.decode
+import mdmf.pipeline.data.check_data
 from mdmf.pipeline.data.check_data import check_data, probe_video
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.data.splits import load_splits
@@ -93,7 +93,7 @@ def test_any_decoder_exception_is_caught(monkeypatch, tmp_path):
     def broken(path):
         raise DECORDError("corrupt stream\nlong native trace")
 
-    monkeypatch.setattr(mdmf.pipeline.data.decode, "open_video", broken)
+    monkeypatch.setattr(mdmf.pipeline.data.check_data, "open_video", broken)  # the reader check-data calls
     assert probe_video(tmp_path / "x.mp4") == (None, "DECORDError: corrupt stream")
 
 

@@ -12,6 +12,7 @@ ones of each split.
 
 from __future__ import annotations
 
+import faulthandler
 import statistics
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from mdmf.pipeline.core import isolation
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED
 from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.data.decode import VideoReadError, clean_reason, open_video, read_frames
 from mdmf.pipeline.data.splits import DatasetInfo, DatasetSplits, SplitEntry, expected_location, resolve_video
 
 FOUND, MISSING, UNREADABLE = "found", "missing", "unreadable"
@@ -118,8 +120,6 @@ def _red(n: int) -> str:
 def probe_video(path: Path) -> tuple[int | None, str]:
     """(frame count, "") for a video extraction's reader can read, else (None, reason). Never raises for a bad
     file."""
-    from mdmf.pipeline.data.decode import VideoReadError, clean_reason, open_video, read_frames
-
     try:
         video = open_video(path)
         n = len(video)
@@ -207,8 +207,6 @@ def _check_all(root: Path, entries: list[SplitEntry], info: DatasetInfo, workers
 
 def _quiet_worker() -> None:
     """A worker that a decoder kills is expected and handled: no fatal-error dump of it on the terminal."""
-    import faulthandler
-
     faulthandler.disable()
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.splits import load_splits
+from mdmf.pipeline.data.splits import splits_dir as shipped_splits_dir
+from mdmf.pipeline.data.toy import generate_toy
 
 TOY_DEFAULT_ROOT = Path("data") / "toy"
 
@@ -32,14 +35,10 @@ def load_dataset(name: str, root: str | Path | None, splits_dir: str | Path | No
 
     `toy` is generated under `root` on first use (deterministic from its seed) and brings its own split files.
     """
-    from mdmf.pipeline.data.splits import load_splits, splits_dir as shipped_splits_dir
-
     root = Path(root) if root else default_root(name)
     if root is None:
         raise MdmfError(f"dataset {name}: give the folder that holds its videos with --root DIR")
     if name == "toy":
-        from mdmf.pipeline.data.toy import generate_toy
-
         generate_toy(root, progress=progress)
         return load_splits(Path(splits_dir) if splits_dir else root / "splits")
     if not root.is_dir():

@@ -28,6 +28,7 @@ import numpy as np
 
 from mdmf.pipeline.core import isolation
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.progress import progress_bar
 
 # Bump when the renderer or the motions change what a given config draws: an old folder then fails the stamp check.
 GENERATOR_VERSION = 1
@@ -455,7 +456,6 @@ def generate_toy(root: Path, config: ToyConfig | None = None, progress: bool = T
     jobs = [(str(root), c, config) for c in classes]
     total = len(classes) * config.videos_per_class
     workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(jobs)))
-    from mdmf.pipeline.core.progress import progress_bar
 
     with progress_bar(progress, "toy videos", total=total, unit="videos") as advance:
         if workers == 1:

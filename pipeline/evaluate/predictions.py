@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
 
 
 @dataclass
@@ -51,8 +52,6 @@ def predict_episodes(model, features: np.ndarray, labels: np.ndarray, prompt_emb
     The evaluator's own run (`mdmf.pipeline.evaluate.episodic.evaluate` with `keep_predictions`): the same episodes, PPS draws and
     predictions as `mdmf eval` with these settings, whatever the batching.
     """
-    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
-
     names = [str(c) for c in range(int(np.max(labels)) + 1)]
     result = evaluate(model, features, labels, prompt_embeddings, names, EvalConfig(
         way=way, shot=shot, queries=queries, episodes=episodes, seed=seed, batch_episodes=batch_episodes,

@@ -8,12 +8,14 @@ interrupted run (even `kill -9`) resumes with the same command and ends with the
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
+import queue
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +25,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
-from mdmf.pipeline.data.datasets import default_backbone, default_store_path
+from mdmf.pipeline.core.presets import load_preset
+from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.data.datasets import default_backbone, default_root, default_store_path, load_dataset
 from mdmf.pipeline.data.decode import reader_identity
 from mdmf.pipeline.data.sampling import FRAME_SAMPLINGS, view_rng
+from mdmf.pipeline.data.splits import prompt_for, resolve_video
 from mdmf.pipeline.data.transforms import CROPS, NORMALIZATIONS, FramePreprocessor
 from mdmf.pipeline.data.views import FAILED, decode_views
-from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
+from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone, run_backbone
 from mdmf.pipeline.features.store import FeatureStore, SplitLayout
 
 SPLITS = ("train", "val", "test")
@@ -85,13 +90,9 @@ class ExtractConfig:
                                  crop_mode=self.crop, normalization=self.normalize)
 
     def resolved_backbone(self) -> str:
-        from mdmf.pipeline.features.backbones import run_backbone
-
         return self.backbone or run_backbone(self.weights) or default_backbone(self.dataset)
 
     def store_path(self) -> Path:
-        from mdmf.pipeline.features.backbones import run_backbone
-
         backbone = self.resolved_backbone()
         name = Path(backbone).stem if backbone.endswith(".json") else backbone
         if run_backbone(self.weights):  # fine-tuned weights: never the store of the weights it started from
@@ -120,12 +121,8 @@ class ExtractConfig:
 def extract_config(preset: str | None = None, **given) -> ExtractConfig:
     """The `ExtractConfig` of a command line: the preset's `extract` section first (`mdmf.pipeline.core.presets.load_preset`),
     then the options given (None = not given), then the dataclass defaults."""
-    from dataclasses import fields
-
     values = {}
     if preset:
-        from mdmf.pipeline.core.presets import load_preset
-
         values = dict(load_preset(preset).extract)
         known = {f.name for f in fields(ExtractConfig)}
         unknown = sorted(set(values) - known)
@@ -197,9 +194,6 @@ class DecodeDataset(Dataset):
 
 def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureStore:
     """Create (or open and check) the store for `cfg`; fills the prompt embeddings of every split."""
-    from mdmf.pipeline.data.datasets import default_root
-    from mdmf.pipeline.data.splits import prompt_for, resolve_video
-
     root = Path(cfg.root) if cfg.root else default_root(cfg.dataset)
     layouts = {}
     for split in cfg.splits:
@@ -231,8 +225,6 @@ def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureSto
 
 def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=None) -> ExtractSummary:
     """Run (or resume) stage one for `cfg`; returns a summary (also written as `<store>/summary.json`)."""
-    from mdmf.pipeline.data.datasets import load_dataset
-
     if cfg.frames < 1 or cfg.train_views < 1 or cfg.chunk_videos < 1:
         raise MdmfError("--frames, --train-views and --chunk-videos must be positive")
     shard, num_shards = cfg.shard
@@ -276,8 +268,6 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
     Units are written in order by one thread, at most two queued: compressing and writing a unit (tens of MB with
     `save_frames`) overlaps the encoding of the next, and the store on disk is the same as with writing inline.
     """
-    from mdmf.pipeline.core.progress import progress_bar
-
     if not jobs:
         return 0
     dataset = DecodeDataset(jobs, cfg.frames, views, pre, cfg.seed, allow_flip, cfg.frame_sampling)
@@ -337,8 +327,6 @@ def _in_thread(make_items, maxsize: int):
     raises a dead worker's error wherever the main thread happens to be (mid-encode, mid-write); from another thread
     the death is reported by the loader itself, where `_decoded` can deal with it.
     """
-    import queue
-
     out: queue.Queue = queue.Queue(maxsize)
     stop = threading.Event()
 
@@ -484,8 +472,6 @@ def _encode_unit(backbone, pre, items, k, cfg, device) -> EncodedUnit:
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
-
     out = {}
     for pkg in ("mdmf", "torch", "open_clip_torch", "av", "decord", "zarr", "numpy"):
         try:

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.splits import prompt_for
 from mdmf.pipeline.data.transforms import FramePreprocessor
 from mdmf.pipeline.data.views import FAILED, decode_views
+from mdmf.pipeline.features.backbones import BACKBONE_ALIASES, Backbone, load_backbone, register_tiny, resolve_backbone
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,6 @@ class EncodeRecipe:
 
 def _known_model(name: str) -> bool:
     import open_clip
-
-    from mdmf.pipeline.features.backbones import BACKBONE_ALIASES, register_tiny
 
     register_tiny()
     return BACKBONE_ALIASES.get(name, name) in open_clip.list_models()
@@ -124,7 +123,5 @@ class VideoEncoder:
 
     def encode_classes(self, class_names: list[str]) -> tuple[list[str], torch.Tensor]:
         """Class names -> (prompt strings, `(C, D)` float32 text embeddings), readable names in the recipe's template."""
-        from mdmf.pipeline.data.splits import prompt_for
-
         prompts = [prompt_for(name, self.recipe.prompt_template) for name in class_names]
         return prompts, self.backbone.encode_text(prompts)
