@@ -28,9 +28,14 @@ def ablate(
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
     """Train and evaluate every cell of a paper ablation table; done cells are skipped, interrupted ones resumed."""
+    from rich.console import Console
+
+    from mdmf.cli.tables import print_ablation_table
     from mdmf.pipeline.apps.ablate import AblateConfig, run_ablation
 
-    run_ablation(AblateConfig(dataset=dataset, table=table, cache=str(cache) if cache else None, backbone=backbone,
-                              runs=str(runs), cells=tuple(cell), shot=shot, way=way, steps=steps, episodes=episodes,
-                              seed=seed, val_every=val_every, val_episodes=val_episodes,
-                              episodes_per_step=episodes_per_step, lr=lr, device=device, progress=not quiet))
+    console = Console()
+    config = AblateConfig(dataset=dataset, table=table, cache=str(cache) if cache else None, backbone=backbone,
+                          runs=str(runs), cells=tuple(cell), shot=shot, way=way, steps=steps, episodes=episodes,
+                          seed=seed, val_every=val_every, val_episodes=val_episodes,
+                          episodes_per_step=episodes_per_step, lr=lr, device=device, progress=not quiet)
+    run_ablation(config, console, show_table=lambda summary: print_ablation_table(summary, console))

@@ -19,7 +19,7 @@ def info(path: Path = typer.Argument(..., help="store folder"),
          as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables")) -> None:
     """What a store holds: backbone, weights hash, sampling, counts per split (all shards), failures."""
     from mdmf.pipeline.features.store import FeatureStore, store_info
-    from mdmf.pipeline.apps.summaries import print_store_info
+    from mdmf.cli.tables import print_store_info
 
     data = store_info(FeatureStore.open(path))
     if as_json:

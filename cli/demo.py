@@ -15,6 +15,7 @@ def demo(
     quiet: bool = typer.Option(False),
 ) -> None:
     """Generate the toy dataset, extract it with the tiny backbone, train the MDMF head, compare it to OTAM."""
+    from mdmf.cli.tables import print_extract_summary
     from mdmf.pipeline.apps.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(steps=steps, episodes=episodes, seed=seed, progress=not quiet))
+    run_demo(DemoConfig(steps=steps, episodes=episodes, seed=seed, progress=not quiet), show_extract=print_extract_summary)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from mdmf.cli.app import app
-from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.data.datasets import default_store_path
 
 
 @app.command("eval")
@@ -32,51 +28,13 @@ def eval_(
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False),
 ) -> None:
     """Evaluate a trained run (or the untrained OTAM baseline) on seeded few-shot episodes."""
-    from mdmf.config import ModelConfig
-    from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.registry import build_model
-    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model, write_result
-    from mdmf.pipeline.features.store import FeatureStore
+    from mdmf.cli.tables import print_eval_result
+    from mdmf.pipeline.apps.evaluate_run import EvalRequest, evaluate_request
 
-    if (run is None) == (model is None):
-        raise MdmfError("give either --run runs/<name> or --model otam (with --dataset or --cache)")
-    dev = str(resolve_device(device))
-    cfg = EvalConfig(way=way, shot=shot, queries=queries, episodes=episodes, seed=seed, batch_episodes=batch_episodes,
-                     reuse=not no_reuse, device=dev, progress=not quiet)
-    e2e_run = False
-    if run is not None:
-        net, state = load_run_model(run)
-        e2e_run = state["train_config"].get("stage") == "e2e" and cache is None
-        if from_frames and not e2e_run:
-            raise MdmfError("--from-frames is for runs of `mdmf train --stage e2e` (without --cache)")
-        store = None if e2e_run else FeatureStore.open(cache or state["train_config"]["store"])
-        out = run / "eval" / f"{split}_{way}w{shot}s_seed{seed}{'_frames' if from_frames else ''}.json"
-        title = f"{run.name} ({net.config.name}{', e2e' if e2e_run else ''}) on {split}"
-    else:
-        store = FeatureStore.open(cache or default_store_path(dataset, backbone))
-        if model != "otam":
-            raise MdmfError(f"--model {model}: only the untrained baseline 'otam' can be evaluated without a run")
-        net = build_model(ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
-        out = Path("runs") / "baselines" / f"{store.meta['identity']['dataset']}-{store.meta['identity']['backbone']}-otam" / f"{split}_{way}w{shot}s_seed{seed}.json"
-        title = f"OTAM on raw CLIP features ({store.path}) on {split}"
-    if e2e_run:  # its heads need features of its own fine-tuned encoder
-        from mdmf.pipeline.apps.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
-
-        kw = dict(root=str(root) if root else None, workers=workers)
-        result = (evaluate_run_from_frames(run, split, cfg, **kw) if from_frames
-                  else evaluate_run_cached(run, split, cfg, progress=not quiet, **kw))
-    else:
-        result = evaluate_split(net, store, split, cfg)
-    write_result(result, out, title)
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result.to_json(), indent=2))
-    console = Console()
-    table = Table(title=title)
-    table.add_column("class")
-    table.add_column("accuracy %", justify="right")
-    for name, acc in sorted(result.per_class.items()):
-        table.add_row(name, f"{acc:.2f}")
-    console.print(table)
-    console.print(f"[bold]{way}-way {shot}-shot: {result.accuracy:.2f} ± {result.ci95:.2f} %[/] "
-                  f"({episodes} episodes, seed {seed}, {result.seconds:.1f} s); written to {out}")
+    text = lambda p: str(p) if p else None  # noqa: E731
+    request = EvalRequest(run=text(run), model=model, dataset=dataset, cache=text(cache), backbone=backbone,
+                          split=split, way=way, shot=shot, queries=queries, episodes=episodes, seed=seed,
+                          batch_episodes=batch_episodes, reuse=not no_reuse, from_frames=from_frames, root=text(root),
+                          workers=workers, json_path=text(json_path), device=device, progress=not quiet)
+    result, out, title = evaluate_request(request)
+    print_eval_result(result, title, out, Console())

@@ -54,7 +54,7 @@ def extract(
 ) -> None:
     """Decode videos, sample frames, encode with CLIP and cache the features (resumable: run again to continue)."""
     from mdmf.pipeline.features.extract import extract_config, run_extract
-    from mdmf.pipeline.apps.summaries import print_extract_summary
+    from mdmf.cli.tables import print_extract_summary
 
     cfg = extract_config(
         preset, dataset=dataset, root=str(root) if root else None, splits_dir=str(splits) if splits else None,

@@ -118,6 +118,7 @@ def test_decoding_and_predict_use_the_stores_settings(ref_store, micro_backbone)
 
 def test_e2e_reextraction_passes_the_base_stores_settings(ref_store, monkeypatch, tmp_path):
     import mdmf.pipeline.apps.e2e_eval as ee
+    from mdmf.pipeline.runs import RunDir
     import mdmf.pipeline.features.extract as ex
 
     seen = {}
@@ -129,7 +130,7 @@ def test_e2e_reextraction_passes_the_base_stores_settings(ref_store, monkeypatch
         seen["cfg"] = cfg
         raise Stop
 
-    monkeypatch.setattr(ee, "load_checkpoint", lambda path: {})
+    monkeypatch.setattr(RunDir, "best_state", lambda self: {})
     monkeypatch.setattr(ee, "_check_run", lambda run, state: ref_store)
     monkeypatch.setattr(ee, "run_weights_sha256", lambda run: "0" * 64)
     monkeypatch.setattr(ex, "run_extract", fake_extract)

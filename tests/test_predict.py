@@ -81,7 +81,7 @@ def test_predict_with_a_run_scores_like_the_model_on_the_store(micro_run, tmp_pa
         assert q.prompt_class in result.classes
 
     # the same episode through the model's own forward, on the store's features
-    from mdmf.pipeline.evaluate.episodic import load_run_model
+    from mdmf.pipeline.runs import load_run_model
 
     model, _ = load_run_model(run)
     model.eval()

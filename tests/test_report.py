@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from mdmf.pipeline.evaluate.predictions import predict_episodes
-from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
+from mdmf.pipeline.runs import load_run_model
 from mdmf.pipeline.apps.report import ReportConfig, make_report
-from mdmf.pipeline.apps.report_data import read_curves, tsne_subset, video_embeddings
+from mdmf.pipeline.apps.report_data import tsne_subset, video_embeddings
+from mdmf.pipeline.runs import read_curves
 from mdmf.pipeline.train.loop import TrainConfig, train_head
 from synthetic import make_store
 

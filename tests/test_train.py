@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
+from mdmf.pipeline.runs import load_run_model
 from mdmf.pipeline.train.loop import TrainConfig, build_head, train_head
 from synthetic import make_store
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rich.console import Console
 
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.data.datasets import default_store_path
+from mdmf.pipeline.runs import RunDir
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 TABLES = (3, 4, 5)
@@ -74,39 +76,26 @@ class AblateConfig:
         return Path(self.runs) / f"ablate-{self.dataset}-t{self.table}-{cell}"
 
 
-def _eval_path(run: Path, way: int, shot: int, seed: int) -> Path:
-    return run / "eval" / f"test_{way}w{shot}s_seed{seed}.json"
-
-
-def trained_steps(run: Path) -> int | None:
-    """The step of a run's `last.pt` (None without one); memory-mapped, so the weights are not read."""
-    import torch
-
-    last = run / "last.pt"
-    if not last.is_file():
-        return None
-    return int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)["step"])
-
-
-def cell_state(run: Path, cfg: AblateConfig, shot: int) -> str:
+def cell_state(run: Path | RunDir, cfg: AblateConfig, shot: int) -> str:
     """What a cell still needs: `done`, `evaluate` (trained to `cfg.steps`, no current eval of `cfg.episodes`),
     `resume` (interrupted, or asked for more steps), `restart` (interrupted before its first checkpoint) or `train`."""
-    steps = trained_steps(run)
+    run = RunDir.of(run)
+    steps = run.trained_steps()
     if steps is None:
-        return "restart" if (run / "config.json").is_file() else "train"
+        return "restart" if run.config.is_file() else "train"
     if steps < cfg.steps:
         return "resume"
-    result, best = _eval_path(run, cfg.way, shot, cfg.seed), run / "best.pt"
+    result, best = run.eval_path("test", cfg.way, shot, cfg.seed), run.best
     if result.is_file() and best.is_file() and result.stat().st_mtime >= best.stat().st_mtime:
         if json.loads(result.read_text()).get("episodes") == cfg.episodes:
             return "done"
     return "evaluate"
 
 
-def _check_same_cell(run: Path, cell: AblationCell, shot: int) -> None:
+def _check_same_cell(run: RunDir, cell: AblationCell, shot: int) -> None:
     """A cell's existing run must have been made with the cell's settings (a renamed or edited preset, or a run
     folder reused by hand, would otherwise be reported under the wrong label)."""
-    saved = json.loads((run / "config.json").read_text())
+    saved = run.read_config()
     model, train = saved.get("model", {}), saved.get("train", {})
     for key, value in {**cell.overrides, "name": "mdmf"}.items():
         if model.get(key) != value:
@@ -118,19 +107,19 @@ def _check_same_cell(run: Path, cell: AblationCell, shot: int) -> None:
 
 def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console) -> dict:
     """Bring one cell to done; returns its row (cell, label, overrides, run, state before, accuracy, ci95, paper)."""
-    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model, write_result
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
     from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.features.store import FeatureStore
     from mdmf.pipeline.train.loop import TrainConfig, train_head
 
-    run = cfg.run_dir(cell.cell)
+    run = RunDir(cfg.run_dir(cell.cell))
     state = cell_state(run, cfg, shot)
     if state not in ("train", "restart"):
         _check_same_cell(run, cell, shot)
     console.print(f"[bold]{cell.cell}[/] ({cell.label}): {state}", highlight=False)
     if state == "restart":  # nothing was checkpointed: start the cell over
-        for name in ("config.json", "metrics.jsonl", "best.pt"):
-            (run / name).unlink(missing_ok=True)
+        for path in (run.config, run.metrics, run.best):
+            path.unlink(missing_ok=True)
     if state in ("train", "restart", "resume"):
         lr = {} if cfg.lr is None else {"lr": cfg.lr}  # None: the head stage's default
         tcfg = TrainConfig(store=str(cfg.store()), run_dir=str(run), model={"name": "mdmf", **cell.overrides},
@@ -138,9 +127,9 @@ def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console)
                            batch_episodes=math.gcd(16, cfg.episodes_per_step), val_every=cfg.val_every,
                            val_episodes=cfg.val_episodes, seed=cfg.seed, device=cfg.device, progress=cfg.progress, **lr)
         train_head(tcfg, resume=state == "resume", steps=cfg.steps)
-    path = _eval_path(run, cfg.way, shot, cfg.seed)
+    path = run.eval_path("test", cfg.way, shot, cfg.seed)
     if state != "done":
-        model, saved = load_run_model(run)
+        model, saved = run.load_model()
         store = FeatureStore.open(cfg.cache or saved["train_config"]["store"])
         result = evaluate_split(model, store, "test", EvalConfig(
             way=cfg.way, shot=shot, queries=1, episodes=cfg.episodes, seed=cfg.seed,
@@ -149,15 +138,17 @@ def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console)
     return _row(cell, run, path, state)
 
 
-def _row(cell: AblationCell, run: Path, result: Path, state: str) -> dict:
+def _row(cell: AblationCell, run: RunDir, result: Path, state: str) -> dict:
     data = json.loads(result.read_text())
     return {"cell": cell.cell, "label": cell.label, "overrides": cell.overrides, "run": str(run), "state": state,
             "accuracy": data["accuracy"], "ci95": data["ci95"], "episodes": data["episodes"], "paper": cell.paper}
 
 
-def run_ablation(cfg: AblateConfig, console: Console | None = None) -> dict:
-    """Every (selected) cell of the table; writes `<runs>/ablate-<dataset>-t<N>.json` and `.md`; returns the JSON."""
-    from mdmf.pipeline.apps.ablate_output import print_table, to_markdown
+def run_ablation(cfg: AblateConfig, console: Console | None = None,
+                 show_table: Callable[[dict], None] | None = None) -> dict:
+    """Every (selected) cell of the table; writes `<runs>/ablate-<dataset>-t<N>.json` and `.md`; returns the JSON.
+    `show_table(summary)` renders it (`mdmf ablate`: `mdmf.cli.tables.print_ablation_table`)."""
+    from mdmf.pipeline.apps.ablate_output import to_markdown
 
     console = console or Console()
     header, cells = load_table(cfg.table)
@@ -172,8 +163,8 @@ def run_ablation(cfg: AblateConfig, console: Console | None = None) -> dict:
         if not cfg.cells or cell.cell in cfg.cells:
             rows.append(run_cell(cfg, cell, shot, console))
         elif cell_state(cfg.run_dir(cell.cell), cfg, shot) == "done":  # not asked for, but finished earlier: show it
-            run = cfg.run_dir(cell.cell)
-            rows.append(_row(cell, run, _eval_path(run, cfg.way, shot, cfg.seed), "done"))
+            run = RunDir(cfg.run_dir(cell.cell))
+            rows.append(_row(cell, run, run.eval_path("test", cfg.way, shot, cfg.seed), "done"))
     summary = {"dataset": cfg.dataset, "table": cfg.table, "title": header["title"], "note": header.get("note"),
                "way": cfg.way, "shot": shot, "steps": cfg.steps, "episodes": cfg.episodes, "seed": cfg.seed,
                "store": str(cfg.store()), "cells": rows}
@@ -181,7 +172,8 @@ def run_ablation(cfg: AblateConfig, console: Console | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     out.with_suffix(".md").write_text(to_markdown(summary))
-    print_table(summary, console)
+    if show_table is not None:
+        show_table(summary)
     console.print(f"written to {out}.json and {out}.md", highlight=False)
     return summary
 

@@ -1,9 +1,7 @@
-"""An ablation grid beside the paper's numbers: a rich table for the terminal and Markdown for the run folder."""
+"""An ablation grid beside the paper's numbers, as Markdown for the run folder (the terminal's table is
+`mdmf.cli.tables.print_ablation_table`)."""
 
 from __future__ import annotations
-
-from rich.console import Console
-from rich.table import Table
 
 PAPER_COLUMNS = {"kinetics100": "Kinetics", "ssv2_small": "SSv2-Small", "hmdb51": "HMDB51"}
 CAVEAT = ("Paper: RN50, end-to-end fine-tuned, 5-way. A head trained on frozen cached features is expected to land "
@@ -14,29 +12,10 @@ def _setting(overrides: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in overrides.items())
 
 
-def _delta(row: dict, dataset: str) -> str:
+def paper_delta(row: dict, dataset: str) -> str:
+    """Ours minus the paper's number for `dataset` (`-` where the paper has none)."""
     paper = row["paper"].get(dataset)
     return f"{row['accuracy'] - paper:+.1f}" if paper is not None else "-"
-
-
-def print_table(summary: dict, console: Console) -> None:
-    ds = summary["dataset"]
-    table = Table(title=f"Table {summary['table']}: {summary['title']} — {ds}, {summary['way']}-way "
-                        f"{summary['shot']}-shot, {summary['episodes']} test episodes")
-    for col in ("cell", "setting", "ours %"):
-        table.add_column(col, justify="right" if col == "ours %" else "left")
-    for key, name in PAPER_COLUMNS.items():
-        table.add_column(f"paper {name}", justify="right", style="bold" if key == ds else "dim")
-    table.add_column("Δ paper", justify="right")
-    for row in summary["cells"]:
-        table.add_row(row["cell"], row["label"],
-                      f"{row['accuracy']:.2f} ± {row['ci95']:.2f}",
-                      *(f"{row['paper'][k]:.1f}" if k in row["paper"] else "-" for k in PAPER_COLUMNS),
-                      _delta(row, ds))
-    console.print(table)
-    if summary.get("note"):
-        console.print(summary["note"], style="dim", highlight=False)
-    console.print(CAVEAT, style="dim", highlight=False)
 
 
 def to_markdown(summary: dict) -> str:
@@ -50,7 +29,7 @@ def to_markdown(summary: dict) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary["cells"]:
         cells = [row["cell"], row["label"], f"`{_setting(row['overrides'])}`", f"{row['accuracy']:.2f} ± {row['ci95']:.2f}"]
-        cells += [f"{row['paper'][k]:.1f}" if k in row["paper"] else "-" for k in PAPER_COLUMNS] + [_delta(row, ds)]
+        cells += [f"{row['paper'][k]:.1f}" if k in row["paper"] else "-" for k in PAPER_COLUMNS] + [paper_delta(row, ds)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""] + ([summary["note"], ""] if summary.get("note") else []) + [CAVEAT, ""]
     return "\n".join(lines)

@@ -12,6 +12,7 @@ by another). Running the same seed again reuses what is there: extraction and tr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,20 +49,24 @@ class DemoConfig:
         return Path(self.runs) / f"demo-results{self.suffix}.json"
 
 
-def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
+def run_demo(cfg: DemoConfig, console: Console | None = None,
+             show_extract: Callable[[object, Console], None] | None = None) -> dict:
+    """The four steps; returns the results (also `cfg.results_path`). `show_extract(summary, console)` renders the
+    extraction summary (`mdmf demo`: `mdmf.cli.tables.print_extract_summary`)."""
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
-    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, load_run_model, write_result
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
+    from mdmf.pipeline.runs import RunDir
     from mdmf.pipeline.features.extract import ExtractConfig, run_extract
     from mdmf.pipeline.features.store import FeatureStore
-    from mdmf.pipeline.apps.summaries import print_extract_summary
     from mdmf.pipeline.train.loop import TrainConfig, train_head
 
     console = console or Console()
     console.rule("1/4 toy videos and features (tiny backbone)")
     summary = run_extract(ExtractConfig(dataset="toy", root=cfg.data_root, out=cfg.store_path, backbone="tiny",
                                         train_views=4, workers=cfg.workers, progress=cfg.progress, seed=cfg.seed))
-    print_extract_summary(summary, console)
+    if show_extract is not None:
+        show_extract(summary, console)
     store = FeatureStore.open(cfg.store_path)
 
     console.rule("2/4 untrained baseline: OTAM on the raw CLIP frame features")
@@ -71,22 +76,22 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
         r = evaluate_split(otam, store, "test", EvalConfig(shot=shot, episodes=cfg.episodes, seed=cfg.seed,
                                                            progress=cfg.progress))
         results["otam"][shot] = r
-        write_result(r, Path(cfg.runs) / "demo-otam" / f"test_5w{shot}s_seed{cfg.seed}.json", "OTAM baseline (toy, tiny)")
+        write_result(r, RunDir(Path(cfg.runs) / "demo-otam").eval_path("test", 5, shot, cfg.seed), "OTAM baseline (toy, tiny)")
 
     console.rule("3/4 train the MDMF head on the cached features (5-way 1-shot episodes)")
-    run_dir = cfg.run_dir
-    resume = (run_dir / "last.pt").is_file()
+    run_dir = RunDir(cfg.run_dir)
+    resume = run_dir.last.is_file()
     tcfg = TrainConfig(store=cfg.store_path, run_dir=str(run_dir), model={"name": "mdmf"}, steps=cfg.steps,
                        seed=cfg.seed, progress=cfg.progress, device="cpu")
     train_head(tcfg, resume=resume)
 
     console.rule("4/4 evaluate the trained head on the test classes")
-    model, _ = load_run_model(run_dir)
+    model, _ = run_dir.load_model()
     for shot in cfg.shots:
         r = evaluate_split(model, store, "test", EvalConfig(shot=shot, episodes=cfg.episodes, seed=cfg.seed,
                                                             progress=cfg.progress))
         results["mdmf"][shot] = r
-        write_result(r, run_dir / "eval" / f"test_5w{shot}s_seed{cfg.seed}.json", "MDMF head (toy, tiny)")
+        write_result(r, run_dir.eval_path("test", 5, shot, cfg.seed), "MDMF head (toy, tiny)")
 
     table = Table(title=f"toy dataset, tiny backbone, 5-way, {cfg.episodes} test episodes (seed {cfg.seed})")
     table.add_column("model")

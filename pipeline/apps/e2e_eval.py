@@ -18,17 +18,19 @@ from mdmf.pipeline.core.checkpoint import load_checkpoint
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, evaluate_split
 from mdmf.pipeline.features.store import FeatureStore
+from mdmf.pipeline.runs import RunDir
 
 
-def run_weights_sha256(run: Path) -> str:
+def run_weights_sha256(run: Path | RunDir) -> str:
     """The weights sha256 a store extracted with `--weights run` records (base weights + visual.pt)."""
-    record = load_checkpoint(Path(run) / RUN_VISUAL)
-    return finetuned_sha256(record["backbone"]["weights_sha256"], Path(run) / RUN_VISUAL)
+    visual = RunDir.of(run).visual
+    record = load_checkpoint(visual)
+    return finetuned_sha256(record["backbone"]["weights_sha256"], visual)
 
 
-def _check_run(run: Path, state: dict) -> FeatureStore:
+def _check_run(run: Path | RunDir, state: dict) -> FeatureStore:
     """The run's training store, after checking that visual.pt belongs to best.pt."""
-    visual = Path(run) / RUN_VISUAL
+    visual = RunDir.of(run).visual
     if not visual.is_file():
         raise MdmfError(f"{run}: no {RUN_VISUAL} beside best.pt; was the run interrupted while saving? resume it")
     step = load_checkpoint(visual)["step"]
@@ -38,16 +40,16 @@ def _check_run(run: Path, state: dict) -> FeatureStore:
     return FeatureStore.open(state["train_config"]["store"])
 
 
-def extract_run_store(run: Path, split: str, root: str | None = None, workers: int = 2, device: str = "auto",
+def extract_run_store(run: Path | RunDir, split: str, root: str | None = None, workers: int = 2, device: str = "auto",
                       progress: bool = False) -> FeatureStore:
     """`mdmf extract --weights runs/<name>` for one split, into the run folder (done once per visual.pt)."""
     from mdmf.pipeline.train.e2e import extract_config_of
     from mdmf.pipeline.features.extract import ExtractConfig, run_extract
 
-    state = load_checkpoint(Path(run) / "best.pt")
-    train_store = _check_run(run, state)
+    run = RunDir.of(run)
+    train_store = _check_run(run, run.best_state())
     base = extract_config_of(train_store)
-    out = Path(run) / "stores" / f"{split}-{run_weights_sha256(run)[:12]}"
+    out = run.run_store(split, run_weights_sha256(run))
     cfg = ExtractConfig(dataset=base.dataset, root=root or base.root, splits_dir=base.splits_dir, out=str(out),
                         backbone=run_backbone(str(run)), weights=str(run), frames=base.frames,
                         train_views=base.train_views, seed=base.seed, prompt_template=base.prompt_template,
@@ -58,25 +60,23 @@ def extract_run_store(run: Path, split: str, root: str | None = None, workers: i
     return FeatureStore.open(out)
 
 
-def evaluate_run_cached(run: Path, split: str, cfg: EvalConfig, root: str | None = None, workers: int = 2,
+def evaluate_run_cached(run: Path | RunDir, split: str, cfg: EvalConfig, root: str | None = None, workers: int = 2,
                         progress: bool = False) -> EvalResult:
-    from mdmf.pipeline.evaluate.episodic import load_run_model
-
+    run = RunDir.of(run)
     store = extract_run_store(run, split, root, workers, cfg.device, progress)
-    model, _ = load_run_model(run)
+    model, _ = run.load_model()
     return evaluate_split(model, store, split, cfg)
 
 
-def evaluate_run_from_frames(run: Path, split: str, cfg: EvalConfig, root: str | None = None, workers: int = 2,
+def evaluate_run_from_frames(run: Path | RunDir, split: str, cfg: EvalConfig, root: str | None = None, workers: int = 2,
                              frames_from: str = "auto", batch_videos: int = 32) -> EvalResult:
     import torch
 
     from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
     from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.train.e2e import VisualEncoder, encode_videos, extract_config_of, frame_source, preprocessor_of, split_videos
-    from mdmf.pipeline.evaluate.episodic import load_run_model
-
-    model, state = load_run_model(run)
+    run = RunDir.of(run)
+    model, state = run.load_model()
     store = _check_run(run, state)
     ecfg = extract_config_of(store)
     device = resolve_device(cfg.device)

@@ -98,12 +98,12 @@ def load_predictor(cfg: PredictConfig, device: torch.device):
     """(model in eval mode, VideoEncoder, run name or None) for `cfg`."""
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
-    from mdmf.pipeline.evaluate.episodic import load_run_model
+    from mdmf.pipeline.runs import RunDir
     from mdmf.pipeline.features.store import FeatureStore
     from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 
     if cfg.run:
-        model, state = load_run_model(cfg.run)
+        model, state = RunDir(cfg.run).load_model()
         store = FeatureStore.open(cfg.cache or state["train_config"]["store"])
         recipe = EncodeRecipe.from_store(store, cfg.weights, cfg.backbone)
     else:

@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.runs import RunDir
 
 
 @dataclass
@@ -42,14 +43,14 @@ class ReportConfig:
     progress: bool = True
 
 
-def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out: Path, run: Path, device: str):
+def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out: Path, run: RunDir, device: str):
     """(EvalResult, where it came from): a reusable eval JSON of the run, or a fresh evaluation written to `out`."""
     from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, write_result
 
-    name = f"{cfg.split}_{way}w{shot}s_seed{cfg.seed}.json"
-    best_time = (run / "best.pt").stat().st_mtime
+    own = run.eval_path(cfg.split, way, shot, cfg.seed)
+    best_time = run.best.stat().st_mtime
     known = {f.name for f in fields(EvalResult)}
-    for candidate, need_episodes in ((run / "eval" / name, None), (out / f"eval_{name}", cfg.episodes)):
+    for candidate, need_episodes in ((own, None), (out / f"eval_{own.name}", cfg.episodes)):
         if cfg.reuse_eval and candidate.is_file() and candidate.stat().st_mtime >= best_time:
             try:
                 result = EvalResult(**{k: v for k, v in json.loads(candidate.read_text()).items() if k in known})
@@ -60,25 +61,24 @@ def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out:
     ecfg = EvalConfig(way=way, shot=shot, queries=1, episodes=cfg.episodes, seed=cfg.seed, device=device,
                       progress=cfg.progress)
     result = evaluate(model, data.features, data.labels, data.prompt_embeddings, data.class_names, ecfg)
-    write_result(result, out / f"eval_{name}", f"{run.name} ({model.config.name}) on {cfg.split}, for the report")
+    write_result(result, out / f"eval_{own.name}", f"{run.name} ({model.config.name}) on {cfg.split}, for the report")
     return result, "computed for this report"
 
 
 def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     """Write the figures and the summary; returns the summary (also `report.json`)."""
     from mdmf.pipeline.evaluate.predictions import predict_episodes
-    from mdmf.pipeline.evaluate.episodic import load_run_model
     from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.core.progress import progress_bar
-    from mdmf.pipeline.apps.report_data import attention_examples, read_curves, tsne_subset, video_embeddings
+    from mdmf.pipeline.apps.report_data import attention_examples, tsne_subset, video_embeddings
     from mdmf.pipeline.apps.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
     from mdmf.pipeline.apps.report_summary import write_summary
     from mdmf.pipeline.features.store import FeatureStore
     from mdmf.pipeline.apps.tsne import tsne
 
     console = console or Console()
-    run = Path(cfg.run)
-    model, state = load_run_model(run)
+    run = RunDir(cfg.run)
+    model, state = run.load_model()
     train_cfg = state["train_config"]
     store = FeatureStore.open(cfg.cache or train_cfg["store"])
     data = store.load(cfg.split)
@@ -86,13 +86,13 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     if cfg.episodes < 1:
         raise MdmfError(f"--episodes {cfg.episodes}: evaluate at least one episode")
     device = str(resolve_device(cfg.device))
-    out = Path(cfg.out) if cfg.out else run / "report"
+    out = Path(cfg.out) if cfg.out else run.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
     figures: dict[str, Path] = {}
 
     console.print(f"[bold]report[/] for {run} → {out}")
-    curves = read_curves(run / "metrics.jsonl")
+    curves = run.read_metrics()
     figures["curves"] = training_curves(curves, out / "curves.png", best_step=state["best"].get("step"))
 
     result, source = _evaluation(model, store, data, cfg, way, shot, out, run, device)

@@ -1,39 +1,12 @@
-"""The numbers behind the report's figures: training curves, video embeddings for t-SNE, MMFE attention examples."""
+"""The numbers behind the report's figures: video embeddings for t-SNE, MMFE attention examples (the training
+curves are the run folder's, `mdmf.pipeline.runs.read_curves`)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-
-from mdmf.pipeline.core.errors import MdmfError
-
-
-@dataclass
-class Curves:
-    """From `metrics.jsonl`: one record per optimizer step (`train`) and per validation (`val`)."""
-
-    train: list[dict]
-    val: list[dict]
-
-
-def read_curves(path: Path) -> Curves:
-    path = Path(path)
-    if not path.is_file():
-        raise MdmfError(f"{path}: not found; is this a run folder of `mdmf train`?")
-    train, val = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise MdmfError(f"{path}, line {n}: not JSON; the file is damaged") from None
-        (val if "val_accuracy" in record else train).append(record)
-    return Curves(train, val)
 
 
 def tsne_subset(labels: np.ndarray, max_classes: int, per_class: int, seed: int = 0) -> np.ndarray:

@@ -128,30 +128,6 @@ def evaluate_split(model, store, split: str, cfg: EvalConfig) -> EvalResult:
     return evaluate(model, data.features, data.labels, data.prompt_embeddings, data.class_names, cfg)
 
 
-def load_run_model(run_dir):
-    """The best model of a run folder and the store it was trained on."""
-    from pathlib import Path
-
-    from mdmf.config import ModelConfig
-    from mdmf.registry import build_model
-    from mdmf.pipeline.core.checkpoint import load_checkpoint
-    from mdmf.pipeline.core.errors import MdmfError
-    from mdmf.pipeline.features.store import FeatureStore
-
-    run_dir = Path(run_dir)
-    ckpt_path = run_dir / "best.pt"
-    if not ckpt_path.is_file():
-        raise MdmfError(f"{run_dir}: no best.pt; is this a run folder of `mdmf train` that reached a validation?")
-    state = load_checkpoint(ckpt_path)
-    try:
-        config = ModelConfig.from_saved(state["model_config"])
-    except ValueError as err:
-        raise MdmfError(f"{ckpt_path}: its model config cannot be read: {err}") from None
-    model = build_model(config)
-    model.load_state_dict(state["model"])
-    return model, state
-
-
 def write_result(result: EvalResult, path, title: str) -> None:
     """The result as JSON at `path` and as a plain-text table beside it (`.txt`)."""
     import json

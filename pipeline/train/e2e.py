@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
 from mdmf.pipeline.train.frames import AUGMENTS, SOURCES, DecodedFrames, SplitFrames, SplitVideos, StoredFrames, loader
 from mdmf.pipeline.data.transforms import FramePreprocessor
+from mdmf.pipeline.runs import RunDir
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 BN_MODES = ("frozen", "train")
@@ -264,18 +265,18 @@ class FrameInput:
     def load_state_dict(self, state: dict) -> None:
         self.encoder.visual.load_state_dict(state["visual"])
 
-    def save_best(self, run: Path, step: int) -> None:
+    def save_best(self, run: RunDir, step: int) -> None:
         """`visual.pt`: the visual encoder of best.pt, and what it started from (`--weights runs/<name>`)."""
         import shutil
 
-        from mdmf.pipeline.features.backbones import RUN_VISUAL, run_base_record
+        from mdmf.pipeline.features.backbones import run_base_record
         from mdmf.pipeline.core.checkpoint import save_atomic
 
         config_file = None
         arg = self.ecfg.resolved_backbone()
         if arg.endswith(".json"):  # the run carries its model config, so it stands alone
             config_file = Path(arg).name
-            if not (run / config_file).is_file():
-                shutil.copyfile(arg, run / config_file)
+            if not (run.path / config_file).is_file():
+                shutil.copyfile(arg, run.path / config_file)
         save_atomic({"visual": self.encoder.visual.state_dict(), "step": step,
-                     "backbone": run_base_record(self.base_spec, self.base_sha, config_file)}, run / RUN_VISUAL)
+                     "backbone": run_base_record(self.base_spec, self.base_sha, config_file)}, run.visual)

@@ -5,14 +5,8 @@
 
 What differs is only where an episode's frame features come from (an "episode input": `CachedFeatures` here,
 `mdmf.pipeline.train.e2e.FrameInput` for e2e) and which modules train; the loop, the run folder, checkpoints, validation and
-resume are shared. A run folder holds everything needed to continue or evaluate it::
-
-    runs/<name>/config.json     the resolved training + model config
-    runs/<name>/metrics.jsonl   one JSON line per optimizer step (loss parts, accuracy) and per validation
-    runs/<name>/last.pt         model, optimizer, grad scaler, step, best score, RNG state (for --resume); written
-                                at every validation, and at the step where Ctrl-C stopped the run
-    runs/<name>/best.pt         the heads with the best validation accuracy (val split, never test)
-    runs/<name>/visual.pt       e2e only: the visual encoder of best.pt (`--weights runs/<name>` re-extracts with it)
+resume are shared. A run folder (`mdmf.pipeline.runs.RunDir`, where its layout is written down) holds everything
+needed to continue or evaluate it: config.json, metrics.jsonl, last.pt (for --resume), best.pt, and for e2e visual.pt.
 
 Episode `i` is a pure function of (seed, i), and so is the randomness of the chunk of episodes a forward pass sees
 (PPS draws, dropout: torch is re-seeded from (seed, first episode of the chunk)): a resumed run continues exactly as
@@ -22,7 +16,6 @@ episodes between them compute the update one process computes.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +34,7 @@ from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
 from mdmf.pipeline.core.interrupt import DeferredInterrupt
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.features.store import FeatureStore
+from mdmf.pipeline.runs import RunDir
 
 STAGES = ("head", "e2e")
 DEFAULT_LR = {"head": 1e-4, "e2e": 1e-5}  # heads; e2e: the paper's 1e-5 (the backbone's is E2EConfig.backbone_lr)
@@ -165,12 +159,6 @@ def build_head(store: FeatureStore, overrides: dict):
         raise MdmfError(f"model settings: {err}") from None
 
 
-def _read_metrics(path: Path, upto_step: int) -> list[str]:
-    if not path.is_file():
-        return []
-    return [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= upto_step]
-
-
 def _chunk_seed(seed: int, first: int, salt: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(first) + salt * 7_919_000_003) % (2**63)
 
@@ -209,7 +197,7 @@ class CachedFeatures:
     def load_state_dict(self, state: dict) -> None:
         pass
 
-    def save_best(self, run: Path, step: int) -> None:
+    def save_best(self, run: RunDir, step: int) -> None:
         pass
 
 
@@ -269,14 +257,13 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> d
     On resume the run's saved config is used (the arguments' settings are ignored, except `progress`, `device`
     and, for e2e, `root` and `workers`); `steps` extends (or sets) the total number of optimizer steps.
     """
-    run = Path(cfg.run_dir)
-    last = run / "last.pt"
-    if run.exists() and (run / "config.json").exists() and not resume:
+    run = RunDir(cfg.run_dir)
+    if run.holds_run() and not resume:
         raise MdmfError(f"{run} already holds a run: add --resume to continue it, or choose another --name")
     if resume:
-        if not last.is_file():
+        if not run.last.is_file():
             raise MdmfError(f"{run}: nothing to resume (no last.pt); start it without --resume")
-        state = load_checkpoint(last)
+        state = load_checkpoint(run.last)
         cfg = _resume_config(cfg, state)
     else:
         state = None
@@ -297,7 +284,7 @@ def _init_heads(cfg: TrainConfig) -> dict | None:
     """`--init runs/<head-run>`: its best.pt; the heads' config becomes that run's."""
     if not cfg.init:
         return None
-    path = Path(cfg.init) / "best.pt"
+    path = RunDir(cfg.init).best
     if not path.is_file():
         raise MdmfError(f"--init {cfg.init}: no best.pt there; give a run folder of `mdmf train` that validated once")
     state = load_checkpoint(path)
@@ -306,8 +293,7 @@ def _init_heads(cfg: TrainConfig) -> dict | None:
 
 
 def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -> dict:
-    run = Path(cfg.run_dir)
-    last = run / "last.pt"
+    run = RunDir(cfg.run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = ctx.device
@@ -340,7 +326,6 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     opt = torch.optim.Adam(groups)
     base_lrs = [g["lr"] for g in opt.param_groups]
     scaler = torch.amp.GradScaler(device.type, enabled=inp.uses_scaler)
-    metrics_path = run / "metrics.jsonl"
     step, best = 0, {"val_accuracy": -1.0, "step": 0}
     if state is not None:
         heads.load_state_dict(state["model"])
@@ -353,12 +338,9 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
         if state.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         if ctx.is_main:
-            metrics_path.write_text("".join(line + "\n" for line in _read_metrics(metrics_path, step)))
+            run.keep_metrics_upto(step)
     elif ctx.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": heads.config.to_dict(),
-                                                     "store": store.meta["identity"]}, indent=2))
-        metrics_path.write_text("")
+        run.start({"train": asdict(cfg), "model": heads.config.to_dict(), "store": store.meta["identity"]})
     net = ctx.wrap(model)
 
     prompts = torch.as_tensor(inp.train.prompt_embeddings, dtype=torch.float32)
@@ -386,13 +368,11 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
         if ctx.is_main:
             result = evaluate(heads, val.features, val.labels, val.prompt_embeddings, val.class_names, val_cfg)
             accuracy = result.accuracy
-            record = {"step": step, "val_accuracy": result.accuracy, "val_ci95": result.ci95}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            run.append_metrics({"step": step, "val_accuracy": result.accuracy, "val_ci95": result.ci95})
             if result.accuracy > best["val_accuracy"]:
                 best = {"val_accuracy": result.accuracy, "val_ci95": result.ci95, "step": step}
                 inp.save_best(run, step)  # before best.pt: a best.pt always has its visual.pt
-                checkpoint(run / "best.pt", light=cfg.stage == "e2e")
+                checkpoint(run.best, light=cfg.stage == "e2e")
         model.train()
         return accuracy
 
@@ -441,15 +421,14 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
             record = {"step": step, "episodes": step * cfg.episodes_per_step, "lr": cfg.lr * factor, **totals,
                       "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - start, 3)}
             if ctx.is_main:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                run.append_metrics(record)
             fields_ = {"loss": totals["loss"], "acc": record["train_accuracy"]}
             validating = step % cfg.val_every == 0 or step == cfg.steps
             if validating:
                 fields_["val"] = validate()
             if validating or stop:  # stop (Ctrl-C): keep every finished step, --resume continues exactly from here
                 if ctx.is_main:
-                    checkpoint(last)
+                    checkpoint(run.last)
                 ctx.barrier()
             advance(1, **fields_)
             if stop:

@@ -1,9 +1,15 @@
-"""Human-readable tables for what the pipeline returns (the same data is always also written as JSON)."""
+"""Every rich table the CLI prints: the pipeline returns data (and writes its JSON / Markdown), these render it.
+
+`print_extract_summary` (`mdmf extract`, the demo), `print_store_info` (`mdmf cache info`), `print_eval_result`
+(`mdmf eval`), `print_ablation_table` (`mdmf ablate`).
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+
+from mdmf.pipeline.apps.ablate_output import CAVEAT, PAPER_COLUMNS, paper_delta
 
 
 def print_extract_summary(summary, console: Console, first_failures: int = 5) -> None:
@@ -54,3 +60,35 @@ def print_store_info(info: dict, console: Console) -> None:
     for split, fails in info["failures"].items():
         for vid, path, reason in fails[:5]:
             console.print(f"  [yellow]{split}[/] {path or vid}: {reason}", highlight=False)
+
+
+def print_eval_result(result, title: str, out, console: Console) -> None:
+    """`mdmf eval`: per-class accuracy, then the headline with where the result was written."""
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("accuracy %", justify="right")
+    for name, acc in sorted(result.per_class.items()):
+        table.add_row(name, f"{acc:.2f}")
+    console.print(table)
+    console.print(f"[bold]{result.way}-way {result.shot}-shot: {result.accuracy:.2f} ± {result.ci95:.2f} %[/] "
+                  f"({result.episodes} episodes, seed {result.seed}, {result.seconds:.1f} s); written to {out}")
+
+
+def print_ablation_table(summary: dict, console: Console) -> None:
+    ds = summary["dataset"]
+    table = Table(title=f"Table {summary['table']}: {summary['title']} — {ds}, {summary['way']}-way "
+                        f"{summary['shot']}-shot, {summary['episodes']} test episodes")
+    for col in ("cell", "setting", "ours %"):
+        table.add_column(col, justify="right" if col == "ours %" else "left")
+    for key, name in PAPER_COLUMNS.items():
+        table.add_column(f"paper {name}", justify="right", style="bold" if key == ds else "dim")
+    table.add_column("Δ paper", justify="right")
+    for row in summary["cells"]:
+        table.add_row(row["cell"], row["label"],
+                      f"{row['accuracy']:.2f} ± {row['ci95']:.2f}",
+                      *(f"{row['paper'][k]:.1f}" if k in row["paper"] else "-" for k in PAPER_COLUMNS),
+                      paper_delta(row, ds))
+    console.print(table)
+    if summary.get("note"):
+        console.print(summary["note"], style="dim", highlight=False)
+    console.print(CAVEAT, style="dim", highlight=False)

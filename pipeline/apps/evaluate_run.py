@@ -1,0 +1,96 @@
+"""`mdmf eval` as a request: a trained run (head or e2e) or the untrained OTAM baseline on seeded test episodes.
+
+`evaluate_request` makes every decision the command needs (the device, which store or frames an e2e run is
+evaluated on, the baseline model, where the result is written); `mdmf.cli.evaluate` only parses and renders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdmf.config import ModelConfig
+from mdmf.registry import build_model
+from mdmf.pipeline.apps.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
+from mdmf.pipeline.core.devices import resolve_device
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.datasets import default_store_path
+from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate_split, write_result
+from mdmf.pipeline.features.store import FeatureStore
+from mdmf.pipeline.runs import RunDir
+
+BASELINES = Path("runs") / "baselines"  # runs/baselines/<dataset>-<backbone>-otam/eval/...
+
+
+@dataclass
+class EvalRequest:
+    run: str | None = None  # a run folder of `mdmf train` (its best.pt and its store)
+    model: str | None = None  # or an untrained model: otam
+    dataset: str | None = None  # with model: the dataset whose default store to use
+    cache: str | None = None  # a store instead of the run's (or the default one)
+    backbone: str | None = None  # backbone part of the default store path
+    split: str = "test"
+    way: int = 5
+    shot: int = 1
+    queries: int = 1
+    episodes: int = 10_000
+    seed: int = 0
+    batch_episodes: int = 500
+    reuse: bool = True
+    from_frames: bool = False  # e2e run: encode the split's frames instead of re-extracting a store
+    root: str | None = None  # e2e run: folder of the videos
+    workers: int = 2  # e2e run: decoding processes
+    json_path: str | None = None  # also write the result JSON here
+    device: str = "auto"
+    progress: bool = True
+
+
+def evaluate_request(req: EvalRequest) -> tuple[EvalResult, Path, str]:
+    """Evaluate what `req` names; returns (result, where it was written, its title)."""
+    if (req.run is None) == (req.model is None):
+        raise MdmfError("give either --run runs/<name> or --model otam (with --dataset or --cache)")
+    cfg = EvalConfig(way=req.way, shot=req.shot, queries=req.queries, episodes=req.episodes, seed=req.seed,
+                     batch_episodes=req.batch_episodes, reuse=req.reuse, device=str(resolve_device(req.device)),
+                     progress=req.progress)
+    if req.run is not None:
+        result, out, title = _evaluate_run(RunDir(req.run), req, cfg)
+    else:
+        result, out, title = _evaluate_baseline(req, cfg)
+    write_result(result, out, title)
+    if req.json_path:
+        path = Path(req.json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_json(), indent=2))
+    return result, out, title
+
+
+def _evaluate_run(run: RunDir, req: EvalRequest, cfg: EvalConfig) -> tuple[EvalResult, Path, str]:
+    """A trained run; an e2e run (without --cache) needs features of its own fine-tuned encoder. best.pt is read
+    once, here, and the `RunDir` carries it to the e2e evaluation."""
+    net, state = run.load_model()
+    e2e_run = state["train_config"].get("stage") == "e2e" and req.cache is None
+    if req.from_frames and not e2e_run:
+        raise MdmfError("--from-frames is for runs of `mdmf train --stage e2e` (without --cache)")
+    store = None if e2e_run else FeatureStore.open(req.cache or state["train_config"]["store"])
+    out = run.eval_path(req.split, req.way, req.shot, req.seed, frames=req.from_frames)
+    title = f"{run.name} ({net.config.name}{', e2e' if e2e_run else ''}) on {req.split}"
+    if e2e_run:
+        kw = dict(root=req.root, workers=req.workers)
+        result = (evaluate_run_from_frames(run, req.split, cfg, **kw) if req.from_frames
+                  else evaluate_run_cached(run, req.split, cfg, progress=req.progress, **kw))
+    else:
+        result = evaluate_split(net, store, req.split, cfg)
+    return result, out, title
+
+
+def _evaluate_baseline(req: EvalRequest, cfg: EvalConfig) -> tuple[EvalResult, Path, str]:
+    """The untrained OTAM baseline on a store's raw CLIP features (written under runs/baselines/)."""
+    store = FeatureStore.open(req.cache or default_store_path(req.dataset, req.backbone))
+    if req.model != "otam":
+        raise MdmfError(f"--model {req.model}: only the untrained baseline 'otam' can be evaluated without a run")
+    net = build_model(ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
+    identity = store.meta["identity"]
+    out = RunDir(BASELINES / f"{identity['dataset']}-{identity['backbone']}-otam").eval_path(
+        req.split, req.way, req.shot, req.seed)
+    return evaluate_split(net, store, req.split, cfg), out, f"OTAM on raw CLIP features ({store.path}) on {req.split}"

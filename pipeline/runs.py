@@ -1,0 +1,174 @@
+"""A run folder of `mdmf train`: the one place that knows its files, its store and how to load its model.
+
+    runs/<name>/config.json     the resolved training + model config, and the store's identity
+    runs/<name>/metrics.jsonl   one JSON line per optimizer step (loss parts, accuracy) and per validation
+    runs/<name>/last.pt         model, optimizer, grad scaler, step, best score, RNG state (for --resume); written
+                                at every validation, and at the step where Ctrl-C stopped the run
+    runs/<name>/best.pt         the heads with the best validation accuracy (val split, never test)
+    runs/<name>/visual.pt       e2e only: the visual encoder of best.pt (`--weights runs/<name>` re-extracts with it)
+    runs/<name>/eval/<split>_<way>w<shot>s_seed<seed>[_frames].json   (and .txt): `mdmf eval` results
+    runs/<name>/stores/<split>-<weights sha[:12]>   e2e only: a split re-extracted with the run's visual encoder
+
+The file name `visual.pt` belongs to `features.backbones` (`--weights runs/<name>` reads it there, a room before
+this one), so it is imported from there. Untrained baselines get a folder of the same shape
+(`runs/baselines/<dataset>-<backbone>-otam`, `runs/demo-otam`) for their eval files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdmf.config import ModelConfig
+from mdmf.registry import build_model
+from mdmf.pipeline.core.checkpoint import load_checkpoint
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.features.backbones import RUN_VISUAL
+
+
+@dataclass
+class Curves:
+    """From `metrics.jsonl`: one record per optimizer step (`train`) and per validation (`val`)."""
+
+    train: list[dict]
+    val: list[dict]
+
+
+def read_curves(path: Path) -> Curves:
+    """The rows of a `metrics.jsonl`, split into training steps and validations."""
+    path = Path(path)
+    if not path.is_file():
+        raise MdmfError(f"{path}: not found; is this a run folder of `mdmf train`?")
+    train, val = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise MdmfError(f"{path}, line {n}: not JSON; the file is damaged") from None
+        (val if "val_accuracy" in record else train).append(record)
+    return Curves(train, val)
+
+
+class RunDir:
+    """One run folder. best.pt is read at most once per `RunDir` (`best_state`, `load_model` share it), so pass the
+    `RunDir` along rather than its path."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._state: dict | None = None
+        self._model = None
+
+    @classmethod
+    def of(cls, run: "str | Path | RunDir") -> "RunDir":
+        return run if isinstance(run, RunDir) else cls(run)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # --- files
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def visual(self) -> Path:
+        return self.path / RUN_VISUAL
+
+    def eval_path(self, split: str, way: int, shot: int, seed: int, frames: bool = False) -> Path:
+        """Where `mdmf eval` writes its result for these episodes (`frames`: `--from-frames` of an e2e run)."""
+        return self.path / "eval" / f"{split}_{way}w{shot}s_seed{seed}{'_frames' if frames else ''}.json"
+
+    def run_store(self, split: str, weights_sha256: str) -> Path:
+        """e2e: where `split` re-extracted with the run's visual encoder is kept (one store per visual.pt)."""
+        return self.path / "stores" / f"{split}-{weights_sha256[:12]}"
+
+    # --- config.json and metrics.jsonl
+    def holds_run(self) -> bool:
+        return self.path.exists() and self.config.exists()
+
+    def read_config(self) -> dict:
+        return json.loads(self.config.read_text())
+
+    def start(self, config: dict) -> None:
+        """A new run: the folder, its config.json and an empty metrics.jsonl."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(json.dumps(config, indent=2))
+        self.metrics.write_text("")
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def keep_metrics_upto(self, step: int) -> None:
+        """On resume: drop the rows written after the checkpoint's step (they are computed again)."""
+        lines = self.metrics.read_text().splitlines() if self.metrics.is_file() else []
+        kept = [line for line in lines if line and json.loads(line).get("step", 0) <= step]
+        self.metrics.write_text("".join(line + "\n" for line in kept))
+
+    def read_metrics(self) -> Curves:
+        return read_curves(self.metrics)
+
+    # --- checkpoints and the model
+    def trained_steps(self) -> int | None:
+        """The step of `last.pt` (None without one); memory-mapped, so the weights are not read."""
+        import torch
+
+        if not self.last.is_file():
+            return None
+        return int(torch.load(self.last, map_location="cpu", weights_only=False, mmap=True)["step"])
+
+    def best_state(self) -> dict:
+        """best.pt (read once)."""
+        if self._state is None:
+            if not self.best.is_file():
+                raise MdmfError(f"{self.path}: no best.pt; is this a run folder of `mdmf train` that reached a "
+                                "validation?")
+            self._state = load_checkpoint(self.best)
+        return self._state
+
+    def load_model(self):
+        """(the best model, best.pt's state); built once per `RunDir`."""
+        state = self.best_state()
+        if self._model is None:
+            try:
+                config = ModelConfig.from_saved(state["model_config"])
+            except ValueError as err:
+                raise MdmfError(f"{self.best}: its model config cannot be read: {err}") from None
+            model = build_model(config)
+            model.load_state_dict(state["model"])
+            self._model = model
+        return self._model, state
+
+    @property
+    def stage(self) -> str | None:
+        """`head` or `e2e`: the stage best.pt was trained in."""
+        return self.best_state()["train_config"].get("stage")
+
+    @property
+    def store_path(self) -> str:
+        """The feature store the run was trained on."""
+        return self.best_state()["train_config"]["store"]
+
+
+def load_run_model(run: str | Path | RunDir):
+    """The best model of a run folder and its best.pt state (`RunDir(run).load_model()`)."""
+    return RunDir.of(run).load_model()

@@ -1,0 +1,99 @@
+"""The run folder (`mdmf.pipeline.runs.RunDir`) on a real run of `mdmf train`, the one device resolver, the one
+default store path, and `mdmf eval` as a request (`mdmf.pipeline.apps.evaluate_run`)."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from mdmf.cli.tables import print_eval_result
+from mdmf.pipeline.apps.evaluate_run import EvalRequest, evaluate_request
+from mdmf.pipeline.core.devices import resolve_device
+from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.data.datasets import default_store_path
+from mdmf.pipeline.runs import RunDir, read_curves
+from mdmf.pipeline.train.loop import TrainConfig, train
+from synthetic import make_store
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    store = make_store(base / "store", noise=2.5)
+    train(TrainConfig(store=str(store.path), run_dir=str(base / "run"), model={"name": "mdmf", "heads": 4,
+                                                                            "mlp_dim": 64},
+                      steps=4, episodes_per_step=4, batch_episodes=2, val_every=2, val_episodes=50, progress=False,
+                      device="cpu", lr=1e-3))
+    return RunDir(base / "run"), store
+
+
+def test_the_run_folder_files_are_where_rundir_says(run):
+    rd, store = run
+    assert {p.name for p in rd.path.iterdir()} == {rd.config.name, rd.metrics.name, rd.last.name, rd.best.name}
+    assert rd.config == rd.path / "config.json" and rd.metrics == rd.path / "metrics.jsonl"
+    assert rd.last == rd.path / "last.pt" and rd.best == rd.path / "best.pt" and rd.visual == rd.path / "visual.pt"
+    assert rd.holds_run() and rd.read_config()["train"]["steps"] == 4
+    assert rd.eval_path("test", 5, 1, 0) == rd.path / "eval" / "test_5w1s_seed0.json"
+    assert rd.eval_path("val", 3, 5, 7, frames=True) == rd.path / "eval" / "val_3w5s_seed7_frames.json"
+    assert rd.run_store("test", "ab" * 32) == rd.path / "stores" / "test-abababababab"
+    assert rd.trained_steps() == 4 and rd.stage == "head" and Path(rd.store_path) == Path(store.path)
+    curves = rd.read_metrics()
+    assert [r["step"] for r in curves.train] == [1, 2, 3, 4] and [r["step"] for r in curves.val] == [2, 4]
+    assert read_curves(rd.metrics) == curves
+
+
+def test_best_pt_is_read_once_per_rundir(run, monkeypatch):
+    import mdmf.pipeline.runs as runs
+
+    rd = RunDir(run[0].path)
+    reads = []
+    real = runs.load_checkpoint
+    monkeypatch.setattr(runs, "load_checkpoint", lambda path: reads.append(path) or real(path))
+    model, state = rd.load_model()
+    again, same = rd.load_model()
+    assert again is model and same is state and rd.best_state() is state and reads == [rd.best]
+    assert state["step"] in (2, 4)
+
+
+def test_metrics_are_kept_up_to_a_step_and_appended(tmp_path):
+    rd = RunDir(tmp_path / "r")
+    rd.start({"train": {}})
+    for step in (1, 2, 3):
+        rd.append_metrics({"step": step, "loss": 1.0})
+    rd.append_metrics({"step": 2, "val_accuracy": 50.0})
+    rd.keep_metrics_upto(2)
+    assert [json.loads(x)["step"] for x in rd.metrics.read_text().splitlines()] == [1, 2, 2]
+    with pytest.raises(MdmfError, match="no best.pt"):
+        rd.load_model()
+
+
+def test_one_device_resolver_and_one_default_store_path():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device() == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(MdmfError, match="no CUDA device"):
+            resolve_device("cuda")
+    assert default_store_path("toy") == Path("cache/toy/tiny")
+    assert default_store_path("hmdb51") == Path("cache/hmdb51/RN50")
+    assert default_store_path("hmdb51", "ViT-B-16") == Path("cache/hmdb51/ViT-B-16")
+    with pytest.raises(MdmfError, match="--dataset"):
+        default_store_path(None)
+
+
+def test_an_eval_request_writes_the_run_eval_file_and_the_cli_renders_it(run, tmp_path):
+    rd, _ = run
+    result, out, title = evaluate_request(EvalRequest(run=str(rd.path), episodes=30, device="cpu", progress=False,
+                                                      json_path=str(tmp_path / "copy.json")))
+    assert out == rd.eval_path("test", 5, 1, 0) and out.is_file() and out.with_suffix(".txt").is_file()
+    assert json.loads(out.read_text()) == json.loads((tmp_path / "copy.json").read_text()) == result.to_json()
+    assert title == f"{rd.name} (mdmf) on test"
+    text = io.StringIO()
+    print_eval_result(result, title, out, Console(file=text, width=200))
+    assert f"5-way 1-shot: {result.accuracy:.2f}" in text.getvalue() and str(out) in text.getvalue()
+    with pytest.raises(MdmfError, match="either --run"):
+        evaluate_request(EvalRequest())
+    with pytest.raises(MdmfError, match="--from-frames is for runs"):
+        evaluate_request(EvalRequest(run=str(rd.path), from_frames=True, device="cpu"))
