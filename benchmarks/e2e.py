@@ -134,7 +134,7 @@ def time_loading(store_path: Path, shot: int, source: str, workers: int, episode
     """Seconds per 5-way episode (5 queries per class) of frames, `workers` loader processes (0: this one)."""
     from mdmf.pipeline.train.e2e import extract_config_of, frame_source, preprocessor_of, split_videos
     from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec
-    from mdmf.pipeline.train.frames import EpisodeFrames, loader
+    from mdmf.pipeline.train.frame_sources import EpisodeFrames, loader
     from mdmf.pipeline.features.store import FeatureStore
 
     store = FeatureStore.open(store_path)

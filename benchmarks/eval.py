@@ -13,7 +13,7 @@ test split's size (default: UCF101 test, 2,745 videos in 21 classes, class sizes
   its predictions are compared with the reused run's on the same episodes. The distinct pass and the reused eval are
   run `--repeats` times, alternating, and the fastest of each counts; their CPU seconds are reported too (on a shared
   CPU the wall time of a pass depends on what else runs);
-* head training: optimizer steps of `mdmf.pipeline.train.loop.train_head` (forward, backward, Adam; 5 queries per class) on a
+* head training: optimizer steps of `mdmf.pipeline.train.loop.train` (forward, backward, Adam; 5 queries per class) on a
   small synthetic store, step times read from the run's metrics.jsonl (the first step is left out as warm-up).
 
 Targets (issue 4): eval time <= 1.5 x distinct-pass time; distinct pass >= 50 % of measured matmul FLOP/s.
@@ -250,13 +250,13 @@ def bench_eval(dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args, d
 
 
 def bench_train(dim: int, shot: int, store, args, device: torch.device, work: Path) -> dict:
-    """Head-training episodes/s through `train_head` (forward + backward + Adam, 5 queries per class)."""
-    from mdmf.pipeline.train.loop import TrainConfig, train_head
+    """Head-training episodes/s through `train.loop.train` (forward + backward + Adam, 5 queries per class)."""
+    from mdmf.pipeline.train.loop import TrainConfig, train
 
     run = work / f"run-{dim}-{shot}"
     cfg = TrainConfig(store=str(store.path), run_dir=str(run), shot=shot, queries=5, steps=args.train_steps,
                       val_every=10**9, val_episodes=5, device=str(device), progress=False)
-    train_head(cfg)
+    train(cfg)
     records = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     seconds = [r["seconds"] for r in records if "seconds" in r]
     per_step = float(np.median(np.diff(seconds)))  # the first step (warm-up) left out; the median resists a busy moment

@@ -15,8 +15,10 @@ other: a room imports only the rooms above it (and the model, `mdmf.*`); `tests/
                 episode-independent work, query planning, PPS -> fuse -> score)
     evaluate/   episodic (test episodes -> accuracy ± 95 % interval, result files), predictions (per query)
     runs.py     a run folder: its files, its store, its model
-    train/      stage two: the training loop, its episode inputs (cached features; frames for e2e) and e2e's frames
-    apps/       what users run around that: predict, ablate, report, demo, evaluating e2e runs
+    train/      stage two: loop (the training loop of short steps), inputs (the episode-input Protocol and cached
+                features), e2e (FrameInput: frames through the visual encoder), frame_sources (e2e's frames)
+    apps/       what users run around that: predict, ablate, report, demo, evaluate_run (`mdmf eval` as a request),
+                e2e_eval (evaluating e2e runs)
 
-`mdmf.cli` (the folder `cli/`) only parses, calls one function here and renders.
+`mdmf.cli` (the folder `cli/`) only parses, calls one function here and renders (every rich table in `cli/tables.py`).
 """

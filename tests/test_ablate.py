@@ -43,19 +43,19 @@ def test_presets_hold_the_papers_grids():
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Records every train_head and evaluate_split call the grid makes."""
+    """Records every train and evaluate_split call the grid makes."""
     calls = {"train": [], "eval": 0}
-    train, evaluate = mdmf.pipeline.train.loop.train_head, mdmf.pipeline.evaluate.episodic.evaluate_split
+    real_train, evaluate = mdmf.pipeline.train.loop.train, mdmf.pipeline.evaluate.episodic.evaluate_split
 
-    def train_head(cfg, resume=False, steps=None):
+    def train(cfg, resume=False, steps=None):
         calls["train"].append((Path(cfg.run_dir).name, resume))
-        return train(cfg, resume=resume, steps=steps)
+        return real_train(cfg, resume=resume, steps=steps)
 
     def evaluate_split(*args, **kw):
         calls["eval"] += 1
         return evaluate(*args, **kw)
 
-    monkeypatch.setattr(mdmf.pipeline.train.loop, "train_head", train_head)
+    monkeypatch.setattr(mdmf.pipeline.train.loop, "train", train)
     monkeypatch.setattr(mdmf.pipeline.evaluate.episodic, "evaluate_split", evaluate_split)
     return calls
 
@@ -98,7 +98,7 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(store, tmp_path, counte
     cfg = grid(store, tmp_path, cells=("pps",), steps=3)
     run = cfg.run_dir("pps")
     # a run of this cell that stopped after its step-1 checkpoint (as after a crash or Ctrl-C)
-    mdmf.pipeline.train.loop.train_head(mdmf.pipeline.train.loop.TrainConfig(
+    mdmf.pipeline.train.loop.train(mdmf.pipeline.train.loop.TrainConfig(
         store=str(store.path), run_dir=str(run), model={"name": "mdmf", "views": "both", "distill_condition": "off",
                                                         "pps": True},
         shot=1, steps=1, episodes_per_step=2, batch_episodes=2, val_every=1, val_episodes=20, device="cpu",

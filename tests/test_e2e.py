@@ -109,7 +109,8 @@ def trained(store, tmp_path_factory):
 
 def test_decoding_gives_the_frame_store_and_the_encoder_gives_stage_one_features(store):
     from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
-    from mdmf.pipeline.train.e2e import VisualEncoder, extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.visual_encoder import VisualEncoder
+    from mdmf.pipeline.train.e2e import extract_config_of, frame_source, preprocessor_of, split_videos
 
     ecfg = extract_config_of(store)
     pre = preprocessor_of(store, ecfg)
@@ -275,7 +276,7 @@ def test_store_and_request_mismatches_fail_before_training(store, dataset, tmp_p
 
 def test_fresh_augmentation_is_a_function_of_seed_episode_and_video(store):
     from mdmf.pipeline.train.e2e import extract_config_of, preprocessor_of, split_videos
-    from mdmf.pipeline.train.frames import DecodedFrames
+    from mdmf.pipeline.train.frame_sources import DecodedFrames
 
     ecfg = extract_config_of(store)
     pre = preprocessor_of(store, ecfg)
@@ -288,7 +289,7 @@ def test_fresh_augmentation_is_a_function_of_seed_episode_and_video(store):
 @pytest.mark.parametrize("config_file", [MICRO_CONFIG, MICRO_RN])
 def test_checkpointing_gives_the_same_gradients_and_bn_stays_frozen(config_file):
     from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
-    from mdmf.pipeline.train.e2e import VisualEncoder
+    from mdmf.visual_encoder import VisualEncoder
     from mdmf.pipeline.data.transforms import FramePreprocessor
 
     frames = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)

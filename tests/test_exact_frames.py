@@ -327,7 +327,7 @@ def test_an_old_reader_store_is_never_resumed(exact_dataset, micro_backbone, tmp
 
 
 def test_e2e_decoding_and_predict_read_the_same_exact_frames(exact_dataset, reference_store, micro_backbone):
-    from mdmf.pipeline.train.frames import DecodedFrames, SplitVideos
+    from mdmf.pipeline.train.frame_sources import DecodedFrames, SplitVideos
     from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 
     root, splits = exact_dataset

@@ -86,7 +86,8 @@ def micro_backbone_normalized(backbone, x):
 
 
 def test_decoding_and_predict_use_the_stores_settings(ref_store, micro_backbone):
-    from mdmf.pipeline.train.e2e import VisualEncoder, extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.visual_encoder import VisualEncoder
+    from mdmf.pipeline.train.e2e import extract_config_of, frame_source, preprocessor_of, split_videos
     from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 
     ecfg = extract_config_of(ref_store)

@@ -29,13 +29,13 @@ MICRO = dict(backbone=str(MICRO_CONFIG), weights="random", progress=False, devic
 def micro_run(small_dataset, tmp_path_factory):
     """(store, run dir): the small dataset extracted with the micro backbone, an MDMF head trained 2 steps on it."""
     from mdmf.pipeline.features.extract import ExtractConfig, run_extract
-    from mdmf.pipeline.train.loop import TrainConfig, train_head
+    from mdmf.pipeline.train.loop import TrainConfig, train
 
     root, splits = small_dataset
     base = tmp_path_factory.mktemp("predict")
     run_extract(ExtractConfig(dataset="small", root=str(root), splits_dir=str(splits), out=str(base / "store"),
                               backbone=str(MICRO_CONFIG), weights="random", workers=0, progress=False))
-    train_head(TrainConfig(store=str(base / "store"), run_dir=str(base / "run"),
+    train(TrainConfig(store=str(base / "store"), run_dir=str(base / "run"),
                            model={"name": "mdmf", "heads": 4, "mlp_dim": 32}, way=2, shot=1, queries=1, steps=2,
                            episodes_per_step=2, batch_episodes=2, val_every=2, val_episodes=10, progress=False,
                            device="cpu"))

@@ -16,7 +16,7 @@ from mdmf.pipeline.runs import load_run_model
 from mdmf.pipeline.apps.report import ReportConfig, make_report
 from mdmf.pipeline.apps.report_data import tsne_subset, video_embeddings
 from mdmf.pipeline.runs import read_curves
-from mdmf.pipeline.train.loop import TrainConfig, train_head
+from mdmf.pipeline.train.loop import TrainConfig, train as run_training
 from synthetic import make_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,9 +25,9 @@ FAST = dict(episodes=120, tsne_iterations=120, tsne_per_class=8, attention_examp
 
 
 def train(store, run, **model):
-    train_head(TrainConfig(store=str(store.path), run_dir=str(run), model={"heads": 4, "mlp_dim": 64, **model},
-                           steps=4, episodes_per_step=2, batch_episodes=2, val_every=2, val_episodes=40, lr=1e-3,
-                           progress=False, device="cpu"))
+    run_training(TrainConfig(store=str(store.path), run_dir=str(run), model={"heads": 4, "mlp_dim": 64, **model},
+                             steps=4, episodes_per_step=2, batch_episodes=2, val_every=2, val_episodes=40, lr=1e-3,
+                             progress=False, device="cpu"))
     return run
 
 

@@ -6,7 +6,7 @@ import torch
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
 from mdmf.pipeline.runs import load_run_model
-from mdmf.pipeline.train.loop import TrainConfig, build_head, train_head
+from mdmf.pipeline.train.loop import TrainConfig, build_head, train
 from synthetic import make_store
 
 SMALL = {"name": "mdmf", "heads": 4, "mlp_dim": 64}
@@ -24,7 +24,7 @@ def cfg(store, run_dir, **kw):
 
 
 def test_run_folder_and_checkpoints(store, tmp_path):
-    best = train_head(cfg(store, tmp_path / "run"))
+    best = train(cfg(store, tmp_path / "run"))
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -39,9 +39,9 @@ def test_run_folder_and_checkpoints(store, tmp_path):
 
 
 def test_resume_continues_the_same_run(store, tmp_path):
-    train_head(cfg(store, tmp_path / "straight", steps=6))
-    train_head(cfg(store, tmp_path / "split", steps=3))
-    train_head(cfg(store, tmp_path / "split", lr=5.0), resume=True, steps=6)  # saved config used; steps extended
+    train(cfg(store, tmp_path / "straight", steps=6))
+    train(cfg(store, tmp_path / "split", steps=3))
+    train(cfg(store, tmp_path / "split", lr=5.0), resume=True, steps=6)  # saved config used; steps extended
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
     assert b["step"] == 6
@@ -54,25 +54,25 @@ def test_resume_continues_the_same_run(store, tmp_path):
 
 
 def test_clip_fsar_trains_with_its_video_text_loss(store, tmp_path):
-    train_head(cfg(store, tmp_path / "fsar", model={"name": "clip-fsar", "heads": 4, "mlp_dim": 64}, steps=2,
+    train(cfg(store, tmp_path / "fsar", model={"name": "clip-fsar", "heads": 4, "mlp_dim": 64}, steps=2,
                    val_every=2))
     line = json.loads((tmp_path / "fsar" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["video_text"] > 0 and line["loss"] > line["ce"]
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(store, tmp_path):
-    train_head(cfg(store, tmp_path / "run", steps=3))
+    train(cfg(store, tmp_path / "run", steps=3))
     with pytest.raises(MdmfError, match="--resume"):
-        train_head(cfg(store, tmp_path / "run", steps=3))
+        train(cfg(store, tmp_path / "run", steps=3))
     with pytest.raises(MdmfError, match="nothing to resume"):
-        train_head(cfg(store, tmp_path / "fresh"), resume=True)
+        train(cfg(store, tmp_path / "fresh"), resume=True)
 
 
 def test_bad_model_settings_are_user_errors(store, tmp_path):
     with pytest.raises(MdmfError, match="views"):
-        train_head(cfg(store, tmp_path / "r", model={**SMALL, "views": "sideways"}))
+        train(cfg(store, tmp_path / "r", model={**SMALL, "views": "sideways"}))
     with pytest.raises(MdmfError, match="no trainable parameters"):
-        train_head(cfg(store, tmp_path / "o", model={"name": "otam"}))
+        train(cfg(store, tmp_path / "o", model={"name": "otam"}))
 
 
 def test_training_beats_the_untrained_model(tmp_path):
@@ -84,7 +84,7 @@ def test_training_beats_the_untrained_model(tmp_path):
     untrained = build_head(store, SMALL)
     ev = EvalConfig(episodes=400, seed=1, progress=False)
     before = evaluate_split(untrained, store, "val", ev).accuracy
-    train_head(cfg(store, tmp_path / "learn", steps=60, val_every=20, episodes_per_step=8, batch_episodes=8, lr=1e-2))
+    train(cfg(store, tmp_path / "learn", steps=60, val_every=20, episodes_per_step=8, batch_episodes=8, lr=1e-2))
     model, _ = load_run_model(tmp_path / "learn")
     after = evaluate_split(model, store, "val", ev).accuracy
     assert after > before + 15, (before, after)  # measured: 22.5 -> 48.6
@@ -146,7 +146,7 @@ def test_a_run_saved_before_the_reference_defaults_loads_as_the_model_it_was(sto
     from mdmf.registry import build_model
     from mdmf.pipeline.core.checkpoint import save_atomic
 
-    train_head(cfg(store, tmp_path / "run", model={**SMALL, **LEGACY_VALUES}))
+    train(cfg(store, tmp_path / "run", model={**SMALL, **LEGACY_VALUES}))
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
     state["model_config"] = {k: v for k, v in state["model_config"].items()
                              if k not in {*LEGACY_VALUES, "config_version"}}  # as the old code wrote it
@@ -158,5 +158,5 @@ def test_a_run_saved_before_the_reference_defaults_loads_as_the_model_it_was(sto
     ev = EvalConfig(episodes=50, progress=False)
     assert evaluate_split(model, store, "test", ev).accuracy == evaluate_split(same, store, "test", ev).accuracy
     # and resuming / --init from such a run keeps the architecture too (its weights load into it)
-    train_head(cfg(store, tmp_path / "init", init=str(tmp_path / "run")))
+    train(cfg(store, tmp_path / "init", init=str(tmp_path / "run")))
     assert json.loads((tmp_path / "init" / "config.json").read_text())["model"]["block"] == "pre-ln"

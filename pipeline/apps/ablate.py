@@ -2,7 +2,7 @@
 
 A table is a preset file `pipeline/presets/ablation_table<N>.json`: per cell, the `ModelConfig` overrides that make
 it (only overrides of the paper defaults) and the paper's numbers. Every cell is a run folder
-`<runs>/ablate-<dataset>-t<N>-<cell>`, trained with `train_head`, then evaluated on the test split; the eval JSON
+`<runs>/ablate-<dataset>-t<N>-<cell>`, trained with `train.loop.train`, then evaluated on the test split; the eval JSON
 (`<run>/eval/test_<way>w<shot>s_seed<seed>.json`, as `mdmf eval` writes it) marks the cell done. Running the command
 again skips done cells, resumes a cell whose training was interrupted (from its `last.pt`), and only re-evaluates a
 trained cell whose eval is missing, older than its `best.pt`, or of another episode count.
@@ -110,7 +110,7 @@ def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console)
     from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
     from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.features.store import FeatureStore
-    from mdmf.pipeline.train.loop import TrainConfig, train_head
+    from mdmf.pipeline.train.loop import TrainConfig, train
 
     run = RunDir(cfg.run_dir(cell.cell))
     state = cell_state(run, cfg, shot)
@@ -126,7 +126,7 @@ def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console)
                            way=cfg.way, shot=shot, steps=cfg.steps, episodes_per_step=cfg.episodes_per_step,
                            batch_episodes=math.gcd(16, cfg.episodes_per_step), val_every=cfg.val_every,
                            val_episodes=cfg.val_episodes, seed=cfg.seed, device=cfg.device, progress=cfg.progress, **lr)
-        train_head(tcfg, resume=state == "resume", steps=cfg.steps)
+        train(tcfg, resume=state == "resume", steps=cfg.steps)
     path = run.eval_path("test", cfg.way, shot, cfg.seed)
     if state != "done":
         model, saved = run.load_model()

@@ -59,7 +59,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None,
     from mdmf.pipeline.runs import RunDir
     from mdmf.pipeline.features.extract import ExtractConfig, run_extract
     from mdmf.pipeline.features.store import FeatureStore
-    from mdmf.pipeline.train.loop import TrainConfig, train_head
+    from mdmf.pipeline.train.loop import TrainConfig, train
 
     console = console or Console()
     console.rule("1/4 toy videos and features (tiny backbone)")
@@ -83,7 +83,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None,
     resume = run_dir.last.is_file()
     tcfg = TrainConfig(store=cfg.store_path, run_dir=str(run_dir), model={"name": "mdmf"}, steps=cfg.steps,
                        seed=cfg.seed, progress=cfg.progress, device="cpu")
-    train_head(tcfg, resume=resume)
+    train(tcfg, resume=resume)
 
     console.rule("4/4 evaluate the trained head on the test classes")
     model, _ = run_dir.load_model()

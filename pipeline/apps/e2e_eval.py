@@ -74,7 +74,8 @@ def evaluate_run_from_frames(run: Path | RunDir, split: str, cfg: EvalConfig, ro
 
     from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
     from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.pipeline.train.e2e import VisualEncoder, encode_videos, extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.visual_encoder import VisualEncoder
+    from mdmf.pipeline.train.e2e import encode_videos, extract_config_of, frame_source, preprocessor_of, split_videos
     run = RunDir.of(run)
     model, state = run.load_model()
     store = _check_run(run, state)

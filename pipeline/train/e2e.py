@@ -1,9 +1,10 @@
 """Stage two end to end (`mdmf train --stage e2e`): the CLIP visual encoder is fine-tuned together with the heads.
 
-The heads are the same model class as in the head stage; in front of them sits `VisualEncoder`, which computes
-exactly what stage one computed for a crop (the store's normalisation, then `model.visual`). Everything else comes from
-the stage-one store: the split files' videos and labels, the train views' augmentation (seed), the prompt embeddings
-(the text encoder is never run again), and the weights the visual encoder starts from (checked by their sha256).
+The heads are the same model class as in the head stage; in front of them sits `mdmf.visual_encoder.VisualEncoder`
+(model code, pure torch), which computes exactly what stage one computed for a crop (the store's normalisation, then
+`model.visual`). Everything else comes from the stage-one store: the split files' videos and labels, the train
+views' augmentation (seed), the prompt embeddings (the text encoder is never run again), and the weights the visual
+encoder starts from (checked by their sha256).
 
 Decisions, each an option of `E2EConfig`:
 * Learning rates: Adam, `backbone_lr` 1e-5 (the paper's single rate); the heads' rate is the run's `--lr` (1e-5 too
@@ -25,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from mdmf.visual_encoder import VisualEncoder
 from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
-from mdmf.pipeline.train.frames import AUGMENTS, SOURCES, DecodedFrames, SplitFrames, SplitVideos, StoredFrames, loader
+from mdmf.pipeline.train.frame_sources import (AUGMENTS, SOURCES, DecodedFrames, EpisodeFrames, SplitFrames, SplitVideos,
+                                              StoredFrames, loader)
 from mdmf.pipeline.data.transforms import FramePreprocessor
 from mdmf.pipeline.runs import RunDir
+from mdmf.pipeline.train.inputs import EpisodeInput
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 BN_MODES = ("frozen", "train")
@@ -72,50 +74,6 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp != "off" and device.type != "cuda":
         raise MdmfError(f"--amp {amp}: mixed precision is for CUDA devices; use --amp off on {device.type}")
     return amp
-
-
-class VisualEncoder(nn.Module):
-    """uint8 crops `(B, T, 3, S, S)` -> frame embeddings `(B, T, D)` float32: stage one's function, trainable.
-
-    Its state dict is the open_clip visual encoder's (`visual.*`), so it loads into `model.visual` as it is.
-    """
-
-    def __init__(self, visual: nn.Module, pre: FramePreprocessor, amp: str = "off", grad_checkpointing: bool = False,
-                 bn: str = "frozen"):
-        super().__init__()
-        self.visual, self.pre, self.amp, self.bn = visual, pre, amp, bn
-        self.checkpointing = grad_checkpointing
-        self._resnet = all(hasattr(visual, a) for a in ("stem", "layer1", "layer4", "attnpool"))
-        if grad_checkpointing and not self._resnet:
-            if not hasattr(visual, "set_grad_checkpointing"):
-                raise MdmfError(f"activation checkpointing is not available for {type(visual).__name__}; "
-                                "train without --grad-checkpointing")
-            visual.set_grad_checkpointing(True)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        B, T = frames.shape[:2]
-        x = self.pre.normalize(frames.reshape(B * T, *frames.shape[2:]))  # as stage one: float32, its normalisation
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-            y = self._resnet_forward(x) if self._resnet and self.checkpointing and self.training else self.visual(x)
-        return y.float().reshape(B, T, -1)
-
-    def _resnet_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """open_clip's ModifiedResNet.forward, with each bottleneck block recomputed in the backward pass."""
-        v = self.visual
-        x = v.stem(x)
-        for layer in (v.layer1, v.layer2, v.layer3, v.layer4):
-            for block in layer:
-                x = checkpoint(block, x, use_reentrant=False)
-        return v.attnpool(x)
-
-    def train(self, mode: bool = True) -> "VisualEncoder":
-        super().train(mode)
-        if mode and self.bn == "frozen":
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
 
 
 # ---- the store and the backbone it was made with -----------------------------------------------------------------
@@ -210,9 +168,9 @@ def encode_videos(encoder: VisualEncoder, source, videos: SplitVideos, indices: 
     return torch.cat(out).numpy().astype(np.float16) if out else np.zeros(0, np.float16)
 
 
-class FrameInput:
+class FrameInput(EpisodeInput):
     """E2E stage: an episode's frames are decoded (or read from the frame store) in worker processes, and the visual
-    encoder, trained with the heads, turns them into features. The episode input of `mdmf.pipeline.train.loop`."""
+    encoder, trained with the heads, turns them into features (`mdmf.pipeline.train.inputs.EpisodeInput`)."""
 
     def __init__(self, cfg, store, ctx):
         e = cfg.e2e
@@ -221,7 +179,10 @@ class FrameInput:
         self.base_spec, self.base_sha = backbone.spec, backbone.weights_sha256
         self.amp = resolve_amp(e.amp, ctx.device)
         self.pre = preprocessor_of(store, self.ecfg)
-        self.encoder = VisualEncoder(backbone.model.visual, self.pre, self.amp, e.grad_checkpointing, e.bn)
+        try:
+            self.encoder = VisualEncoder(backbone.model.visual, self.pre, self.amp, e.grad_checkpointing, e.bn)
+        except ValueError as err:  # no activation checkpointing for this encoder: a user error
+            raise MdmfError(str(err)) from None
         self.train, self.val = store.load("train"), store.load("val")
         root = e.root
         self.train_videos = split_videos(store, "train", self.train, root, self.ecfg)
@@ -240,8 +201,6 @@ class FrameInput:
                  "weight_decay": e.backbone_weight_decay}]
 
     def chunks(self, sampler, firsts: list[int], count: int):
-        from mdmf.pipeline.train.frames import EpisodeFrames
-
         return loader(EpisodeFrames(self.source, self.train_videos, sampler, firsts, count), self.cfg.e2e.workers,
                       pin=self.ctx.device.type == "cuda")
 

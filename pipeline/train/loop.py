@@ -3,9 +3,11 @@
 * `--stage head`: the few-shot heads on cached features (the backbone ran once, in stage one).
 * `--stage e2e`: the same heads with the CLIP visual encoder in front, from frames (`mdmf.pipeline.train.e2e`).
 
-What differs is only where an episode's frame features come from (an "episode input": `CachedFeatures` here,
-`mdmf.pipeline.train.e2e.FrameInput` for e2e) and which modules train; the loop, the run folder, checkpoints, validation and
-resume are shared. A run folder (`mdmf.pipeline.runs.RunDir`, where its layout is written down) holds everything
+What differs is only where an episode's frame features come from (an episode input, `train.inputs.EpisodeInput`:
+`CachedFeatures`, or `train.e2e.FrameInput` for e2e) and which modules train; the loop, the run folder, checkpoints,
+validation and resume are shared. `_train` is the loop; each optimizer step is `_optimizer_step` (accumulate over the
+step's chunks, agree across processes, update, log), with `_validate` and `_checkpoint` between steps, all on one
+`_Training` state. A run folder (`mdmf.pipeline.runs.RunDir`, where its layout is written down) holds everything
 needed to continue or evaluate it: config.json, metrics.jsonl, last.pt (for --resume), best.pt, and for e2e visual.pt.
 
 Episode `i` is a pure function of (seed, i), and so is the randomness of the chunk of episodes a forward pass sees
@@ -35,6 +37,7 @@ from mdmf.pipeline.core.interrupt import DeferredInterrupt
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.runs import RunDir
+from mdmf.pipeline.train.inputs import CachedFeatures, EpisodeInput
 
 STAGES = ("head", "e2e")
 DEFAULT_LR = {"head": 1e-4, "e2e": 1e-5}  # heads; e2e: the paper's 1e-5 (the backbone's is E2EConfig.backbone_lr)
@@ -163,44 +166,6 @@ def _chunk_seed(seed: int, first: int, salt: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(first) + salt * 7_919_000_003) % (2**63)
 
 
-class CachedFeatures:
-    """Head stage: an episode's frame features are rows of the cached `(V, K, T, D)` float16 array."""
-
-    encoder = None
-    uses_scaler = False
-
-    def __init__(self, store: FeatureStore):
-        self.train, self.val = store.load("train"), store.load("val")
-        self.feats = torch.as_tensor(self.train.features)  # (V, K, T, D) float16, indexed per episode
-
-    @property
-    def views(self) -> int:
-        return int(self.feats.shape[1])
-
-    def param_groups(self) -> list[dict]:
-        return []
-
-    def chunks(self, sampler: EpisodeSampler, firsts: list[int], count: int):
-        for first in firsts:
-            batch = sampler.batch(first, count)
-            support = self.feats[batch.support, batch.support_views]  # (E, N, K, T, D)
-            query = self.feats[batch.query, batch.query_views]  # (E, M, T, D)
-            yield first, batch, torch.cat([support.reshape(-1, *support.shape[-2:]),
-                                           query.reshape(-1, *query.shape[-2:])])
-
-    def val_split(self, ctx):
-        return self.val
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def save_best(self, run: RunDir, step: int) -> None:
-        pass
-
-
 class EpisodeModel(nn.Module):
     """The heads, with the visual encoder in front for e2e (easyfsl style: the heads always take features).
 
@@ -222,11 +187,6 @@ class EpisodeModel(nn.Module):
         scores = self.heads(support, prompts, query, generator=generator, class_texts=class_texts)
         loss, parts = self.heads.loss(scores, labels)
         return loss, parts, scores.logits.detach()
-
-
-def train_head(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> dict:
-    """Train (or resume) a run of `cfg.stage` (the name is historical: both stages go through here)."""
-    return train(cfg, resume=resume, steps=steps)
 
 
 def _saved_heads(state: dict) -> dict:
@@ -293,13 +253,88 @@ def _init_heads(cfg: TrainConfig) -> dict | None:
 
 
 def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -> dict:
-    run = RunDir(cfg.run_dir)
+    """One process's run: set up (or restore) the training, then optimizer steps until `cfg.steps`."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = ctx.device
+    t = _setup(cfg, state, ctx)
+    start = time.perf_counter()
+    t.model.train()
+    chunk_iter = iter(t.inp.chunks(t.sampler, _episode_firsts(t), cfg.batch_episodes))
+    with progress_bar(cfg.progress and ctx.is_main, f"train {cfg.stage}", total=cfg.steps, unit="steps") as advance, \
+            DeferredInterrupt() as interrupt:
+        advance(t.step)
+        while t.step < cfg.steps:
+            fields_, stop = _optimizer_step(t, chunk_iter, interrupt, start)
+            validating = t.step % cfg.val_every == 0 or t.step == cfg.steps
+            if validating:
+                fields_["val"] = _validate(t)
+            if validating or stop:  # stop (Ctrl-C): keep every finished step, --resume continues exactly from here
+                if ctx.is_main:
+                    _checkpoint(t, t.run.last)
+                ctx.barrier()
+            advance(1, **fields_)
+            if stop:
+                raise KeyboardInterrupt
+    return t.best if ctx.is_main else {}
+
+
+@dataclass
+class _Training:
+    """What the steps of one process's run share (built by `_setup`; `step` and `best` change as it trains)."""
+
+    cfg: TrainConfig
+    ctx: distributed.DistContext
+    run: RunDir
+    store: FeatureStore
+    heads: nn.Module
+    inp: EpisodeInput
+    model: EpisodeModel
+    net: nn.Module  # `model`, wrapped in DistributedDataParallel under torchrun
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    params: list  # every trained parameter (for gradient clipping)
+    base_lrs: list[float]  # each group's lr before the schedule's factor
+    prompts: torch.Tensor  # (C, D) float32: the train split's prompt embeddings
+    sampler: EpisodeSampler
+    val_cfg: EvalConfig
+    chunks: int  # forward passes per process and optimizer step
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"val_accuracy": -1.0, "step": 0})
+
+
+def _setup(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -> _Training:
+    """Heads, episode input, optimizer; restored from `state` (last.pt) on resume, else a new run folder."""
+    run, device = RunDir(cfg.run_dir), ctx.device
     store = FeatureStore.open(cfg.store)
-    init = _init_heads(cfg) if state is None else None
-    torch.manual_seed(cfg.seed)  # initial weights: same seed, same run
+    heads = _build_heads(cfg, store, _init_heads(cfg) if state is None else None)
+    if cfg.stage == "e2e":
+        from mdmf.pipeline.train.e2e import FrameInput
+
+        inp = FrameInput(cfg, store, ctx)
+    else:
+        inp = CachedFeatures(store)
+    model = EpisodeModel(heads, inp.encoder).to(device)
+    opt, params = _optimizer(cfg, heads, inp)
+    t = _Training(cfg=cfg, ctx=ctx, run=run, store=store, heads=heads, inp=inp, model=model, net=model, opt=opt,
+                  scaler=torch.amp.GradScaler(device.type, enabled=inp.uses_scaler), params=params,
+                  base_lrs=[g["lr"] for g in opt.param_groups], prompts=None, sampler=None, val_cfg=None,
+                  chunks=cfg.episodes_per_step // (cfg.batch_episodes * ctx.world))
+    if state is not None:
+        _restore(t, state)
+    elif ctx.is_main:
+        run.start({"train": asdict(cfg), "model": heads.config.to_dict(), "store": store.meta["identity"]})
+    t.net = ctx.wrap(model)
+    t.prompts = torch.as_tensor(inp.train.prompt_embeddings, dtype=torch.float32)
+    t.sampler = EpisodeSampler(inp.train.labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), cfg.seed,
+                               views=inp.views)
+    t.val_cfg = EvalConfig(way=cfg.way, shot=cfg.val_shot or cfg.shot, queries=1, episodes=cfg.val_episodes,
+                           seed=cfg.seed + 1, device=str(device), progress=False)
+    return t
+
+
+def _build_heads(cfg: TrainConfig, store: FeatureStore, init: dict | None) -> nn.Module:
+    """The heads for `store`, seeded (same seed, same initial weights), or `--init`'s trained ones."""
+    torch.manual_seed(cfg.seed)
     heads = build_head(store, cfg.model)
     if not heads.needs_training:
         raise MdmfError(f"model {heads.config.name} has no trainable parameters: evaluate it directly (mdmf eval "
@@ -310,127 +345,130 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
                             f"T={init['model_config']['frames']}; this store has D={heads.config.dim}, "
                             f"T={heads.config.frames}")
         heads.load_state_dict(init["model"])
-    if cfg.stage == "e2e":
-        from mdmf.pipeline.train.e2e import FrameInput
+    return heads
 
-        inp = FrameInput(cfg, store, ctx)
-    else:
-        inp = CachedFeatures(store)
-    model = EpisodeModel(heads, inp.encoder).to(device)
+
+def _optimizer(cfg: TrainConfig, heads: nn.Module, inp: EpisodeInput) -> tuple[torch.optim.Adam, list]:
+    """Adam over the heads' group and the input's (e2e: the visual encoder at its own lr); and all their params."""
     groups = [{"params": [p for p in heads.parameters() if p.requires_grad], "lr": cfg.lr,
                "weight_decay": cfg.weight_decay}] + inp.param_groups()
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise MdmfError(f"model {cfg.model.get('name', 'mdmf')} has no trainable parameters: evaluate it directly")
-    params = [p for g in groups for p in g["params"]]
-    opt = torch.optim.Adam(groups)
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    scaler = torch.amp.GradScaler(device.type, enabled=inp.uses_scaler)
-    step, best = 0, {"val_accuracy": -1.0, "step": 0}
-    if state is not None:
-        heads.load_state_dict(state["model"])
-        inp.load_state_dict(state)
-        opt.load_state_dict(state["optimizer"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        step, best = int(state["step"]), dict(state["best"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        if ctx.is_main:
-            run.keep_metrics_upto(step)
-    elif ctx.is_main:
-        run.start({"train": asdict(cfg), "model": heads.config.to_dict(), "store": store.meta["identity"]})
-    net = ctx.wrap(model)
+    return torch.optim.Adam(groups), [p for g in groups for p in g["params"]]
 
-    prompts = torch.as_tensor(inp.train.prompt_embeddings, dtype=torch.float32)
-    sampler = EpisodeSampler(inp.train.labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), cfg.seed, views=inp.views)
-    val_cfg = EvalConfig(way=cfg.way, shot=cfg.val_shot or cfg.shot, queries=1, episodes=cfg.val_episodes,
-                         seed=cfg.seed + 1, device=str(device), progress=False)
-    chunks = cfg.episodes_per_step // (cfg.batch_episodes * ctx.world)  # per process and optimizer step
+
+def _restore(t: _Training, state: dict) -> None:
+    """--resume: weights, optimizer, scaler, step, best and RNG from last.pt; metrics after its step are dropped."""
+    t.heads.load_state_dict(state["model"])
+    t.inp.load_state_dict(state)
+    t.opt.load_state_dict(state["optimizer"])
+    if "scaler" in state:
+        t.scaler.load_state_dict(state["scaler"])
+    t.step, t.best = int(state["step"]), dict(state["best"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and t.ctx.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], t.ctx.device)
+    if t.ctx.is_main:
+        t.run.keep_metrics_upto(t.step)
+
+
+def _episode_firsts(t: _Training) -> list[int]:
+    """The first episode of each of this process's forward passes, from the current step to the last: each step's
+    `episodes_per_step` episodes are split between the processes, then into chunks of `batch_episodes`."""
+    cfg, ctx = t.cfg, t.ctx
     per_rank = cfg.episodes_per_step // ctx.world
-    firsts = [s * cfg.episodes_per_step + ctx.rank * per_rank + c * cfg.batch_episodes
-              for s in range(step, cfg.steps) for c in range(chunks)]
+    return [s * cfg.episodes_per_step + ctx.rank * per_rank + c * cfg.batch_episodes
+            for s in range(t.step, cfg.steps) for c in range(t.chunks)]
 
-    def checkpoint(path: Path, light: bool = False) -> None:
-        data = {"model": heads.state_dict(), "model_config": heads.config.to_dict(), "train_config": asdict(cfg),
-                "step": step, "best": best, "store_identity": store.meta["identity"], "stage": cfg.stage}
-        if not light:
-            data.update(optimizer=opt.state_dict(), scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(),
-                        cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        **inp.state_dict())
-        save_atomic(data, path)
 
-    def validate() -> float | None:
-        nonlocal best
-        val = inp.val_split(ctx)  # e2e: every rank encodes its share of the val videos
-        accuracy = None
-        if ctx.is_main:
-            result = evaluate(heads, val.features, val.labels, val.prompt_embeddings, val.class_names, val_cfg)
-            accuracy = result.accuracy
-            run.append_metrics({"step": step, "val_accuracy": result.accuracy, "val_ci95": result.ci95})
-            if result.accuracy > best["val_accuracy"]:
-                best = {"val_accuracy": result.accuracy, "val_ci95": result.ci95, "step": step}
-                inp.save_best(run, step)  # before best.pt: a best.pt always has its visual.pt
-                checkpoint(run.best, light=cfg.stage == "e2e")
-        model.train()
-        return accuracy
+def _optimizer_step(t: _Training, chunk_iter, interrupt: DeferredInterrupt, start: float) -> tuple[dict, bool]:
+    """One optimizer step: gradients accumulated over this step's chunks, the update, its metrics row; returns the
+    progress bar's fields and whether to stop (Ctrl-C, agreed by all processes)."""
+    cfg = t.cfg
+    totals, correct, seen = _accumulate(t, chunk_iter)
+    totals, correct, seen, stop = _agree(t, totals, correct, seen, interrupt.requested)
+    factor = _update(t)
+    t.step += 1
+    if not all(np.isfinite(v) for v in totals.values()):
+        raise MdmfError(f"training diverged at step {t.step} (loss {totals}); lower --lr")
+    record = {"step": t.step, "episodes": t.step * cfg.episodes_per_step, "lr": cfg.lr * factor, **totals,
+              "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - start, 3)}
+    if t.ctx.is_main:
+        t.run.append_metrics(record)
+    return {"loss": totals["loss"], "acc": record["train_accuracy"]}, stop
 
-    start = time.perf_counter()
-    model.train()
-    chunk_iter = iter(inp.chunks(sampler, firsts, cfg.batch_episodes))
-    with progress_bar(cfg.progress and ctx.is_main, f"train {cfg.stage}", total=cfg.steps, unit="steps") as advance, \
-            DeferredInterrupt() as interrupt:
-        advance(step)
-        while step < cfg.steps:
-            opt.zero_grad(set_to_none=True)
-            totals: dict[str, float] = {}
-            correct = seen = 0
-            for c in range(chunks):
-                first, batch, videos = next(chunk_iter)
-                torch.manual_seed(_chunk_seed(cfg.seed, first, salt=1))  # dropout: a function of the episodes
-                labels = batch.query_labels.to(device)
-                with ctx.no_sync(net, skip=c < chunks - 1):
-                    loss, parts, logits = net(
-                        videos.to(device, non_blocking=True), batch, prompts[batch.classes].to(device), labels,
-                        torch.Generator().manual_seed(_chunk_seed(cfg.seed, first)),
-                        ClassTexts(prompts.to(device), batch.classes.to(device)))
-                    scaler.scale(loss / chunks).backward()
-                for k, v in {"loss": float(loss.detach()), **parts}.items():
-                    totals[k] = totals.get(k, 0.0) + float(v) / chunks
-                correct += int((logits.argmax(-1) == labels).sum())
-                seen += labels.numel()
-            if ctx.distributed:  # log what one process would have logged: means over all the step's episodes
-                keys = list(totals)
-                summed = ctx.sum([totals[k] for k in keys] + [correct, seen, float(interrupt.requested)])
-                totals = {k: v / ctx.world for k, v in zip(keys, summed)}
-                correct, seen, stop = int(summed[-3]), int(summed[-2]), summed[-1] > 0  # stop: all ranks agree
-            else:
-                stop = interrupt.requested
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            factor = cfg.lr_factor(step)
-            for group, base_lr in zip(opt.param_groups, base_lrs):
-                group["lr"] = base_lr * factor
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            if not all(np.isfinite(v) for v in totals.values()):
-                raise MdmfError(f"training diverged at step {step} (loss {totals}); lower --lr")
-            record = {"step": step, "episodes": step * cfg.episodes_per_step, "lr": cfg.lr * factor, **totals,
-                      "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - start, 3)}
-            if ctx.is_main:
-                run.append_metrics(record)
-            fields_ = {"loss": totals["loss"], "acc": record["train_accuracy"]}
-            validating = step % cfg.val_every == 0 or step == cfg.steps
-            if validating:
-                fields_["val"] = validate()
-            if validating or stop:  # stop (Ctrl-C): keep every finished step, --resume continues exactly from here
-                if ctx.is_main:
-                    checkpoint(run.last)
-                ctx.barrier()
-            advance(1, **fields_)
-            if stop:
-                raise KeyboardInterrupt
-    return best if ctx.is_main else {}
+
+def _accumulate(t: _Training, chunk_iter) -> tuple[dict[str, float], int, int]:
+    """Forward and backward over this step's chunks (DDP syncs only on the last); (mean loss parts, correct, seen)."""
+    device = t.ctx.device
+    t.opt.zero_grad(set_to_none=True)
+    totals: dict[str, float] = {}
+    correct = seen = 0
+    for c in range(t.chunks):
+        first, batch, videos = next(chunk_iter)
+        torch.manual_seed(_chunk_seed(t.cfg.seed, first, salt=1))  # dropout: a function of the episodes
+        labels = batch.query_labels.to(device)
+        with t.ctx.no_sync(t.net, skip=c < t.chunks - 1):
+            loss, parts, logits = t.net(
+                videos.to(device, non_blocking=True), batch, t.prompts[batch.classes].to(device), labels,
+                torch.Generator().manual_seed(_chunk_seed(t.cfg.seed, first)),
+                ClassTexts(t.prompts.to(device), batch.classes.to(device)))
+            t.scaler.scale(loss / t.chunks).backward()
+        for k, v in {"loss": float(loss.detach()), **parts}.items():
+            totals[k] = totals.get(k, 0.0) + float(v) / t.chunks
+        correct += int((logits.argmax(-1) == labels).sum())
+        seen += labels.numel()
+    return totals, correct, seen
+
+
+def _agree(t: _Training, totals: dict, correct: int, seen: int, requested: bool) -> tuple[dict, int, int, bool]:
+    """Under torchrun: what one process would have logged (means over all the step's episodes), and stop only
+    when the ranks agree; alone: as they are."""
+    ctx = t.ctx
+    if not ctx.distributed:
+        return totals, correct, seen, requested
+    keys = list(totals)
+    summed = ctx.sum([totals[k] for k in keys] + [correct, seen, float(requested)])
+    return {k: v / ctx.world for k, v in zip(keys, summed)}, int(summed[-3]), int(summed[-2]), summed[-1] > 0
+
+
+def _update(t: _Training) -> float:
+    """Clip, set this step's learning rates (the schedule's factor, returned), step the optimizer and scaler."""
+    if t.cfg.grad_clip:
+        t.scaler.unscale_(t.opt)
+        torch.nn.utils.clip_grad_norm_(t.params, t.cfg.grad_clip)
+    factor = t.cfg.lr_factor(t.step)
+    for group, base_lr in zip(t.opt.param_groups, t.base_lrs):
+        group["lr"] = base_lr * factor
+    t.scaler.step(t.opt)
+    t.scaler.update()
+    return factor
+
+
+def _validate(t: _Training) -> float | None:
+    """Accuracy on val episodes (rank 0; None elsewhere); a new best writes visual.pt (e2e) and best.pt."""
+    val = t.inp.val_split(t.ctx)  # e2e: every rank encodes its share of the val videos
+    accuracy = None
+    if t.ctx.is_main:
+        result = evaluate(t.heads, val.features, val.labels, val.prompt_embeddings, val.class_names, t.val_cfg)
+        accuracy = result.accuracy
+        t.run.append_metrics({"step": t.step, "val_accuracy": result.accuracy, "val_ci95": result.ci95})
+        if result.accuracy > t.best["val_accuracy"]:
+            t.best = {"val_accuracy": result.accuracy, "val_ci95": result.ci95, "step": t.step}
+            t.inp.save_best(t.run, t.step)  # before best.pt: a best.pt always has its visual.pt
+            _checkpoint(t, t.run.best, light=t.cfg.stage == "e2e")
+    t.model.train()
+    return accuracy
+
+
+def _checkpoint(t: _Training, path: Path, light: bool = False) -> None:
+    """last.pt (everything --resume needs), or with `light` only the heads and their config (e2e's best.pt)."""
+    cfg, device = t.cfg, t.ctx.device
+    data = {"model": t.heads.state_dict(), "model_config": t.heads.config.to_dict(), "train_config": asdict(cfg),
+            "step": t.step, "best": t.best, "store_identity": t.store.meta["identity"], "stage": cfg.stage}
+    if not light:
+        data.update(optimizer=t.opt.state_dict(), scaler=t.scaler.state_dict(), torch_rng=torch.get_rng_state(),
+                    cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    **t.inp.state_dict())
+    save_atomic(data, path)
