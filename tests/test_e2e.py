@@ -310,3 +310,19 @@ def test_checkpointing_gives_the_same_gradients_and_bn_stays_frozen(config_file)
         before = enc.visual.bn1.running_mean.clone()
         enc(frames)
         assert not torch.equal(before, enc.visual.bn1.running_mean)
+
+
+def test_eval_of_an_e2e_run_reads_best_pt_once(trained, monkeypatch):
+    """`mdmf eval --run <e2e run>`: the request, the re-extraction and the evaluation share one read of best.pt."""
+    import mdmf.pipeline.runs as runs
+    from mdmf.pipeline.apps.evaluate_run import EvalRequest, evaluate_request
+
+    reads, real = [], runs.load_checkpoint
+    monkeypatch.setattr(runs, "load_checkpoint", lambda path: reads.append(path) or real(path))
+    for from_frames in (False, True):
+        reads.clear()
+        result, out, title = evaluate_request(EvalRequest(run=str(trained), way=3, episodes=50, batch_episodes=50,
+                                                          workers=0, from_frames=from_frames, device="cpu",
+                                                          progress=False))
+        assert reads == [trained / "best.pt"] and out == runs.RunDir(trained).eval_path("test", 3, 1, 0, from_frames)
+        assert title.endswith("e2e) on test") and out.is_file()
