@@ -60,7 +60,7 @@ def dataset(tmp_path_factory):
         (splits / f"{split}.txt").write_text("\n".join(lines) + "\n")
         (splits / f"{split}_classes.txt").write_text("\n".join(names) + "\n")
     (splits / "info.json").write_text(json.dumps({"name": "e2e", "layout": "class_folders", "flip": True,
-                                                  "extensions": ["mp4"], "source": "tests/test_e2e.py"}))
+                                                  "extensions": ["mp4"], "source": "tests/test_train_e2e.py"}))
     return root, splits
 
 

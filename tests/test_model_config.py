@@ -79,7 +79,7 @@ ALTERNATIVES = {
 CLIP_FSAR_ONLY = {"fsar_text_weight", "fsar_text_logits", "fsar_merge_before"}
 # Options that act only together with another setting: the base config of their fingerprint has it.
 BASE_FOR = {"distill_none_reduction": {"distill_condition": "none"}}
-# Not fingerprinted: ties between the views' scores do not occur on random inputs (tests/test_distillation.py builds
+# Not fingerprinted: ties between the views' scores do not occur on random inputs (tests/test_model_distillation.py builds
 # them by hand), and config_version has one valid value (tested below).
 NOT_FINGERPRINTED = {"reliability_ties", "config_version"}
 
