@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import mdmf
 
 REPO = Path(__file__).resolve().parents[1]
 # The rooms of mdmf.pipeline in the order they may import each other: each imports only those before it (and itself).
