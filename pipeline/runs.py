@@ -130,11 +130,9 @@ class RunDir:
     # --- checkpoints and the model
     def trained_steps(self) -> int | None:
         """The step of `last.pt` (None without one); memory-mapped, so the weights are not read."""
-        import torch
-
         if not self.last.is_file():
             return None
-        return int(torch.load(self.last, map_location="cpu", weights_only=False, mmap=True)["step"])
+        return int(load_checkpoint(self.last, mmap=True)["step"])
 
     def best_state(self) -> dict:
         """best.pt (read once)."""

@@ -97,3 +97,30 @@ def test_an_eval_request_writes_the_run_eval_file_and_the_cli_renders_it(run, tm
         evaluate_request(EvalRequest())
     with pytest.raises(MdmfError, match="--from-frames is for runs"):
         evaluate_request(EvalRequest(run=str(rd.path), from_frames=True, device="cpu"))
+
+
+def test_a_hostile_pickle_in_a_run_folder_is_refused_and_runs_nothing(tmp_path):
+    """Run folders are shared like checkpoints are: loading one must not execute code. A best.pt whose unpickling
+    would create a marker file is refused with one line through the real CLI (exit 2), and the marker never appears."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "pwned"
+
+    class Hostile:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": Hostile()}, run / "best.pt")  # as a shared checkpoint would be written
+    (run / "config.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "mdmf", "eval", "--run", str(run), "--quiet"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "refused" in lines[0] and "best.pt" in lines[0], proc.stderr
+    assert not marker.exists()
+    # the same file loaded without the guard would have run the code: the test can fail
+    torch.load(run / "best.pt", weights_only=False)
+    assert marker.exists()

@@ -7,6 +7,8 @@ a crash while saving leaves the previous file intact, never a broken one.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -25,11 +27,19 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint or `visual.pt`, read with `weights_only=True`: tensors and plain containers only, so a shared run
+    folder cannot run code on this machine (a pickle of anything else is refused, and nothing of it is executed)."""
     path = Path(path)
     if not path.is_file():
         raise MdmfError(f"{path}: checkpoint not found; train first (`mdmf train`) or check --run")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise MdmfError(f"{path}: refused: it holds Python objects other than tensors and plain containers{what}, "
+                        "which could run code when loaded; use checkpoints written by mdmf from a source you "
+                        "trust") from None
     except Exception as err:
         raise MdmfError(f"{path}: cannot read the checkpoint ({str(err).splitlines()[0][:200]})") from None

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from mdmf.pipeline.core.checkpoint import load_checkpoint
 from mdmf.pipeline.core.errors import MdmfError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -158,7 +159,7 @@ def run_base_record(spec: BackboneSpec, base_sha256: str, config_file: str | Non
 
 def _read_run_base(run: Path) -> dict:
     try:
-        return torch.load(run / RUN_VISUAL, map_location="cpu", weights_only=False)["backbone"]
+        return load_checkpoint(run / RUN_VISUAL)["backbone"]
     except Exception as err:
         raise MdmfError(f"--weights {run}: cannot read {RUN_VISUAL} ({str(err).splitlines()[0][:200]})") from None
 
@@ -282,7 +283,7 @@ def _load_finetuned(spec: BackboneSpec, device, seed: int) -> Backbone:
     import dataclasses
 
     base = load_backbone(spec.base, device=device, seed=seed)
-    record = torch.load(spec.visual_file, map_location="cpu", weights_only=False)
+    record = load_checkpoint(spec.visual_file)
     if record["backbone"]["weights_sha256"] != base.weights_sha256:
         raise MdmfError(f"{spec.visual_file}: the run was fine-tuned from base weights with sha256 "
                         f"{record['backbone']['weights_sha256'][:12]}…, but {spec.base.weights} now gives "
