@@ -105,6 +105,16 @@ def test_report_data_helpers(trained):
     preds = predict_episodes(model, data.features, data.labels, data.prompt_embeddings, 5, 1, 1, 30)
     assert preds.true.shape == (30, 5) and bool((preds.prompt_class >= 0).all())
     assert all(int(p) in set(c.tolist()) for p, c in zip(preds.predicted[:, 0], preds.classes))
+    # an evaluation that kept its predictions gives the same per-query predictions without evaluating again
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
+    from mdmf.pipeline.evaluate.predictions import predictions_of
+
+    kept = evaluate(model, data.features, data.labels, data.prompt_embeddings, data.class_names,
+                    EvalConfig(way=5, shot=1, episodes=30, progress=False, keep_predictions=True))
+    again = predictions_of(kept, data.labels)
+    for field in ("classes", "query", "true", "predicted", "prompt_class"):
+        assert torch.equal(getattr(again, field), getattr(preds, field)), field
+    assert again.accuracy() == pytest.approx(kept.accuracy)
 
 
 def test_cli_report(trained, tmp_path):

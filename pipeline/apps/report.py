@@ -59,7 +59,7 @@ def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out:
             if need_episodes in (None, result.episodes):
                 return result, str(candidate)
     ecfg = EvalConfig(way=way, shot=shot, queries=1, episodes=cfg.episodes, seed=cfg.seed, device=device,
-                      progress=cfg.progress)
+                      progress=cfg.progress, keep_predictions=True)  # the figures' per-query predictions too
     result = evaluate(model, data.features, data.labels, data.prompt_embeddings, data.class_names, ecfg)
     write_result(result, out / f"eval_{own.name}", f"{run.name} ({model.config.name}) on {cfg.split}, for the report")
     return result, "computed for this report"
@@ -67,7 +67,7 @@ def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out:
 
 def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     """Write the figures and the summary; returns the summary (also `report.json`)."""
-    from mdmf.pipeline.evaluate.predictions import predict_episodes
+    from mdmf.pipeline.evaluate.predictions import predict_episodes, predictions_of
     from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.core.progress import progress_bar
     from mdmf.pipeline.apps.report_data import attention_examples, tsne_subset, video_embeddings
@@ -97,8 +97,11 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
 
     result, source = _evaluation(model, store, data, cfg, way, shot, out, run, device)
     episodes = min(cfg.episodes, result.episodes)
-    preds = predict_episodes(model, data.features, data.labels, data.prompt_embeddings, way, shot, 1, episodes,
-                             cfg.seed, device=device, progress=cfg.progress)
+    if result.predictions is not None:  # evaluated just now: its predictions are the figures'
+        preds = predictions_of(result, data.labels)
+    else:  # a reused eval JSON holds accuracies only
+        preds = predict_episodes(model, data.features, data.labels, data.prompt_embeddings, way, shot, 1, episodes,
+                                 cfg.seed, device=device, progress=cfg.progress)
     split_title = f"{cfg.split}, {way}-way {shot}-shot"
     figures["per_class"] = per_class_accuracy(result.per_class, result.accuracy, out / "per_class.png",
                                               f"per-class accuracy ({split_title}, {result.episodes} episodes)")

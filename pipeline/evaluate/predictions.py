@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec
-from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
+from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate
 
 
 @dataclass
@@ -50,13 +50,22 @@ def predict_episodes(model, features: np.ndarray, labels: np.ndarray, prompt_emb
     """features `(V, K, T, D)` (view 0 used), labels `(V,)`, prompt_embeddings `(C, D)` -> `EpisodePredictions`.
 
     The evaluator's own run (`mdmf.pipeline.evaluate.episodic.evaluate` with `keep_predictions`): the same episodes, PPS draws and
-    predictions as `mdmf eval` with these settings, whatever the batching.
+    predictions as `mdmf eval` with these settings (PPS draws follow `batch_episodes`: one generator per batch).
     """
     names = [str(c) for c in range(int(np.max(labels)) + 1)]
     result = evaluate(model, features, labels, prompt_embeddings, names, EvalConfig(
         way=way, shot=shot, queries=queries, episodes=episodes, seed=seed, batch_episodes=batch_episodes,
         batch_videos=batch_videos, device=device, progress=progress, keep_predictions=True))
-    batch = EpisodeSampler(labels, EpisodeSpec(way, shot, queries), seed=seed, views=1).batch(0, episodes)
+    return predictions_of(result, labels)
+
+
+def predictions_of(result: EvalResult, labels: np.ndarray) -> EpisodePredictions:
+    """The `EpisodePredictions` of an evaluation run with `keep_predictions` (its episodes drawn again from its seed),
+    so that a caller that evaluated already does not evaluate twice. labels `(V,)` of the evaluated split."""
+    if result.predictions is None:
+        raise ValueError("predictions_of needs an EvalResult evaluated with keep_predictions=True")
+    batch = EpisodeSampler(labels, EpisodeSpec(result.way, result.shot, result.queries), seed=result.seed,
+                           views=1).batch(0, result.episodes)
     predicted = torch.gather(batch.classes, 1, result.predictions)  # episode class index -> split class id
     return EpisodePredictions(batch.classes, batch.query, torch.gather(batch.classes, 1, batch.query_labels),
                               predicted, result.prompt_classes)
