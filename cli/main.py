@@ -4,11 +4,13 @@ Each command lives in its own module under `cli/` and registers itself on `mdmf.
 enough. User errors (`MdmfError`) become one red line on stderr and exit code 2, never a traceback.
 """
 
+import signal
 import sys
 
 from rich.console import Console
 
 from mdmf.cli.app import app
+from mdmf.pipeline.core import interrupt
 from mdmf.pipeline.core.errors import MdmfError
 
 # Command modules: imported for their registration side effect on `app`.
@@ -18,24 +20,30 @@ import mdmf.cli.commands  # noqa: F401,E402
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (SIGINT)
 
 
-def interrupted() -> None:
+def interrupted() -> int:
+    """The one line saying the work is kept and how to continue; returns the exit code, 128 + the signal that asked
+    to stop (130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1), as if the signal had ended the process."""
+    signum = interrupt.received() or signal.SIGINT
     resume = " with --resume" if sys.argv[1:2] == ["train"] else ""
-    Console(stderr=True).print(f"[yellow]interrupted[/]: finished work is kept; run the same command again{resume} to "
-                               "continue where it stopped", highlight=False)
+    by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+    Console(stderr=True).print(f"[yellow]interrupted[/]{by}: finished work is kept; run the same command again{resume} "
+                               "to continue where it stopped", highlight=False, soft_wrap=True)
+    return 128 + int(signum)
 
 
 def main() -> None:
+    interrupt.forget_received()
     try:
-        app()
+        with interrupt.stop_signals():  # SIGTERM / SIGUSR1 (a cluster stopping the job) act as Ctrl-C
+            app()
     except MdmfError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:  # raised outside typer's own handling (e.g. while the app is being set up)
-        interrupted()
-        sys.exit(INTERRUPTED)
+        sys.exit(interrupted())
     except SystemExit as done:
         if done.code == INTERRUPTED:  # typer turns Ctrl-C inside a command into a silent exit 130
-            interrupted()
+            sys.exit(interrupted())
         raise
 
 

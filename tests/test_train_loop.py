@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +10,9 @@ from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
 from mdmf.pipeline.runs import load_run_model
 from mdmf.pipeline.train.loop import TrainConfig, build_head, train
 from synthetic import make_store
+
+REPO = Path(__file__).resolve().parents[1]
+THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 SMALL = {"name": "mdmf", "heads": 4, "mlp_dim": 64}
 
@@ -90,53 +95,67 @@ def test_training_beats_the_untrained_model(tmp_path):
     assert after > before + 15, (before, after)  # measured: 22.5 -> 48.6
 
 
-def test_ctrl_c_keeps_every_finished_step_and_resume_is_exact(store, tmp_path):
-    """The real CLI: SIGINT mid-run (between validations) -> exit 130, last.pt at the last finished step; --resume then
-    ends with the uninterrupted run's weights and metrics."""
-    import os
+STOPS = {"SIGINT": 130, "SIGTERM": 143, "SIGUSR1": 138}  # Ctrl-C; Slurm / Kubernetes stopping a job; Slurm's warning
+FINAL_STEP = 40  # the interrupted runs are resumed up to here (they stop near step 5)
+
+
+@pytest.fixture(scope="module")
+def straight_run(store, tmp_path_factory):
+    """The uninterrupted run the interrupted-and-resumed ones must equal (once for all the signals)."""
+    import subprocess
+
+    runs = tmp_path_factory.mktemp("straight")
+    done = subprocess.run(_train_args(store, runs, "straight", "--steps", str(FINAL_STEP)), cwd=REPO,
+                          env=THREAD_ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return runs / "straight"
+
+
+def _train_args(store, runs, name, *extra):
+    import sys
+
+    return [sys.executable, "-m", "mdmf", "train", "--stage", "head", "--cache", str(store.path), "--runs", str(runs),
+            "--name", name, "--set", "heads=4", "--set", "mlp_dim=64", "--steps", "400", "--episodes-per-step", "4",
+            "--batch-episodes", "2", "--val-every", "1000", "--val-episodes", "20", "--device", "cpu", "--threads",
+            "1", "--quiet", *extra]
+
+
+@pytest.mark.parametrize("name", list(STOPS))
+def test_a_stop_signal_keeps_every_finished_step_and_resume_is_exact(store, tmp_path, straight_run, name):
+    """The real CLI: SIGINT (Ctrl-C), SIGTERM or SIGUSR1 mid-run (between validations) -> exit 128 + the signal,
+    last.pt at the last finished step, one line saying how to continue; --resume then ends with the uninterrupted
+    run's weights and metrics."""
     import signal
     import subprocess
-    import sys
     import time
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
-
-    def args(name, *extra):
-        return [sys.executable, "-m", "mdmf", "train", "--stage", "head", "--cache", str(store.path), "--runs",
-                str(tmp_path), "--name", name, "--set", "heads=4", "--set", "mlp_dim=64", "--steps", "400",
-                "--episodes-per-step", "4", "--batch-episodes", "2", "--val-every", "1000", "--val-episodes", "20",
-                "--device", "cpu", "--threads", "1", "--quiet", *extra]
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args("cut"), cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    proc = subprocess.Popen(_train_args(store, tmp_path, "cut"), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=THREAD_ENV)
     metrics, deadline = tmp_path / "cut" / "metrics.jsonl", time.time() + 120
     while (not metrics.is_file() or len(metrics.read_text().splitlines()) < 5) and proc.poll() is None \
             and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, name))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "with --resume" in err and "Traceback" not in err
+    assert proc.returncode == STOPS[name], err
+    told = [line for line in err.splitlines() if "run the same command again with --resume" in line]
+    assert len(told) == 1 and "interrupted" in told[0] and "finished work is kept" in told[0], err
+    assert (name != "SIGINT") == (f"by {name}" in told[0]) and "Traceback" not in err
     state = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
     steps_logged = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if "loss" in x]
-    assert 5 <= state["step"] < 400 and steps_logged == list(range(1, state["step"] + 1))
+    assert 5 <= state["step"] < FINAL_STEP and steps_logged == list(range(1, state["step"] + 1))
 
-    resumed = subprocess.run(args("cut", "--resume", "--steps", str(state["step"] + 3)), cwd=repo, env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_train_args(store, tmp_path, "cut", "--resume", "--steps", str(FINAL_STEP)), cwd=REPO,
+                             env=THREAD_ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run(args("straight", "--steps", str(state["step"] + 3)), cwd=repo, env=env,
-                              capture_output=True, text=True, timeout=300)
-    assert straight.returncode == 0, straight.stderr
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    a = torch.load(straight_run / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
-    assert a["step"] == b["step"] == state["step"] + 3
+    assert a["step"] == b["step"] == FINAL_STEP
     for key, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0, msg=key)
     strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
                        for x in p.read_text().splitlines()]
-    assert strip(tmp_path / "straight" / "metrics.jsonl") == strip(metrics)
+    assert strip(straight_run / "metrics.jsonl") == strip(metrics)
 
 
 def test_a_run_saved_before_the_reference_defaults_loads_as_the_model_it_was(store, tmp_path):

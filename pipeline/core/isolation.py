@@ -5,13 +5,19 @@ record such a video as bad and go on.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
-from mdmf.pipeline.core.interrupt import ignore_sigint
+from mdmf.pipeline.core.interrupt import ignore_stop_signals
 
 CRASHED = "the decoder crashed on this file (its process aborted)"
 
@@ -33,7 +39,35 @@ def run_alone(fn, *args, initializer=None, initargs: tuple = ()) -> tuple[bool, 
 
 
 def quiet_worker_init(_: int = 0) -> None:
-    """For decoding worker processes: one torch thread (parallelism comes from the processes), and Ctrl-C left to
-    the main process, which stops the work and keeps what is done."""
+    """For decoding worker processes: one torch thread (parallelism comes from the processes), and Ctrl-C, SIGTERM
+    and SIGUSR1 left to the main process, which stops the work and keeps what is done."""
+    exit_with_parent()
     torch.set_num_threads(1)
-    ignore_sigint()
+    ignore_stop_signals()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent() -> None:
+    """End this worker process as soon as its parent dies (a `kill -9` of the main process would otherwise leave
+    decoders running until their loader's own check, seconds later). Linux: the kernel sends SIGKILL
+    (`prctl(PR_SET_PDEATHSIG)`; the parent here is the thread that started the worker, which outlives its
+    workers: the loader is driven and closed there). Elsewhere: a thread that watches the parent's pid."""
+    parent = os.getppid()
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), name="mdmf-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _watch_parent(parent: int, every: float = 0.2) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
