@@ -1,5 +1,12 @@
 """The few-shot models of mdmf: pure modules on tensors, no I/O."""
 
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("mdmf")  # the installed distribution's version (pyproject's [project] version)
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
 from mdmf.base import ClassTexts, FewShotMethod, Scores, VideoTextLogits
 from mdmf.baselines import CLIPFSAR, OTAMBaseline
 from mdmf.config import ModelConfig
@@ -16,5 +23,5 @@ __all__ = [
     "CLIPFSAR", "MDMF", "ClassTexts", "FewShotMethod", "GlobalTemporalContext", "LocalTemporalContext", "ModelConfig",
     "MultiModalFusionEncoder", "OTAMBaseline", "ProbabilityPromptSelector", "Scores", "VideoTextLogits",
     "ViewPosterior", "build_model", "mutual_distillation", "otam_cost", "otam_distance", "reliability_masks",
-    "weighted_kl",
+    "weighted_kl", "__version__",
 ]

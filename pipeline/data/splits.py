@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.paths import escapes
 
 SPLITS = ("train", "val", "test")
 SHIPPED_DATASETS = ("hmdb51", "ucf101", "kinetics100", "ssv2_small", "ssv2_full")
@@ -23,7 +24,10 @@ SHIPPED_DATASETS = ("hmdb51", "ucf101", "kinetics100", "ssv2_small", "ssv2_full"
 KNOWN_DATASETS = SHIPPED_DATASETS + ("toy",)
 DEFAULT_EXTENSIONS = ("avi", "mp4", "webm", "mkv")
 LAYOUTS = ("class_folders", "flat")
-# The repository's splits/ folder (next to the `pipeline` package in a source checkout or editable install).
+# The shipped splits: the repository's top-level splits/ in a source checkout or editable install, the package data
+# `mdmf/splits/` in a wheel (pyproject maps splits/ to mdmf.splits). This file is <repo>/pipeline/data/splits.py in the
+# one and <site-packages>/mdmf/pipeline/data/splits.py in the other, so both are parents[2] / "splits" (tested for the
+# checkout in tests/test_data_splits.py and for an installed wheel in tests/test_packaging.py).
 SHIPPED_SPLITS_ROOT = Path(__file__).resolve().parents[2] / "splits"
 
 
@@ -85,7 +89,8 @@ def splits_dir(dataset: str, override: str | Path | None = None, root: str | Pat
                         "for your own data give its split files with --splits DIR (format: splits/README.md)")
     path = SHIPPED_SPLITS_ROOT / dataset
     if not path.is_dir():
-        raise MdmfError(f"the shipped splits of {dataset} are not at {path} (mdmf installed without its splits/ folder?); "
+        raise MdmfError(f"the shipped splits of {dataset} are not at {path} (an mdmf install without its package data "
+                        "mdmf/splits? reinstall it); "
                         "give them with --splits DIR")
     return path
 
@@ -160,6 +165,10 @@ def _read_entries(path: Path, classes: list[str], classes_path: Path) -> list[Sp
         class_name, video_id = fields[0].strip(), fields[1].strip()
         if not class_name or not video_id:
             raise MdmfError(f"{path}:{number}: empty class name or video id: {line[:80]!r}")
+        for what, value in (("video id", video_id), ("class name", class_name)):
+            if escapes(value):  # the file would be looked up outside --root
+                raise MdmfError(f"{path}:{number}: {what} {value!r} is an absolute path or climbs with '..'; "
+                                "entries name files inside --root (<class>/<id>.<ext>)")
         if class_name not in label_of:
             raise MdmfError(f"{path}:{number}: class {class_name!r} is not in {classes_path.name}")
         if video_id in first_line:
