@@ -260,9 +260,8 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     start = time.perf_counter()
     t.model.train()
     chunk_iter = iter(t.inp.chunks(t.sampler, _episode_firsts(t), cfg.batch_episodes))
-    with progress_bar(cfg.progress and ctx.is_main, f"train {cfg.stage}", total=cfg.steps, unit="steps") as advance, \
-            DeferredInterrupt() as interrupt:
-        advance(t.step)
+    with progress_bar(cfg.progress and ctx.is_main, f"train {cfg.stage}", total=cfg.steps, unit="steps",
+                      completed=t.step) as advance, DeferredInterrupt() as interrupt:
         while t.step < cfg.steps:
             fields_, stop = _optimizer_step(t, chunk_iter, interrupt, start)
             validating = t.step % cfg.val_every == 0 or t.step == cfg.steps
