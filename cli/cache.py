@@ -30,9 +30,10 @@ def info(path: Path = typer.Argument(..., help="store folder"),
 
 @cache_app.command("export")
 def export(path: Path = typer.Argument(..., help="store folder"),
-           to: Path = typer.Option(..., "--to", help="the HDF5 file to write")) -> None:
+           to: Path = typer.Option(..., "--to", help="the HDF5 file to write (an earlier export is replaced)"),
+           force: bool = typer.Option(False, "--force", help="replace --to even if it is not an earlier export")) -> None:
     """Write an HDF5 copy of a store (h5py), for tools that read HDF5."""
     from mdmf.pipeline.features.store import FeatureStore, export_h5
 
-    out = export_h5(FeatureStore.open(path), to)
+    out = export_h5(FeatureStore.open(path), to, force=force)
     Console().print(f"wrote {out}")

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from mdmf.cli.app import app
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.paths import run_name_path
 from mdmf.pipeline.data.datasets import default_store_path
 
 
@@ -88,7 +89,7 @@ def train(
     cfg = build_train_config(preset, given, overrides, e2e)
     run_name = name or (f"{dataset or store.parent.name}-{cfg.model.get('name', 'mdmf')}-{cfg.way}w{cfg.shot}s"
                         + ("-e2e" if stage == "e2e" else ""))
-    cfg.run_dir = str(runs / run_name)
+    cfg.run_dir = str(run_name_path(runs, run_name))  # one folder inside --runs, never a path out of it
     for line in preset_warnings(preset, store):
         Console(stderr=True).print(f"[yellow]warning:[/] {line}", highlight=False)
     best = run_training(cfg, resume=resume, steps=steps)

@@ -9,6 +9,13 @@
     runs/<name>/eval/<split>_<way>w<shot>s_seed<seed>[_frames].json   (and .txt): `mdmf eval` results
     runs/<name>/stores/<split>-<weights sha[:12]>   e2e only: a split re-extracted with the run's visual encoder
 
+Run folders travel: config.json and the checkpoints record where the store is as given, as an absolute path and
+relative to the run folder (`store_location`), beside the store's identity; `RunDir.open_store` tries the path
+relative to the run folder, then the absolute one, then the given one (relative to the current folder, and for runs
+made before this was recorded, to each folder above the run), and takes the first store whose identity is the
+run's. So a run folder copied to another machine with its store, keeping their relative layout, works from any
+folder; `--cache PATH` names a store that moved elsewhere.
+
 The file name `visual.pt` belongs to `features.backbones` (`--weights runs/<name>` reads it there, a room before
 this one), so it is imported from there. Untrained baselines get a folder of the same shape
 (`runs/baselines/<dataset>-<backbone>-otam`, `runs/demo-otam`) for their eval files.
@@ -17,6 +24,7 @@ this one), so it is imported from there. Untrained baselines get a folder of the
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +33,7 @@ from mdmf.registry import build_model
 from mdmf.pipeline.core.checkpoint import load_checkpoint
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.features.backbones import RUN_VISUAL
+from mdmf.pipeline.features.store import IDENTITY_DEFAULTS, FeatureStore
 
 
 @dataclass
@@ -163,8 +172,61 @@ class RunDir:
 
     @property
     def store_path(self) -> str:
-        """The feature store the run was trained on."""
-        return self.best_state()["train_config"]["store"]
+        """The feature store the run was trained on, found as `open_store` finds it."""
+        return str(self.open_store().path)
+
+    def store_location(self, store: str | Path) -> dict:
+        """What a run records about where its store is: `given`, `absolute`, `relative_to_run` (see the module)."""
+        real = Path(store).resolve()
+        try:
+            relative = os.path.relpath(real, self.path.resolve())
+        except ValueError:  # another drive (Windows)
+            relative = None
+        return {"given": str(store), "absolute": str(real), "relative_to_run": relative}
+
+    def store_candidates(self, state: dict | None = None) -> list[Path]:
+        """Where the run's store may be, in the order `open_store` tries them."""
+        state = state if state is not None else self.best_state()
+        location = state.get("store_location") or {}
+        given = Path(location.get("given") or state["train_config"]["store"])
+        found = []
+        if location.get("relative_to_run"):
+            # joined to the run's real path (the relative path was taken between real paths), then tidied
+            found.append(Path(os.path.normpath(self.path.resolve() / location["relative_to_run"])))
+        if location.get("absolute"):
+            found.append(Path(location["absolute"]))
+        found.append(given)
+        if not location and not given.is_absolute() and state.get("store_identity"):
+            # a run made before the location was recorded: trained in some folder above it, usually
+            found += [parent / given for parent in self.path.absolute().parents]
+        unique = []
+        for path in found:
+            if path not in unique:
+                unique.append(path)
+        return unique
+
+    def open_store(self, override: str | Path | None = None, state: dict | None = None,
+                   extra: tuple = ()) -> FeatureStore:
+        """The run's feature store (`override`: the user's `--cache`, opened as given). Each candidate (and then
+        each of `extra`) is accepted only when its identity is the one the run recorded (`state`: best.pt's by
+        default); none found is one line naming where it looked."""
+        if override:
+            return FeatureStore.open(override)
+        state = state if state is not None else self.best_state()
+        identity = state.get("store_identity")
+        others = []
+        candidates = self.store_candidates(state) + [Path(p) for p in extra if p]
+        for path in candidates:
+            if not (path / "zarr.json").is_file():
+                continue
+            store = FeatureStore.open(path)
+            if identity is None or store.meta["identity"] == {**IDENTITY_DEFAULTS, **identity}:
+                return store
+            others.append(str(path))
+        looked = ", ".join(str(p) for p in candidates[:4])
+        found = f"; {', '.join(others)} holds another store" if others else ""
+        raise MdmfError(f"{self.path}: its feature store was not found (looked at {looked}){found}; give its "
+                        "location with --cache PATH")
 
 
 def load_run_model(run: str | Path | RunDir):

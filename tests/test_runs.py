@@ -39,7 +39,7 @@ def test_the_run_folder_files_are_where_rundir_says(run):
     assert rd.eval_path("test", 5, 1, 0) == rd.path / "eval" / "test_5w1s_seed0.json"
     assert rd.eval_path("val", 3, 5, 7, frames=True) == rd.path / "eval" / "val_3w5s_seed7_frames.json"
     assert rd.run_store("test", "ab" * 32) == rd.path / "stores" / "test-abababababab"
-    assert rd.trained_steps() == 4 and rd.stage == "head" and Path(rd.store_path) == Path(store.path)
+    assert rd.trained_steps() == 4 and rd.stage == "head" and Path(rd.store_path) == Path(store.path).resolve()
     curves = rd.read_metrics()
     assert [r["step"] for r in curves.train] == [1, 2, 3, 4] and [r["step"] for r in curves.val] == [2, 4]
     assert read_curves(rd.metrics) == curves

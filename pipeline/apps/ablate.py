@@ -109,7 +109,6 @@ def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console)
     """Bring one cell to done; returns its row (cell, label, overrides, run, state before, accuracy, ci95, paper)."""
     from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
     from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.pipeline.features.store import FeatureStore
     from mdmf.pipeline.train.loop import TrainConfig, train
 
     run = RunDir(cfg.run_dir(cell.cell))
@@ -129,8 +128,8 @@ def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console)
         train(tcfg, resume=state == "resume", steps=cfg.steps)
     path = run.eval_path("test", cfg.way, shot, cfg.seed)
     if state != "done":
-        model, saved = run.load_model()
-        store = FeatureStore.open(cfg.cache or saved["train_config"]["store"])
+        model, _ = run.load_model()
+        store = run.open_store(cfg.cache)
         result = evaluate_split(model, store, "test", EvalConfig(
             way=cfg.way, shot=shot, queries=1, episodes=cfg.episodes, seed=cfg.seed,
             device=str(resolve_device(cfg.device)), progress=cfg.progress))

@@ -37,7 +37,7 @@ def _check_run(run: Path | RunDir, state: dict) -> FeatureStore:
     if step != state["step"]:
         raise MdmfError(f"{run}: {RUN_VISUAL} is from step {step} but best.pt from step {state['step']} "
                         "(interrupted while saving); resume the run to write both again")
-    return FeatureStore.open(state["train_config"]["store"])
+    return RunDir.of(run).open_store(state=state)
 
 
 def extract_run_store(run: Path | RunDir, split: str, root: str | None = None, workers: int = 2, device: str = "auto",

@@ -72,7 +72,7 @@ def _evaluate_run(run: RunDir, req: EvalRequest, cfg: EvalConfig) -> tuple[EvalR
     e2e_run = state["train_config"].get("stage") == "e2e" and req.cache is None
     if req.from_frames and not e2e_run:
         raise MdmfError("--from-frames is for runs of `mdmf train --stage e2e` (without --cache)")
-    store = None if e2e_run else FeatureStore.open(req.cache or state["train_config"]["store"])
+    store = None if e2e_run else run.open_store(req.cache)
     out = run.eval_path(req.split, req.way, req.shot, req.seed, frames=req.from_frames)
     title = f"{run.name} ({net.config.name}{', e2e' if e2e_run else ''}) on {req.split}"
     if e2e_run:

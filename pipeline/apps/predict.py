@@ -99,12 +99,12 @@ def load_predictor(cfg: PredictConfig, device: torch.device):
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
     from mdmf.pipeline.runs import RunDir
-    from mdmf.pipeline.features.store import FeatureStore
     from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 
     if cfg.run:
-        model, state = RunDir(cfg.run).load_model()
-        store = FeatureStore.open(cfg.cache or state["train_config"]["store"])
+        run = RunDir(cfg.run)
+        model, _ = run.load_model()
+        store = run.open_store(cfg.cache)
         recipe = EncodeRecipe.from_store(store, cfg.weights, cfg.backbone)
     else:
         recipe = EncodeRecipe(cfg.backbone or "tiny", cfg.weights, cfg.frames, prompt_template=cfg.prompt_template)

@@ -73,14 +73,13 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     from mdmf.pipeline.apps.report_data import attention_examples, tsne_subset, video_embeddings
     from mdmf.pipeline.apps.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
     from mdmf.pipeline.apps.report_summary import write_summary
-    from mdmf.pipeline.features.store import FeatureStore
     from mdmf.pipeline.apps.tsne import tsne
 
     console = console or Console()
     run = RunDir(cfg.run)
     model, state = run.load_model()
     train_cfg = state["train_config"]
-    store = FeatureStore.open(cfg.cache or train_cfg["store"])
+    store = run.open_store(cfg.cache)
     data = store.load(cfg.split)
     way, shot = cfg.way or train_cfg["way"], cfg.shot or train_cfg["shot"]
     if cfg.episodes < 1:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,10 +256,13 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu", seed: 
                 pretrained=str(spec.weights_file) if spec.weights_file else None,
                 device=device,
             )
-        except (RuntimeError, KeyError, ValueError) as err:
+        except (RuntimeError, KeyError, ValueError, EOFError, OSError, pickle.UnpicklingError) as err:
+            # a file that is not a checkpoint at all (text, empty, truncated) fails inside torch.load, oddly worded
+            reason = (str(err).splitlines() or [""])[0][:300] or "the file is empty or cut short"
             raise MdmfError(
-                f"could not build {spec.open_clip_name} with weights {spec.weights}: {str(err).splitlines()[0][:300]}; "
-                "check the model config and that the weights file belongs to this backbone"
+                f"could not build {spec.open_clip_name} with weights {spec.weights}: {type(err).__name__}: {reason}; "
+                "check the model config and that the weights file is a checkpoint of this backbone (.pt, .bin, "
+                ".safetensors)"
             ) from None
     sha = file_sha256(spec.weights_file) if spec.weights_file else state_sha256(model)
     model.eval()

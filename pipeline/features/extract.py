@@ -14,8 +14,9 @@ import queue
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
+from mdmf.pipeline.core.paths import is_disk_full, local_path
 from mdmf.pipeline.core.presets import load_preset
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.data.datasets import default_backbone, default_root, default_store_path, load_dataset
@@ -66,7 +68,7 @@ class ExtractConfig:
     crop: str = "tsn"  # tsn: round(S·256/224), crop S, flip where allowed | reference: the authors' Resize(256) etc.
     chunk_videos: int = 16
     save_frames: bool = False
-    splits: tuple[str, ...] = SPLITS
+    splits: tuple[str, ...] | None = None  # None: every split the dataset has (of train, val, test)
     # runtime only: these do not change the stored numbers
     workers: int = 2
     batch_frames: int = 256
@@ -97,7 +99,7 @@ class ExtractConfig:
         name = Path(backbone).stem if backbone.endswith(".json") else backbone
         if run_backbone(self.weights):  # fine-tuned weights: never the store of the weights it started from
             name = f"{name}-{Path(self.weights).resolve().name}"
-        return Path(self.out) if self.out else default_store_path(self.dataset, name)
+        return local_path(self.out, "--out") if self.out else default_store_path(self.dataset, name)
 
     def identity(self, backbone: Backbone, flip: bool) -> dict:
         return {
@@ -194,7 +196,8 @@ class DecodeDataset(Dataset):
 
 def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureStore:
     """Create (or open and check) the store for `cfg`; fills the prompt embeddings of every split."""
-    root = Path(cfg.root) if cfg.root else default_root(cfg.dataset)
+    # Absolute: the store's video paths (and its recorded root) stay right whatever the folder a later command runs in.
+    root = (Path(cfg.root) if cfg.root else default_root(cfg.dataset)).absolute()
     layouts = {}
     for split in cfg.splits:
         entries = dataset.entries[split]
@@ -207,7 +210,8 @@ def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureSto
             views=cfg.train_views if split == "train" else 1,
         )
     meta = {
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("workers", "batch_frames", "device", "shard", "progress")},
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("workers", "batch_frames", "device", "shard", "progress")}
+        | {"root": str(root), "splits_dir": str(Path(cfg.splits_dir).absolute()) if cfg.splits_dir else None},
         "backbone": backbone.describe(),
         "versions": _versions(),
     }
@@ -230,7 +234,10 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     shard, num_shards = cfg.shard
     if not 0 <= shard < num_shards:
         raise MdmfError(f"--shard {shard}/{num_shards}: the shard index must be in 0..{num_shards - 1}")
+    cfg.store_path()  # a URL --out is refused here, before anything is generated, loaded or created
     dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir, progress=cfg.progress)
+    if cfg.splits is None:  # not asked for: the splits the dataset has (a folder with only test.txt extracts test)
+        cfg = replace(cfg, splits=tuple(s for s in SPLITS if s in dataset.entries))
     for split in cfg.splits:
         if split not in dataset.entries:
             raise MdmfError(f"dataset {cfg.dataset} has no split {split!r} (it has {', '.join(dataset.entries)})")
@@ -238,6 +245,25 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     backbone = backbone or load_backbone(resolve_backbone(cfg.resolved_backbone(), cfg.weights), device=device)
     backbone.model.to(device)
     start = time.perf_counter()
+    with _full_disk_is_resumable(cfg.store_path()):
+        return _extract_into_store(cfg, backbone, dataset, device, start)
+
+
+@contextmanager
+def _full_disk_is_resumable(path: Path):
+    """A full disk while writing the store: one line saying that the finished units are kept. A unit's status chunk
+    is written last and every chunk file is replaced atomically, so a unit whose write failed is still pending."""
+    try:
+        yield
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        raise MdmfError(f"{path}: no space left on the device while writing the store; the units finished so far "
+                        "are kept and the store is resumable: free space and run the same command again") from None
+
+
+def _extract_into_store(cfg: ExtractConfig, backbone: Backbone, dataset, device, start: float) -> ExtractSummary:
+    shard, num_shards = cfg.shard
     store = prepare_store(cfg, backbone, dataset)
 
     jobs: list[DecodeJob] = []

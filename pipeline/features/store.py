@@ -36,6 +36,7 @@ import numpy as np
 import zarr
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.paths import check_output_file, is_disk_full, local_path
 from mdmf.pipeline.data.views import FAILED, OK, SHORT
 
 SCHEMA_VERSION = 1
@@ -110,7 +111,7 @@ class FeatureStore:
     # ---- opening -------------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path | str, mode: str = "r") -> "FeatureStore":
-        path = Path(path)
+        path = local_path(path, "store")  # a file:// URL is its path; other URLs are refused in one line
         if not (path / "zarr.json").is_file():
             raise MdmfError(f"{path}: no feature store here; create one with `mdmf extract` (or check --cache/--out)")
         try:
@@ -149,13 +150,22 @@ class FeatureStore:
         renamed to `path`, so a `kill -9` at any moment leaves either no store or a complete empty one (the rerun
         resumes either way). Shards started together race on the rename: the losers open the winner's store.
         """
-        path = Path(path)
+        path = local_path(path, "--out")  # before anything is created: never a local folder named `s3:`
         created = False
         if not (path / "zarr.json").is_file():
             if path.exists() and (not path.is_dir() or any(path.iterdir())):
                 raise MdmfError(f"{path}: exists and is not a feature store; use another --out, or delete it")
+            if any(part.is_file() for part in path.parents):
+                raise MdmfError(f"--out {path}: a part of {path.parent} is a file, not a folder; use another --out")
             tmp = _creation_folder(path)
-            cls._build(tmp, meta, identity, layouts, frames, dim, chunk_videos, image_size)
+            try:
+                cls._build(tmp, meta, identity, layouts, frames, dim, chunk_videos, image_size)
+            except OSError as err:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if is_disk_full(err):
+                    raise MdmfError(f"{path}: no space left on the device while creating the store (nothing was "
+                                    "written); free space and run the command again") from None
+                raise
             try:
                 if path.is_dir():
                     path.rmdir()  # an empty folder given as --out
@@ -351,23 +361,48 @@ def store_info(store: FeatureStore) -> dict:
     }
 
 
-def export_h5(store: FeatureStore, out: Path) -> Path:
-    """Copy every array of the store into an HDF5 file (one group per split), attributes as JSON strings."""
+def _is_export(path: Path) -> bool:
+    """Whether `path` is an HDF5 file written by `export_h5` (so exporting again may replace it)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "mdmf" in f.attrs
+    except OSError:  # not HDF5 at all
+        return False
+
+
+def export_h5(store: FeatureStore, out: Path, force: bool = False) -> Path:
+    """Copy every array of the store into an HDF5 file (one group per split), attributes as JSON strings.
+
+    Written to `<out>.partial` and renamed: a crash or a full disk never leaves a half-written file under the name,
+    and the `.partial` is removed on any error. An existing `out` is replaced only when it is an earlier export (or
+    with `force`); a folder never. Missing parent folders are created."""
     import json
 
     import h5py
 
-    out = Path(out)
+    out = local_path(out, "--to")
+    check_output_file(out, "--to", force, _is_export)
     tmp = out.with_name(out.name + ".partial")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["mdmf"] = json.dumps(store.meta)
-        for split in store.splits:
-            g = f.create_group(split)
-            for name, arr in store.group(split).arrays():
-                data = arr[:]
-                if data.dtype.kind in "UTO":
-                    g.create_dataset(name, data=np.asarray(data, dtype=object), dtype=h5py.string_dtype())
-                else:
-                    g.create_dataset(name, data=data, chunks=True if data.size else None)
-    tmp.replace(out)  # a crash never leaves a half-written file under the requested name
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["mdmf"] = json.dumps(store.meta)
+            for split in store.splits:
+                g = f.create_group(split)
+                for name, arr in store.group(split).arrays():
+                    data = arr[:]
+                    if data.dtype.kind in "UTO":
+                        g.create_dataset(name, data=np.asarray(data, dtype=object), dtype=h5py.string_dtype())
+                    else:
+                        g.create_dataset(name, data=data, chunks=True if data.size else None)
+        tmp.replace(out)  # a crash never leaves a half-written file under the requested name
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise MdmfError(f"--to {out}: no space left on the device; nothing was written (the store is "
+                            "unchanged): free space or export elsewhere") from None
+        if isinstance(err, OSError):
+            raise MdmfError(f"--to {out}: cannot write ({err.strerror or err}); the store is unchanged") from None
+        raise
     return out

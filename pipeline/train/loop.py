@@ -203,8 +203,11 @@ def _saved_heads(state: dict) -> dict:
 
 def _resume_config(cfg: TrainConfig, state: dict) -> TrainConfig:
     """The run's saved config, with the settings that do not change the numbers taken from `cfg`."""
+    # The run folder as named now and its store wherever it is found (checked by identity): a moved run resumes.
+    store = RunDir(cfg.run_dir).open_store(state=state, extra=(cfg.store,))
     new = TrainConfig.from_dict({**state["train_config"], "progress": cfg.progress, "device": cfg.device,
-                                 "model": _saved_heads(state)})
+                                 "model": _saved_heads(state), "run_dir": cfg.run_dir,
+                                 "store": str(store.path)})
     if new.e2e is not None and cfg.e2e is not None:
         new.e2e.workers = cfg.e2e.workers
         new.e2e.root = cfg.e2e.root or new.e2e.root
@@ -321,7 +324,8 @@ def _setup(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     if state is not None:
         _restore(t, state)
     elif ctx.is_main:
-        run.start({"train": asdict(cfg), "model": heads.config.to_dict(), "store": store.meta["identity"]})
+        run.start({"train": asdict(cfg), "model": heads.config.to_dict(), "store": store.meta["identity"],
+                   "store_location": run.store_location(store.path)})
     t.net = ctx.wrap(model)
     t.prompts = torch.as_tensor(inp.train.prompt_embeddings, dtype=torch.float32)
     t.sampler = EpisodeSampler(inp.train.labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), cfg.seed,
@@ -465,7 +469,8 @@ def _checkpoint(t: _Training, path: Path, light: bool = False) -> None:
     """last.pt (everything --resume needs), or with `light` only the heads and their config (e2e's best.pt)."""
     cfg, device = t.cfg, t.ctx.device
     data = {"model": t.heads.state_dict(), "model_config": t.heads.config.to_dict(), "train_config": asdict(cfg),
-            "step": t.step, "best": t.best, "store_identity": t.store.meta["identity"], "stage": cfg.stage}
+            "step": t.step, "best": t.best, "store_identity": t.store.meta["identity"], "stage": cfg.stage,
+            "store_location": t.run.store_location(t.store.path)}
     if not light:
         data.update(optimizer=t.opt.state_dict(), scaler=t.scaler.state_dict(), torch_rng=torch.get_rng_state(),
                     cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
