@@ -8,17 +8,6 @@ import typer
 from rich.console import Console
 
 from mdmf.cli.app import app
-from mdmf.pipeline.core.errors import MdmfError
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise MdmfError(f"--shard {text!r}: write it as i/n, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise MdmfError(f"--shard {text}: need n >= 1 and 0 <= i < n")
-    return i, n
 
 
 @app.command("extract")
@@ -49,19 +38,27 @@ def extract(
     workers: int = typer.Option(2, help="decoding worker processes"),
     batch_frames: int = typer.Option(256, help="frames per encoder forward pass"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-    shard: str = typer.Option("0/1", help="i/n: fill only this shard's part of the store"),
+    shard: str = typer.Option("auto", help="i/n: fill only this shard's part of the store; auto: from a Slurm array "
+                                           "(SLURM_ARRAY_TASK_ID/_COUNT) or torchrun (RANK/WORLD_SIZE), else 0/1"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Decode videos, sample frames, encode with CLIP and cache the features (resumable: run again to continue)."""
+    import os
+
+    from mdmf.pipeline.core.sharding import resolve_shard
     from mdmf.pipeline.features.extract import extract_config, run_extract
     from mdmf.cli.tables import print_extract_summary
+
+    index, count, source = resolve_shard(shard, os.environ)
+    if source:
+        Console(stderr=True).print(f"shard {index}/{count} (from {source})", highlight=False, soft_wrap=True)
 
     cfg = extract_config(
         preset, dataset=dataset, root=str(root) if root else None, splits_dir=str(splits) if splits else None,
         out=str(out) if out else None, backbone=backbone, weights=weights, frames=frames, train_views=train_views,
         seed=seed, prompt_template=prompt_template, frame_sampling=frame_sampling, normalize=normalize, crop=crop,
         splits=tuple(split) if split else None, save_frames=save_frames, chunk_videos=chunk_videos,
-        workers=workers, batch_frames=batch_frames, device=device, shard=parse_shard(shard), progress=not quiet,
+        workers=workers, batch_frames=batch_frames, device=device, shard=(index, count), progress=not quiet,
     )
     summary = run_extract(cfg)
     print_extract_summary(summary, Console())
