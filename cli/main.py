@@ -8,6 +8,7 @@ import signal
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from mdmf.cli.app import app
 from mdmf.pipeline.core import interrupt
@@ -37,7 +38,8 @@ def main() -> None:
         with interrupt.stop_signals():  # SIGTERM / SIGUSR1 (a cluster stopping the job) act as Ctrl-C
             app()
     except MdmfError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets that are not markup (pip install 'mdmf[tensorboard]')
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:  # raised outside typer's own handling (e.g. while the app is being set up)
         sys.exit(interrupted())

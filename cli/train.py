@@ -63,6 +63,7 @@ def train(
     frames: int = typer.Option(None, help="e2e: check that the store has this many frames per video"),
     device: str = typer.Option("auto"), threads: int = typer.Option(None, help="torch CPU threads"),
     resume: bool = typer.Option(False, help="continue runs/<name> from its last checkpoint"),
+    log: list[str] = typer.Option([], "--log", help="also log metrics.jsonl's scalars to csv (train.csv, val.csv), tensorboard or wandb (repeatable; the last two are extras: pip install 'mdmf[tensorboard]')"),
     quiet: bool = typer.Option(False),
 ) -> None:
     """Train a few-shot model episodically; validation on val picks the best checkpoint.
@@ -78,7 +79,7 @@ def train(
     options = dict(way=way, shot=shot, queries=queries, val_shot=val_shot, steps=steps,
                    episodes_per_step=episodes_per_step, batch_episodes=batch_episodes, lr=lr,
                    weight_decay=weight_decay, grad_clip=grad_clip, val_every=val_every, val_episodes=val_episodes,
-                   seed=seed, device=device, threads=threads, init=str(init) if init else None)
+                   seed=seed, device=device, threads=threads, init=str(init) if init else None, log=log or None)
     given = {"stage": stage, "store": str(store), "run_dir": "", "progress": not quiet,
              **{k: v for k, v in options.items() if v is not None}}
     e2e = {k: v for k, v in dict(root=str(root) if root else None, frames_from=frames_from, augment=augment,

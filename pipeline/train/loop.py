@@ -38,6 +38,7 @@ from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.runs import RunDir
 from mdmf.pipeline.train.inputs import CachedFeatures, EpisodeInput
+from mdmf.pipeline.train.tracking import Trackers, check_trackers, open_trackers, tracker_names
 
 STAGES = ("head", "e2e")
 DEFAULT_LR = {"head": 1e-4, "e2e": 1e-5}  # heads; e2e: the paper's 1e-5 (the backbone's is E2EConfig.backbone_lr)
@@ -75,6 +76,7 @@ class TrainConfig:
     progress: bool = True
     init: str | None = None  # start the heads from this run's best.pt (their model config comes with it)
     e2e: E2EConfig | None = None  # stage e2e: backbone, frames, AMP, ... (None: the defaults)
+    log: tuple[str, ...] = ()  # trackers beside metrics.jsonl: csv, tensorboard, wandb (train.tracking); rank 0
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -87,6 +89,7 @@ class TrainConfig:
             self.lr = DEFAULT_LR[self.stage]
         if self.batch_episodes is None:
             self.batch_episodes = DEFAULT_BATCH_EPISODES[self.stage]
+        self.log = tracker_names(self.log)
         self.lr_steps = tuple(int(v) for v in self.lr_steps)  # JSON gives lists
         self.lr_factors = tuple(float(v) for v in self.lr_factors)
         if self.lr_steps or self.lr_factors:
@@ -206,7 +209,7 @@ def _resume_config(cfg: TrainConfig, state: dict) -> TrainConfig:
     # The run folder as named now and its store wherever it is found (checked by identity): a moved run resumes.
     store = RunDir(cfg.run_dir).open_store(state=state, extra=(cfg.store,))
     new = TrainConfig.from_dict({**state["train_config"], "progress": cfg.progress, "device": cfg.device,
-                                 "model": _saved_heads(state), "run_dir": cfg.run_dir,
+                                 "log": cfg.log, "model": _saved_heads(state), "run_dir": cfg.run_dir,
                                  "store": str(store.path)})
     if new.e2e is not None and cfg.e2e is not None:
         new.e2e.workers = cfg.e2e.workers
@@ -232,6 +235,7 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> d
         state = None
     if steps is not None:
         cfg.steps = steps
+    check_trackers(cfg.log)  # a missing package is said before the run starts
     ctx = distributed.setup(cfg.device)
     try:
         if cfg.episodes_per_step % (cfg.batch_episodes * ctx.world):
@@ -264,7 +268,7 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     t.model.train()
     chunk_iter = iter(t.inp.chunks(t.sampler, _episode_firsts(t), cfg.batch_episodes))
     with progress_bar(cfg.progress and ctx.is_main, f"train {cfg.stage}", total=cfg.steps, unit="steps",
-                      completed=t.step) as advance, DeferredInterrupt() as interrupt:
+                      completed=t.step) as advance, DeferredInterrupt() as interrupt, t.trackers:
         while t.step < cfg.steps:
             fields_, stop = _optimizer_step(t, chunk_iter, interrupt, start)
             validating = t.step % cfg.val_every == 0 or t.step == cfg.steps
@@ -302,6 +306,7 @@ class _Training:
     chunks: int  # forward passes per process and optimizer step
     step: int = 0
     best: dict = field(default_factory=lambda: {"val_accuracy": -1.0, "step": 0})
+    trackers: Trackers = field(default_factory=Trackers)  # --log (rank 0): the rows of metrics.jsonl
 
 
 def _setup(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -> _Training:
@@ -326,6 +331,8 @@ def _setup(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     elif ctx.is_main:
         run.start({"train": asdict(cfg), "model": heads.config.to_dict(), "store": store.meta["identity"],
                    "store_location": run.store_location(store.path)})
+    if ctx.is_main:
+        t.trackers = open_trackers(cfg.log, run, asdict(cfg))
     t.net = ctx.wrap(model)
     t.prompts = torch.as_tensor(inp.train.prompt_embeddings, dtype=torch.float32)
     t.sampler = EpisodeSampler(inp.train.labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), cfg.seed,
@@ -398,8 +405,14 @@ def _optimizer_step(t: _Training, chunk_iter, interrupt: DeferredInterrupt, star
     record = {"step": t.step, "episodes": t.step * cfg.episodes_per_step, "lr": cfg.lr * factor, **totals,
               "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - start, 3)}
     if t.ctx.is_main:
-        t.run.append_metrics(record)
+        _log(t, "train", record)
     return {"loss": totals["loss"], "acc": record["train_accuracy"]}, stop
+
+
+def _log(t: _Training, kind: str, record: dict) -> None:
+    """A metrics row (rank 0): metrics.jsonl, then the --log trackers."""
+    t.run.append_metrics(record)
+    t.trackers.log(kind, record)
 
 
 def _accumulate(t: _Training, chunk_iter) -> tuple[dict[str, float], int, int]:
@@ -456,7 +469,7 @@ def _validate(t: _Training) -> float | None:
     if t.ctx.is_main:
         result = evaluate(t.heads, val.features, val.labels, val.prompt_embeddings, val.class_names, t.val_cfg)
         accuracy = result.accuracy
-        t.run.append_metrics({"step": t.step, "val_accuracy": result.accuracy, "val_ci95": result.ci95})
+        _log(t, "val", {"step": t.step, "val_accuracy": result.accuracy, "val_ci95": result.ci95})
         if result.accuracy > t.best["val_accuracy"]:
             t.best = {"val_accuracy": result.accuracy, "val_ci95": result.ci95, "step": t.step}
             t.inp.save_best(t.run, t.step)  # before best.pt: a best.pt always has its visual.pt
