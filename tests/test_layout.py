@@ -69,12 +69,10 @@ def test_rooms_import_one_way_and_the_model_imports_no_pipeline():
     assert not wrong, "\n".join(wrong)
 
 
-def test_the_wheel_is_the_whole_product_under_one_name(tmp_path):
-    """`pip wheel .`: only `mdmf` at the top of site-packages, and every module, asset and preset of the repo in it."""
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (wheel,) = tmp_path.glob("mdmf-*.whl")
+def test_the_wheel_is_the_whole_product_under_one_name(built_wheel):
+    """`pip wheel .`: only `mdmf` at the top of site-packages, and every module, asset, preset and shipped split file
+    of the repo in it."""
+    wheel = built_wheel
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {n.split("/")[0] for n in names} == {"mdmf", wheel.name.split("-py")[0] + ".dist-info"}
     want = set()
@@ -85,7 +83,10 @@ def test_the_wheel_is_the_whole_product_under_one_name(tmp_path):
                 if package == "mdmf" and rel.parts[0] not in ("__init__.py", "__main__.py") and path.suffix != ".py":
                     continue
                 want.add("/".join([*package.split("."), *rel.parts]))
-    missing = sorted(want - names)
+    splits = {"/".join(("mdmf", "splits", *p.relative_to(REPO / "splits").parts))
+              for p in (REPO / "splits").rglob("*") if p.is_file()}
+    assert len(splits) == 1 + 5 * 7  # README.md, and per benchmark info.json + {train,val,test}{,_classes}.txt
+    missing = sorted((want | splits) - names)
     assert not missing, missing[:20]
     assert any(n.startswith("mdmf/pipeline/presets/reference") for n in names)
 
