@@ -19,11 +19,14 @@ def report(
     shot: int = typer.Option(None, help="default: the run's training shot"),
     episodes: int = typer.Option(2000, help="episodes to evaluate (an eval JSON of the run newer than best.pt is reused)"),
     seed: int = typer.Option(0, help="episode seed"),
-    no_reuse_eval: bool = typer.Option(False, help="evaluate again even if an eval JSON exists"),
+    reuse_eval: bool = typer.Option(True, "--reuse-eval/--no-reuse-eval",
+                                    help="take the accuracy from the run's eval JSON when one is newer than best.pt "
+                                         "(--no-reuse-eval: evaluate again)"),
     tsne_classes: int = typer.Option(10, help="classes shown in the t-SNE figure"),
     tsne_per_class: int = typer.Option(60, help="videos per class in the t-SNE figure"),
     tsne_iterations: int = typer.Option(750, help="t-SNE gradient steps"),
-    attention_examples: int = typer.Option(3, help="episodes shown in the attention figure (MDMF only)"),
+    tsne_backend: str = typer.Option("auto", help="auto (openTSNE, else sklearn, else exact), opentsne, sklearn, exact"),
+    attention_examples: int = typer.Option(2, help="queries shown, correct and wrong in turn (MDMF only)"),
     device: str = typer.Option("auto"),
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
@@ -32,6 +35,7 @@ def report(
 
     make_report(ReportConfig(run=str(run), out=str(out) if out else None, cache=str(cache) if cache else None,
                              split=split, way=way, shot=shot, episodes=episodes, seed=seed,
-                             reuse_eval=not no_reuse_eval, tsne_classes=tsne_classes, tsne_per_class=tsne_per_class,
-                             tsne_iterations=tsne_iterations, attention_examples=attention_examples, device=device,
+                             reuse_eval=reuse_eval, tsne_classes=tsne_classes, tsne_per_class=tsne_per_class,
+                             tsne_iterations=tsne_iterations, tsne_backend=tsne_backend,
+                             attention_examples=attention_examples, device=device,
                              progress=not quiet))

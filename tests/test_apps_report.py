@@ -55,6 +55,8 @@ def test_report_writes_every_figure_and_the_summary(trained, tmp_path):
     assert (out / "eval_test_5w1s_seed0.json").is_file()
     assert summary["tsne"]["panels"] == ["raw CLIP", "global (fused)", "local (fused)"]
     assert len(summary["attention"]) == 2 and summary["steps_logged"] == 4 and len(summary["validations"]) == 2
+    assert [a["correct"] for a in summary["attention"]] == [True, False] and summary["attention_note"] is None
+    assert summary["tsne"]["backend"] in ("opentsne", "sklearn", "exact")
     counts = np.array(summary["confusion"]["counts"])
     assert counts.shape == (6, 6) and counts.sum() == 120 * 5  # 5 queries per episode (one per class)
     # the confusion matrix replays the evaluator's episodes and PPS draws: same per-class accuracy to the digit
@@ -127,3 +129,90 @@ def test_cli_report(trained, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "mdmf", "report", "--run", str(tmp_path / "nope")],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "best.pt" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def _predictions(true, predicted):
+    from mdmf.pipeline.evaluate.predictions import EpisodePredictions
+
+    true, predicted = torch.tensor(true), torch.tensor(predicted)
+    E, M = true.shape
+    return EpisodePredictions(classes=torch.arange(M).repeat(E, 1), query=torch.arange(E * M).reshape(E, M),
+                              true=true, predicted=predicted, prompt_class=torch.full((E, M), -1))
+
+
+def test_pick_examples_alternates_correct_and_wrong_and_says_when_one_kind_is_missing():
+    from mdmf.pipeline.apps.report_data import pick_examples
+
+    # episode 0: both queries right; episode 1: query 0 wrong, query 1 right; episode 2: query 1 wrong
+    preds = _predictions([[0, 1], [0, 1], [0, 1]], [[0, 1], [1, 1], [0, 0]])
+    assert pick_examples(preds, 2) == ([(0, 0), (1, 0)], None)
+    assert pick_examples(preds, 4) == ([(0, 0), (1, 0), (0, 1), (2, 1)], None)
+    assert pick_examples(preds, 6) == ([(0, 0), (1, 0), (0, 1), (2, 1), (1, 1), (2, 0)], None)
+    assert pick_examples(preds, 9)[0] == pick_examples(preds, 6)[0]  # no more queries than there are
+    right = _predictions([[0, 1], [0, 1]], [[0, 1], [0, 1]])
+    picks, note = pick_examples(right, 2)
+    assert picks == [(0, 0), (0, 1)] and note == ("no query was classified wrongly in the 2 episodes: every example "
+                                                  "shown is a correct one")
+    picks, note = pick_examples(_predictions([[0, 1]], [[1, 0]]), 2)
+    assert picks == [(0, 0), (0, 1)] and "no query was classified correctly in the 1 episodes" in note
+
+
+def _title_boxes(fig):
+    """(text, window extent) of every title of a drawn figure: figure/subfigure suptitles and labels, axes titles."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = []
+    for f in [fig, *fig.subfigs]:
+        texts += [t for t in (f._suptitle, f._supxlabel) if t is not None and t.get_text()]
+        texts += [t for t in f.texts if t.get_text()]
+    for ax in fig.get_axes():
+        texts += [t for t in (ax.title, ax._left_title, ax._right_title) if t.get_text()]
+    texts = list({id(t): t for t in texts}.values())  # a suptitle is one of its figure's texts too
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts], fig.bbox, renderer
+
+
+def _overlaps(boxes):
+    return [(a[0][:30], b[0][:30]) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a[1].overlaps(b[1])]
+
+
+def test_attention_titles_do_not_overlap_are_inside_and_keep_whole_names():
+    from matplotlib.figure import Figure
+
+    from mdmf.pipeline.apps.report_data import AttentionExample
+    from mdmf.pipeline.apps.report_figures import attention_figure
+
+    long = ["Pulling two ends of something so that it separates into two pieces",
+            "Lifting a surface with something on it until it starts sliding down",
+            "Pretending to put something underneath something", "Moving something and something so they collide"]
+    maps = {"global": np.random.default_rng(0).random((9, 9)), "local": np.random.default_rng(1).random((9, 9))}
+    examples = [AttentionExample(episode=0, query=3, video_id="v_123456", true_class=long[0], prompt_class=long[1],
+                                 predicted_class=long[0], correct=True, maps=maps),
+                AttentionExample(episode=4, query=1, video_id="v_654321", true_class=long[2], prompt_class=None,
+                                 predicted_class=long[3], correct=False, maps=maps)]
+    note = "no query was classified wrongly in the 2000 episodes: every example shown is a correct one"
+    boxes, frame, renderer = _title_boxes(attention_figure(examples, 8, note=note))
+    assert len(boxes) == 2 + 4 + 1  # two row titles, four axes titles, the note
+    assert not _overlaps(boxes)
+    for text, box in boxes:
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
+    joined = " ".join(" ".join(t.split()) for t, _ in boxes)
+    for name in long + ["v_123456", "v_654321", "correct", "wrong", note]:
+        assert name in joined, name  # whole, not cut (wrapping only breaks between words)
+    assert "…" not in joined
+    # the titles keep clear of the maps and their tick labels too
+    fig = attention_figure(examples, 8, note=note)
+    boxes, _, renderer = _title_boxes(fig)
+    for ax in fig.get_axes():
+        tight = ax.get_tightbbox(renderer, bbox_extra_artists=[])
+        for text, box in boxes:
+            if text not in (ax.title.get_text(),) and box.overlaps(tight):
+                raise AssertionError(f"{text[:40]!r} overlaps an axes")
+    # the check itself finds overlapping titles
+    control = Figure(figsize=(3, 2))
+    control.subplots(1, 2)[0].set_title("a title long enough to run into the neighbour's " * 2)
+    control.get_axes()[1].set_title("neighbour")
+    control_boxes, control_frame, _ = _title_boxes(control)
+    assert _overlaps(control_boxes) or any(b.x0 < control_frame.x0 or b.x1 > control_frame.x1 for _, b in control_boxes)

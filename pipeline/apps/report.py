@@ -6,7 +6,7 @@
   is reused; otherwise `episodes` episodes are evaluated and written to `report/eval_…json`); the confusion matrix
   from `mdmf.pipeline.evaluate.predictions` on the first `episodes` of the same seeded episodes;
 * `tsne.png`: t-SNE of test videos, raw CLIP features (mean over frames) beside each view's fused features;
-* `attention.png`: MMFE attention (MDMF only) for the first query of the first few episodes;
+* `attention.png`: MMFE attention (MDMF only) for a correctly and a wrongly classified query (`pick_examples`);
 * `report.json` (all numbers), `report.md` and `report.html` (the same summary, figures linked).
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.runs import RunDir
@@ -38,7 +39,8 @@ class ReportConfig:
     tsne_classes: int = 10
     tsne_per_class: int = 60
     tsne_iterations: int = 750
-    attention_examples: int = 3
+    tsne_backend: str = "auto"  # auto (openTSNE, else scikit-learn, else exact), opentsne, sklearn, exact
+    attention_examples: int = 2  # correctly and wrongly classified queries in turn
     device: str = "auto"
     progress: bool = True
 
@@ -73,7 +75,7 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     from mdmf.pipeline.apps.report_data import attention_examples, tsne_subset, video_embeddings
     from mdmf.pipeline.apps.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
     from mdmf.pipeline.apps.report_summary import write_summary
-    from mdmf.pipeline.apps.tsne import tsne
+    from mdmf.pipeline.apps.tsne import choose_backend, embed
 
     console = console or Console()
     run = RunDir(cfg.run)
@@ -84,6 +86,7 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     way, shot = cfg.way or train_cfg["way"], cfg.shot or train_cfg["shot"]
     if cfg.episodes < 1:
         raise MdmfError(f"--episodes {cfg.episodes}: evaluate at least one episode")
+    backend, warning = choose_backend(cfg.tsne_backend)  # a backend that is not installed: said before any work
     device = str(resolve_device(cfg.device))
     out = Path(cfg.out) if cfg.out else run.path / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -113,16 +116,19 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     prompts = torch.as_tensor(data.prompt_embeddings, dtype=torch.float32, device=device)  # (C, D)
     embeddings = video_embeddings(model, frames[rows], prompts)
     points = {}
-    with progress_bar(cfg.progress, f"t-SNE of {len(rows)} videos", total=len(embeddings), unit="panels") as advance:
+    if warning:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    with progress_bar(cfg.progress, f"t-SNE of {len(rows)} videos ({backend})", total=len(embeddings),
+                      unit="panels") as advance:
         for name, vectors in embeddings.items():
-            points[name] = tsne(vectors.cpu(), iterations=cfg.tsne_iterations).numpy()
+            points[name] = embed(vectors.cpu(), backend, iterations=cfg.tsne_iterations, seed=cfg.seed).points
             advance(1)
     figures["tsne"] = tsne_panels(points, data.labels[rows], data.class_names, out / "tsne.png")
 
-    examples = attention_examples(model, frames, prompts, preds, data.class_names, data.video_ids,
-                                  cfg.attention_examples)
+    examples, note = attention_examples(model, frames, prompts, preds, data.class_names, data.video_ids,
+                                        cfg.attention_examples)
     if examples:
-        figures["attention"] = attention_maps(examples, int(store.meta["frames"]), out / "attention.png")
+        figures["attention"] = attention_maps(examples, int(store.meta["frames"]), out / "attention.png", note)
 
     summary = {
         "run": str(run), "model": model.config.to_dict(), "store": str(store.path),
@@ -134,8 +140,9 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
                         "note": "the first `episodes` of the same seeded episodes as the evaluation"},
         "confusion": {"classes": data.class_names, "counts": matrix.tolist()},
         "tsne": {"videos": int(len(rows)), "classes": int(len(np.unique(data.labels[rows]))),
-                 "panels": list(points), "iterations": cfg.tsne_iterations},
+                 "panels": list(points), "iterations": cfg.tsne_iterations, "backend": backend},
         "attention": [{k: v for k, v in asdict(ex).items() if k != "maps"} for ex in examples],
+        "attention_note": note,
         "figures": {k: v.name for k, v in figures.items()},
         "config": asdict(cfg),
     }

@@ -49,29 +49,53 @@ def video_embeddings(model, frames: torch.Tensor, prompts: torch.Tensor, batch: 
 @dataclass
 class AttentionExample:
     episode: int
+    query: int  # the query's position in its episode
     video_id: str
     true_class: str
     prompt_class: str | None
     predicted_class: str
+    correct: bool
     maps: dict[str, np.ndarray]  # view -> (T+1, T+1): last block, mean over heads; rows output tokens, cols keys
+
+
+def pick_examples(predictions, count: int = 2) -> tuple[list[tuple[int, int]], str | None]:
+    """`count` (episode, query) pairs of an `EpisodePredictions`, correctly and wrongly classified queries in turn
+    (a correct one first), each the next of its kind in episode order; and a note when the episodes hold no wrong
+    (or no correct) query, in which case the other kind fills the places."""
+    hit = (predictions.true == predictions.predicted).reshape(-1).tolist()  # (episode, query) in reading order
+    episodes, queries = predictions.true.shape
+    pools = {True: [i for i, h in enumerate(hit) if h], False: [i for i, h in enumerate(hit) if not h]}
+    note = None
+    if hit and not pools[False]:
+        note = f"no query was classified wrongly in the {episodes} episodes: every example shown is a correct one"
+    elif hit and not pools[True]:
+        note = f"no query was classified correctly in the {episodes} episodes: every example shown is a wrong one"
+    picked: list[int] = []
+    want = True
+    while len(picked) < min(count, len(hit)):
+        pool = pools[want] or pools[not want]
+        picked.append(pool.pop(0))
+        want = not want
+    return [divmod(i, queries) for i in picked], note
 
 
 @torch.no_grad()
 def attention_examples(model, frames: torch.Tensor, prompts: torch.Tensor, predictions, class_names: list[str],
-                       video_ids: list[str], count: int) -> list[AttentionExample]:
-    """The first query of each of the first `count` episodes of `predictions` (an `EpisodePredictions`), fused with
-    the prompt PPS gave it there. Empty for models without an MMFE (`attention`)."""
+                       video_ids: list[str], count: int) -> tuple[list[AttentionExample], str | None]:
+    """The queries `pick_examples` chooses from `predictions` (an `EpisodePredictions`), each fused with the prompt
+    PPS gave it there; and its note. No examples for models without an MMFE (`attention`)."""
     if not model.has_attention:
-        return []
+        return [], None
     model.eval()
     out = []
-    for e in range(min(count, len(predictions.query))):
-        v, pc = int(predictions.query[e, 0]), int(predictions.prompt_class[e, 0])
+    picks, note = pick_examples(predictions, count)
+    for e, m in picks:
+        v, pc = int(predictions.query[e, m]), int(predictions.prompt_class[e, m])
+        true, predicted = int(predictions.true[e, m]), int(predictions.predicted[e, m])
         f = frames[v : v + 1]
         maps = model.attention(model.encode(f), prompts[pc : pc + 1] if pc >= 0 else None, "query")
         out.append(AttentionExample(
-            episode=e, video_id=video_ids[v], true_class=class_names[int(predictions.true[e, 0])],
-            prompt_class=class_names[pc] if pc >= 0 else None,
-            predicted_class=class_names[int(predictions.predicted[e, 0])],
-            maps={view: w[0, -1].mean(0).cpu().numpy() for view, w in maps.items()}))
-    return out
+            episode=e, query=m, video_id=video_ids[v], true_class=class_names[true],
+            prompt_class=class_names[pc] if pc >= 0 else None, predicted_class=class_names[predicted],
+            correct=true == predicted, maps={view: w[0, -1].mean(0).cpu().numpy() for view, w in maps.items()}))
+    return out, note

@@ -3,6 +3,7 @@ display needed."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -103,22 +104,53 @@ def tsne_panels(points: dict[str, np.ndarray], labels: np.ndarray, class_names: 
     return _save(fig, path)
 
 
-def attention_maps(examples, frames: int, path: Path) -> Path:
-    """Rows: examples (a query of an episode); columns: views. Each map: output token (rows: P = the fused prompt,
-    1..T the frames) against key token (P = the prompt, 1..T the raw CLIP frames), last block, mean over heads."""
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """`text` wrapped at word boundaries to fit `width_in` inches at `fontsize` points (nothing is cut; the width
+    per character is DejaVu Sans' widest usual average, about 0.62 em)."""
+    chars = max(20, int(width_in * 72 / (0.62 * fontsize)))
+    return "\n".join(textwrap.fill(part, chars, break_on_hyphens=False) for part in text.split("\n"))
+
+
+def _example_title(ex) -> str:
+    verdict = "correct" if ex.correct else "wrong"
+    prompt = ex.prompt_class if ex.prompt_class is not None else "none"
+    return (f"episode {ex.episode}, query {ex.query} ({ex.video_id}): {verdict}\n"
+            f"true: {ex.true_class}\npredicted: {ex.predicted_class}\nPPS prompt: {prompt}")
+
+
+TITLE_SIZE = 9
+
+
+def attention_figure(examples, frames: int, note: str | None = None) -> Figure:
+    """The attention figure (see `attention_maps`): one row per example, its title above the row naming the episode,
+    the video, whether it was classified correctly, and the full true, predicted and prompt class names (wrapped,
+    never cut); one column per view. `note` (e.g. no wrong prediction to show) goes under the rows."""
     views = list(examples[0].maps)
-    fig = Figure(figsize=(3.6 * len(views) + 0.8, 3.6 * len(examples)), layout="constrained")
-    axes = np.array(fig.subplots(len(examples), len(views), squeeze=False))
+    width = 3.6 * len(views) + 0.8
+    titles = [_wrap(_example_title(ex), width - 0.3, TITLE_SIZE) for ex in examples]
+    heights = [3.3 + 0.19 * (t.count("\n") + 1) for t in titles]
+    note_text = _wrap(note, width - 0.3, TITLE_SIZE) if note else None
+    fig = Figure(figsize=(width, sum(heights) + (0.25 + 0.19 * note_text.count("\n") if note_text else 0)),
+                 layout="constrained")
+    rows = np.atleast_1d(fig.subfigures(len(examples), 1, height_ratios=heights))
     ticks = ["P"] + [str(t) for t in range(1, frames + 1)]
-    for row, ex in zip(axes, examples):
-        for ax, view in zip(row, views):
+    for sub, ex, title in zip(rows, examples, titles):
+        sub.suptitle(title, fontsize=TITLE_SIZE, color="black" if ex.correct else "#b2182b")
+        for ax, view in zip(np.atleast_1d(sub.subplots(1, len(views))), views):
             im = ax.imshow(ex.maps[view], cmap="viridis", vmin=0)
             ax.set_xticks(range(frames + 1), ticks, fontsize=7)
             ax.set_yticks(range(frames + 1), ticks, fontsize=7)
             ax.set_xlabel("key: prompt / raw frame", fontsize=7)
             ax.set_ylabel("output token", fontsize=7)
-            prompt = _short(ex.prompt_class, 18) if ex.prompt_class else "none"
-            ax.set_title(f"{view} view · episode {ex.episode}\ntrue {_short(ex.true_class, 18)} · prompt {prompt} · "
-                         f"pred {_short(ex.predicted_class, 18)}", fontsize=7)
-            fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+            ax.set_title(f"{view} view", fontsize=8)
+            sub.colorbar(im, ax=ax, fraction=0.046)
+    if note_text:
+        fig.supxlabel(note_text, fontsize=TITLE_SIZE, style="italic")
+    return fig
+
+
+def attention_maps(examples, frames: int, path: Path, note: str | None = None) -> Path:
+    """Rows: examples (a query of an episode, correctly and wrongly classified ones in turn); columns: views. Each
+    map: output token (rows: P = the fused prompt, 1..T the frames) against key token (P = the prompt, 1..T the raw
+    CLIP frames), last block, mean over heads."""
+    return _save(attention_figure(examples, frames, note), path)

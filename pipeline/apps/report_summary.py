@@ -12,8 +12,9 @@ CAPTIONS = {
     "confusion": "Confusion matrix, rows normalised: row = true class, column = predicted class.",
     "tsne": "t-SNE of test videos: raw CLIP features (mean over frames) beside each view's fused features (mean of "
             "the compared tokens, each video fused with the prompt PPS gives it). Colours are classes.",
-    "attention": "MMFE attention of a query (last block, mean over heads): output tokens (rows; P = fused prompt, "
-                 "1..T frames) against keys (columns; P = prompt, 1..T raw CLIP frames).",
+    "attention": "MMFE attention of a correctly and a wrongly classified query (titles in red: wrong), last block, "
+                 "mean over heads: output tokens (rows; P = fused prompt, 1..T frames) against keys (columns; P = "
+                 "prompt, 1..T raw CLIP frames).",
 }
 
 
@@ -39,14 +40,17 @@ def _blocks(s: dict) -> list[tuple[str, object]]:
     for key in ("curves", "per_class", "confusion", "tsne", "attention"):
         if key in s["figures"]:
             blocks += [("img", (s["figures"][key], key)), ("p", CAPTIONS[key])]
+            if key == "attention" and s.get("attention_note"):
+                blocks.append(("p", f"Note: {s['attention_note']}."))
     per_class = ev["per_class"]
     rows = [(name, f"{acc:.1f}") for name, acc in sorted(per_class.items(), key=lambda kv: -kv[1])]
     blocks += [("h2", "Per-class accuracy"), ("table", (("class", "accuracy %"), rows))]
     if s["attention"]:
-        rows = [(str(a["episode"]), a["video_id"], a["true_class"], a["prompt_class"] or "-", a["predicted_class"])
+        rows = [(str(a["episode"]), str(a.get("query", 0)), a["video_id"], a["true_class"], a["prompt_class"] or "-",
+                 a["predicted_class"], {True: "correct", False: "wrong"}.get(a.get("correct"), "-"))
                 for a in s["attention"]]
         blocks += [("h2", "Attention examples"),
-                   ("table", (("episode", "video", "true class", "PPS prompt", "predicted"), rows))]
+                   ("table", (("episode", "query", "video", "true class", "PPS prompt", "predicted", "result"), rows))]
     return blocks
 
 

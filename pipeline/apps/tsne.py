@@ -1,17 +1,105 @@
-"""Exact t-SNE (van der Maaten & Hinton, 2008) in torch, for the report's feature-distribution figure.
+"""t-SNE for the report's feature-distribution figure: `embed` picks the fastest implementation installed.
 
-Small and dependency-free (no scikit-learn): O(n²) memory and time, meant for up to a few thousand points. Same
-recipe as the reference implementation and scikit-learn's exact method: PCA to at most 50 dimensions, per-point
-Gaussian bandwidths found by bisection so that each conditional distribution has the requested perplexity,
-symmetrised affinities, a Student-t kernel in the embedding, early exaggeration, momentum and per-parameter gains.
-Deterministic: PCA initialisation, no random draws.
+Backends, in the order `backend="auto"` tries them:
+
+* `opentsne`: openTSNE (the extra `mdmf[tsne]`, also in `mdmf[test]`): Barnes-Hut / FFT gradients, exact
+  neighbours below 1,000 points; about 1 s for the report's 600 videos.
+* `sklearn`: scikit-learn's `TSNE` (Barnes-Hut), when scikit-learn is installed but openTSNE is not.
+* `exact`: mdmf's own exact t-SNE in torch (`tsne` below), needing nothing; O(n²) memory and time, fine up to a few
+  thousand points, and `auto` says so in a warning naming the extra when it falls back to it.
+
+Every backend gets the same input (PCA to at most 50 dimensions, `pca`), perplexity (capped at (n − 1) / 3), PCA
+initialisation, 250 iterations of early exaggeration 12 within `iterations` in total (scikit-learn needs at least
+250 in total), and is deterministic for a given seed. A backend asked for by name that is not installed is an
+error saying what to install.
+
+The exact one: van der Maaten & Hinton (2008), the same recipe as the reference implementation and scikit-learn's
+exact method: per-point Gaussian bandwidths found by bisection so that each conditional distribution has the
+requested perplexity, symmetrised affinities, a Student-t kernel in the embedding, early exaggeration, momentum and
+per-parameter gains. No random draws.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from mdmf.pipeline.core.errors import MdmfError
+
+BACKENDS = ("opentsne", "sklearn", "exact")  # the order `auto` tries them
+MODULES = {"opentsne": "openTSNE", "sklearn": "sklearn.manifold"}
+INSTALL = {"opentsne": "pip install 'mdmf[tsne]' (openTSNE)", "sklearn": "pip install scikit-learn"}
+EXAGGERATION_ITERATIONS = 250
+
+
+@dataclass
+class Embedding:
+    points: np.ndarray  # (n, dims) float32, centred
+    backend: str  # the backend that computed it
+    warning: str | None = None  # set when `auto` fell back to the slow exact t-SNE
+
+
+def _importable(backend: str) -> bool:
+    if backend == "exact":
+        return True
+    try:
+        importlib.import_module(MODULES[backend])
+        return True
+    except ImportError:
+        return False
+
+
+def choose_backend(backend: str = "auto") -> tuple[str, str | None]:
+    """(the backend to use, a warning or None): `auto` -> the first of BACKENDS that is installed; a named one must
+    be installed (MdmfError naming what to install)."""
+    if backend == "auto":
+        name = next(b for b in BACKENDS if _importable(b))
+        warning = None
+        if name == "exact":
+            warning = ("neither openTSNE nor scikit-learn is installed: the t-SNE is mdmf's exact O(n²) one (slow "
+                       f"beyond a few thousand points); {INSTALL['opentsne']} for a faster one")
+        return name, warning
+    if backend not in BACKENDS:
+        raise MdmfError(f"t-SNE backend {backend!r}: use auto or one of {', '.join(BACKENDS)}")
+    if not _importable(backend):
+        raise MdmfError(f"t-SNE backend {backend}: not installed; {INSTALL[backend]}, or use --tsne-backend auto")
+    return backend, None
+
+
+def embed(x: torch.Tensor | np.ndarray, backend: str = "auto", dims: int = 2, perplexity: float = 30.0,
+          iterations: int = 750, seed: int = 0, pca_dims: int = 50) -> Embedding:
+    """Embed `x (n, d)` in `(n, dims)` with the chosen backend (see the module docstring)."""
+    name, warning = choose_backend(backend)
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach()
+    n = x.shape[0]
+    if n < 3:
+        raise ValueError(f"t-SNE needs at least 3 points, got {n}")
+    if name == "exact":
+        y = tsne(x, dims=dims, perplexity=perplexity, iterations=iterations, pca_dims=pca_dims).numpy()
+        return Embedding(y, name, warning)
+    xp = pca(x.to(torch.float64), pca_dims).numpy()
+    perplexity = min(float(perplexity), (n - 1) / 3.0)
+    early = min(EXAGGERATION_ITERATIONS, iterations)
+    if name == "opentsne":
+        from openTSNE import TSNE
+
+        y = np.asarray(TSNE(n_components=dims, perplexity=perplexity, early_exaggeration_iter=early,
+                            n_iter=max(iterations - early, 1), initialization="pca", random_state=seed,
+                            n_jobs=1).fit(xp))
+    else:
+        from sklearn.manifold import TSNE
+
+        import inspect
+
+        steps = "max_iter" if "max_iter" in inspect.signature(TSNE).parameters else "n_iter"  # before 1.5: n_iter
+        y = TSNE(n_components=dims, perplexity=perplexity, init="pca", random_state=seed,
+                 **{steps: max(iterations, EXAGGERATION_ITERATIONS)}).fit_transform(xp)
+    y = y.astype(np.float32)
+    return Embedding(y - y.mean(0, keepdims=True), name, warning)
 
 
 def pca(x: torch.Tensor, dims: int) -> torch.Tensor:
