@@ -75,7 +75,8 @@ def train(
 
     if stage not in ("head", "e2e"):
         raise MdmfError(f"--stage {stage}: use head or e2e")
-    store = cache or default_store_path(dataset, backbone)
+    # --resume without --dataset/--cache: the run's own store (found where the run recorded it)
+    store = cache or (Path() if resume and not dataset else default_store_path(dataset, backbone))
     options = dict(way=way, shot=shot, queries=queries, val_shot=val_shot, steps=steps,
                    episodes_per_step=episodes_per_step, batch_episodes=batch_episodes, lr=lr,
                    weight_decay=weight_decay, grad_clip=grad_clip, val_every=val_every, val_episodes=val_episodes,

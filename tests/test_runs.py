@@ -124,3 +124,91 @@ def test_a_hostile_pickle_in_a_run_folder_is_refused_and_runs_nothing(tmp_path):
     # the same file loaded without the guard would have run the code: the test can fail
     torch.load(run / "best.pt", weights_only=False)
     assert marker.exists()
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    """The console script's `main` in this process: (exit code, stdout, stderr)."""
+    import sys
+
+    from mdmf.cli.main import main
+
+    old, sys.argv = sys.argv, ["mdmf", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as done:
+        code = done.code or 0
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _accuracy(capsys, cwd: Path, run: Path, monkeypatch, *more) -> float:
+    monkeypatch.chdir(cwd)
+    result = cwd / f"result-{len(list(cwd.glob('result-*')))}.json"
+    code, _, err = _cli(capsys, "eval", "--run", run, "--episodes", "60", "--device", "cpu", "--quiet",
+                        "--json", result, *more)
+    assert code == 0, err
+    return json.loads(result.read_text())["accuracy"]
+
+
+def test_a_run_copied_with_its_store_evaluates_from_any_folder(tmp_path, monkeypatch, capsys):
+    """Train with relative paths in one folder, copy run + store elsewhere (same relative layout), remove the
+    original, evaluate from a third folder: the same accuracy; a different store at the recorded place is refused,
+    --cache names a store that moved, and resume works from the new place."""
+    import shutil
+
+    first, second, elsewhere = tmp_path / "first", tmp_path / "second", tmp_path / "elsewhere"
+    for folder in (first, elsewhere):
+        folder.mkdir()
+    make_store(first / "cache" / "st", noise=2.5)
+    monkeypatch.chdir(first)
+    code, _, err = _cli(capsys, "train", "--cache", "cache/st", "--name", "r", "--steps", "2", "--episodes-per-step",
+                        "4", "--batch-episodes", "2", "--val-every", "2", "--val-episodes", "20", "--set", "heads=4",
+                        "--set", "mlp_dim=64", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    location = RunDir(first / "runs" / "r").read_config()["store_location"]
+    assert location["given"] == "cache/st" and location["relative_to_run"] == "../../cache/st"
+    original = _accuracy(capsys, first, Path("runs/r"), monkeypatch)
+
+    shutil.copytree(first, second)
+    shutil.rmtree(first)  # neither the absolute nor the cwd-relative path can find it now
+    assert _accuracy(capsys, elsewhere, second / "runs" / "r", monkeypatch) == original
+    # resume (a longer run) from another folder writes into the run as named now, on the store found by identity
+    monkeypatch.chdir(elsewhere)
+    code, _, err = _cli(capsys, "train", "--runs", second / "runs", "--name", "r", "--resume", "--steps", "4",
+                        "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert RunDir(second / "runs" / "r").trained_steps() == 4 and not (elsewhere / "runs").exists()
+
+    moved = tmp_path / "moved"
+    shutil.move(second / "cache" / "st", moved)
+    make_store(second / "cache" / "st", noise=2.5, seed=1)  # another store where the run's was: refused
+    monkeypatch.chdir(elsewhere)
+    code, _, err = _cli(capsys, "eval", "--run", second / "runs" / "r", "--episodes", "10", "--device", "cpu",
+                        "--quiet")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "holds another store" in lines[0] and "--cache" in lines[0], err
+    assert "looked at" in lines[0] and str(second / "cache" / "st") in lines[0]
+    assert _accuracy(capsys, elsewhere, second / "runs" / "r", monkeypatch, "--cache", moved) > 0
+
+
+def test_a_run_made_before_locations_were_recorded_still_finds_its_store(tmp_path, monkeypatch, run):
+    """Old run folders hold only the path as given (relative to the folder they were trained in): it is tried from
+    here, then from each folder above the run, checked by the recorded identity."""
+    import shutil
+
+    rd, store = run
+    project = tmp_path / "project"
+    shutil.copytree(store.path, project / "cache" / "st")
+    shutil.copytree(rd.path, project / "runs" / "old")
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(project / "runs" / "old" / name, weights_only=True)
+        state.pop("store_location")
+        state["train_config"]["store"] = "cache/st"  # as `mdmf train --cache cache/st` in `project` wrote it
+        torch.save(state, project / "runs" / "old" / name)
+    monkeypatch.chdir(tmp_path)
+    old = RunDir(project / "runs" / "old")
+    assert old.open_store().path == project / "cache" / "st"
+    assert old.store_candidates()[0] == Path("cache/st")
