@@ -23,3 +23,65 @@ def _print_version(value: bool) -> None:
 def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                           help="print the installed version of mdmf and exit")) -> None:
     pass
+
+
+# ---- one `--json` convention for every command ---------------------------------------------------------------------
+# `--json PATH` writes the command's result as JSON to PATH (a `.json` file; its folder is created), `--json -` to
+# standard output. The human tables stay on the terminal either way: on standard error while standard output carries
+# the JSON, so `mdmf ... --json - > out.json` and `| jq` get JSON only.
+
+
+def json_option(what: str = "the result"):
+    return typer.Option(None, "--json", metavar="PATH|-",
+                        help=f"also write {what} as JSON to PATH (a .json file), or to standard output with '-' "
+                             "(the tables then go to standard error)")
+
+
+def human_console(json_target: str | None):
+    """Where the tables go: standard output, or standard error when `--json -` has it."""
+    from rich.console import Console
+
+    return Console(stderr=json_target == "-")
+
+
+def check_json_target(json_target: str | None) -> None:
+    """Refuse a `--json` target that is not `-` or a `.json` file before any work is done (a video path given
+    after `--json` by habit, when it was a flag, must not be overwritten)."""
+    from pathlib import Path
+
+    from mdmf.pipeline.core.errors import MdmfError
+
+    if json_target is None or json_target == "-":
+        return
+    path = Path(json_target)
+    if path.suffix.lower() != ".json" or path.is_dir():
+        raise MdmfError(f"--json {json_target}: give a file ending in .json to write the JSON to, or - for standard "
+                        "output (--json takes a path in every command)")
+
+
+def write_json(data, json_target: str | None) -> None:
+    """Write `data` as `--json` says (nothing when it was not given); the file is replaced whole, never half-written."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    from mdmf.pipeline.core.errors import MdmfError
+
+    if json_target is None:
+        return
+    text = json.dumps(data, indent=2) + "\n"
+    if json_target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    check_json_target(json_target)
+    path = Path(json_target)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text)
+        os.replace(partial, path)
+    except OSError as err:
+        raise MdmfError(f"--json {path}: cannot write it ({err.strerror}); give a path in a folder you can write to") \
+            from None

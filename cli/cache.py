@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from mdmf.cli.app import app
+from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
 
 cache_app = typer.Typer(help="Inspect and export feature stores.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -16,16 +15,15 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("info")
 def info(path: Path = typer.Argument(..., help="store folder"),
-         as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables")) -> None:
+         json_path: str = json_option("what the store holds")) -> None:
     """What a store holds: backbone, weights hash, sampling, counts per split (all shards), failures."""
     from mdmf.pipeline.features.store import FeatureStore, store_info
     from mdmf.cli.tables import print_store_info
 
+    check_json_target(json_path)
     data = store_info(FeatureStore.open(path))
-    if as_json:
-        print(json.dumps(data, indent=2))
-    else:
-        print_store_info(data, Console())
+    write_json(data, json_path)
+    print_store_info(data, human_console(json_path))
 
 
 @cache_app.command("export")

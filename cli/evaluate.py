@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from mdmf.cli.app import app
+from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
+from mdmf.pipeline.apps.evaluate_run import EvalRequest
+
+D = EvalRequest  # the defaults: one value, in the dataclass the command fills
 
 
 @app.command("eval")
@@ -17,24 +19,34 @@ def eval_(
     cache: Path = typer.Option(None, help="feature store (default: the run's store, or cache/<dataset>/<backbone>)"),
     backbone: str = typer.Option(None, help="backbone part of the default store path"),
     model: str = typer.Option(None, help="evaluate an untrained model instead of a run: otam"),
-    split: str = typer.Option("test", help="split to evaluate on"),
-    way: int = typer.Option(5), shot: int = typer.Option(1), queries: int = typer.Option(1, help="query videos per class"),
-    episodes: int = typer.Option(10_000), seed: int = typer.Option(0),
-    batch_episodes: int = typer.Option(500), no_reuse: bool = typer.Option(False, help="run the full model per episode (slow; for checking)"),
-    from_frames: bool = typer.Option(False, help="e2e run: encode the split's frames directly instead of re-extracting a store"),
+    out: Path = typer.Option(None, help="folder for the result files (default: <run>/eval; with --model otam "
+                                        "runs/baselines/<dataset>-<backbone>-otam/eval)"),
+    split: str = typer.Option(D.split, help="split to evaluate on"),
+    way: int = typer.Option(D.way), shot: int = typer.Option(D.shot),
+    queries: int = typer.Option(D.queries, help="query videos per class"),
+    episodes: int = typer.Option(D.episodes), seed: int = typer.Option(D.seed),
+    batch_episodes: int = typer.Option(D.batch_episodes),
+    reuse: bool = typer.Option(D.reuse, "--reuse/--no-reuse",
+                               help="compute the episode-independent work once (--no-reuse: the full model per "
+                                    "episode; slow, for checking: the same predictions)"),
+    from_frames: bool = typer.Option(D.from_frames, help="e2e run: encode the split's frames directly instead of "
+                                                         "re-extracting a store"),
     root: Path = typer.Option(None, help="e2e run: folder of the videos (default: where the store was extracted from)"),
-    workers: int = typer.Option(2, help="e2e run: decoding processes"),
-    json_path: Path = typer.Option(None, "--json", help="also write the result JSON here"),
-    device: str = typer.Option("auto"), quiet: bool = typer.Option(False),
+    workers: int = typer.Option(D.workers, help="e2e run: decoding processes"),
+    json_path: str = json_option("the result"),
+    device: str = typer.Option(D.device), quiet: bool = typer.Option(False),
 ) -> None:
     """Evaluate a trained run (or the untrained OTAM baseline) on seeded few-shot episodes."""
     from mdmf.cli.tables import print_eval_result
-    from mdmf.pipeline.apps.evaluate_run import EvalRequest, evaluate_request
+    from mdmf.pipeline.apps.evaluate_run import evaluate_request
 
+    check_json_target(json_path)
     text = lambda p: str(p) if p else None  # noqa: E731
     request = EvalRequest(run=text(run), model=model, dataset=dataset, cache=text(cache), backbone=backbone,
-                          split=split, way=way, shot=shot, queries=queries, episodes=episodes, seed=seed,
-                          batch_episodes=batch_episodes, reuse=not no_reuse, from_frames=from_frames, root=text(root),
-                          workers=workers, json_path=text(json_path), device=device, progress=not quiet)
-    result, out, title = evaluate_request(request)
-    print_eval_result(result, title, out, Console())
+                          out=text(out), split=split, way=way, shot=shot, queries=queries, episodes=episodes,
+                          seed=seed, batch_episodes=batch_episodes, reuse=reuse, from_frames=from_frames,
+                          root=text(root), workers=workers, device=device,
+                          progress=not quiet and json_path != "-")  # `--json -`: standard output is the JSON only
+    result, written, title = evaluate_request(request)
+    write_json(result.to_json(), json_path)
+    print_eval_result(result, title, written, human_console(json_path))

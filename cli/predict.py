@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from mdmf.cli.app import app
+from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
+from mdmf.pipeline.apps.predict import PredictConfig
+
+D = PredictConfig  # the defaults: one value, in the dataclass the command fills
 
 
 @app.command("predict")
@@ -23,28 +24,26 @@ def predict(
                                             "model config .json; with --run: only the .json a store was made from"),
     weights: str = typer.Option(None, help="without --run: the backbone's weights (default: its own); with --run: "
                                            "where the store's weights file is now (its hash must match)"),
-    frames: int = typer.Option(8, help="without --run: frames sampled per video (T)"),
-    prompt_template: str = typer.Option("a photo of {}", help="without --run: class prompt; {} is the readable name"),
+    frames: int = typer.Option(D.frames, help="without --run: frames sampled per video (T)"),
+    prompt_template: str = typer.Option(D.prompt_template, help="without --run: class prompt; {} is the readable name"),
     pps: str = typer.Option(None, help="query prompt choice: sample or argmax (default: the model's own, as in eval)"),
     top: int = typer.Option(5, help="classes shown per query (JSON always has all)"),
-    seed: int = typer.Option(0, help="seed of PPS sampling"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
-    device: str = typer.Option("auto"),
+    seed: int = typer.Option(D.seed, help="seed of PPS sampling"),
+    json_path: str = json_option("every query's full ranking"),
+    device: str = typer.Option(D.device),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Rank the support classes for each query video, with probabilities (softmax of the logits)."""
-    from mdmf.pipeline.apps.predict import PredictConfig
     from mdmf.pipeline.apps.predict import predict as run_predict
 
+    check_json_target(json_path)
     cfg = PredictConfig(support=str(support), queries=[str(q) for q in [*(query or []), *(more or [])]], run=str(run) if run else None,
                         cache=str(cache) if cache else None,
                         backbone=backbone, weights=weights, frames=frames, prompt_template=prompt_template, pps=pps,
-                        seed=seed, device=device, progress=not (quiet or as_json))
+                        seed=seed, device=device, progress=not quiet and json_path != "-")
     result = run_predict(cfg)
-    if as_json:
-        print(json.dumps(result.to_json(), indent=2))
-        return
-    console = Console()
+    write_json(result.to_json(), json_path)
+    console = human_console(json_path)
     who = f"run {result.run} ({result.model})" if result.run else "untrained OTAM baseline on raw CLIP features"
     shots = ", ".join(f"{name} ({k})" for name, k in result.shots.items())
     console.print(f"{who}; backbone {result.encoder['backbone']}; {len(result.classes)} classes: {shots}",

@@ -181,10 +181,11 @@ def test_cli_json_and_tables(folders, micro_run):
     store, run = micro_run
     base = MDMF + ["predict", "--support", str(folders / "good")]
     micro = ["--backbone", str(MICRO_CONFIG), "--weights", "random"]
-    proc = subprocess.run(base + ["--query", str(folders / "query.mp4"), str(folders / "query.mp4"), *micro, "--json"],
+    proc = subprocess.run(base + ["--query", str(folders / "query.mp4"), str(folders / "query.mp4"), *micro, "--json", "-"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = json.loads(proc.stdout)  # standard output is the JSON only; the tables went to standard error
+    assert "untrained OTAM baseline" in proc.stderr and "JumpRope" in proc.stderr
     assert len(data["queries"]) == 2 and data["model"] == "otam" and "softmax" in data["probability"]
     assert {r["class"] for r in data["queries"][0]["ranking"]} == {"JumpRope", "brush_hair"}
 

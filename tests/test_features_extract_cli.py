@@ -101,7 +101,7 @@ def test_cache_info_and_export(small_dataset, tmp_path):
     root, splits = small_dataset
     store = tmp_path / "s"
     assert run(extract_args(root, splits, store)).returncode == 0
-    info = run(MDMF + ["cache", "info", str(store), "--json"])
+    info = run(MDMF + ["cache", "info", str(store), "--json", "-"])
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)
     assert data["backbone"]["backbone"] == "mdmf-micro" and len(data["backbone"]["weights_sha256"]) == 64

@@ -85,10 +85,13 @@ def test_one_device_resolver_and_one_default_store_path():
 
 def test_an_eval_request_writes_the_run_eval_file_and_the_cli_renders_it(run, tmp_path):
     rd, _ = run
-    result, out, title = evaluate_request(EvalRequest(run=str(rd.path), episodes=30, device="cpu", progress=False,
-                                                      json_path=str(tmp_path / "copy.json")))
+    result, out, title = evaluate_request(EvalRequest(run=str(rd.path), episodes=30, device="cpu", progress=False))
     assert out == rd.eval_path("test", 5, 1, 0) and out.is_file() and out.with_suffix(".txt").is_file()
-    assert json.loads(out.read_text()) == json.loads((tmp_path / "copy.json").read_text()) == result.to_json()
+    assert json.loads(out.read_text()) == result.to_json()
+    elsewhere = evaluate_request(EvalRequest(run=str(rd.path), episodes=30, device="cpu", progress=False,
+                                             out=str(tmp_path / "elsewhere")))[1]
+    again = json.loads(elsewhere.read_text())
+    assert elsewhere == tmp_path / "elsewhere" / out.name and again["accuracy"] == result.accuracy  # same episodes
     assert title == f"{rd.name} (mdmf) on test"
     text = io.StringIO()
     print_eval_result(result, title, out, Console(file=text, width=200))

@@ -1,12 +1,12 @@
 """`mdmf eval` as a request: a trained run (head or e2e) or the untrained OTAM baseline on seeded test episodes.
 
 `evaluate_request` makes every decision the command needs (the device, which store or frames an e2e run is
-evaluated on, the baseline model, where the result is written); `mdmf.cli.evaluate` only parses and renders.
+evaluated on, the baseline model, where the result is written); `mdmf.cli.evaluate` only parses and renders. The
+CLI's option defaults are this dataclass's.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ class EvalRequest:
     dataset: str | None = None  # with model: the dataset whose default store to use
     cache: str | None = None  # a store instead of the run's (or the default one)
     backbone: str | None = None  # backbone part of the default store path
+    out: str | None = None  # folder of the result files (default: <run>/eval, or runs/baselines/<...>-otam/eval)
     split: str = "test"
     way: int = 5
     shot: int = 1
@@ -37,11 +38,10 @@ class EvalRequest:
     episodes: int = 10_000
     seed: int = 0
     batch_episodes: int = 500
-    reuse: bool = True
+    reuse: bool = True  # False: the model's full forward per episode (slow; the same predictions, for checking)
     from_frames: bool = False  # e2e run: encode the split's frames instead of re-extracting a store
     root: str | None = None  # e2e run: folder of the videos
     workers: int = 2  # e2e run: decoding processes
-    json_path: str | None = None  # also write the result JSON here
     device: str = "auto"
     progress: bool = True
 
@@ -57,11 +57,9 @@ def evaluate_request(req: EvalRequest) -> tuple[EvalResult, Path, str]:
         result, out, title = _evaluate_run(RunDir(req.run), req, cfg)
     else:
         result, out, title = _evaluate_baseline(req, cfg)
+    if req.out is not None:
+        out = Path(req.out) / out.name
     write_result(result, out, title)
-    if req.json_path:
-        path = Path(req.json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result.to_json(), indent=2))
     return result, out, title
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
+from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.episodes.sampler import EpisodeBatch, EpisodeSampler, EpisodeSpec
 from mdmf.pipeline.episodes.scoring import naive_logits, reused_logits
@@ -30,7 +31,7 @@ class EvalConfig:
     batch_videos: int = 1024  # videos per encode/fuse forward pass
     score_episodes: int | None = None  # episodes per `score` call; None: ~32 MB of tokens on CPU, a batch on GPU
     reuse: bool = True
-    device: str = "cpu"
+    device: str = "auto"  # as --device everywhere (core/devices.resolve_device): auto = this rank's GPU, else the CPU
     progress: bool = True
     keep_predictions: bool = False  # EvalResult.predictions / prompt_classes: per query (for reports, not in JSON)
 
@@ -66,7 +67,7 @@ def evaluate(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings:
     import time
 
     start_time = time.perf_counter()
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     model = model.to(device).eval()
     frames = torch.as_tensor(np.asarray(features[:, 0]), dtype=torch.float32, device=device)  # (V, T, D)
     prompts = torch.as_tensor(prompt_embeddings, dtype=torch.float32, device=device)  # (C, D)
