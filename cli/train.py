@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -43,8 +44,8 @@ def train(
     queries: int = typer.Option(None, help="query videos per class [5]"),
     val_shot: int = typer.Option(None, help="shots of the validation episodes (default: --shot)"),
     steps: int = typer.Option(None, help="optimizer steps (default 300; with --resume: the run's own, or extend it)"),
-    episodes_per_step: int = typer.Option(None, help="episodes whose gradients are accumulated per step, over all processes [16]"),
-    batch_episodes: int = typer.Option(None, help="episodes per forward pass (default 16 head, 1 e2e)"),
+    episodes_per_step: int = typer.Option(None, help="episodes whose gradients are accumulated per step, over all processes [16; under torchrun the next multiple of the processes]"),
+    batch_episodes: int = typer.Option(None, help="episodes per forward pass (default 16 head, 1 e2e; under torchrun at most each process's share)"),
     lr: float = typer.Option(None, help="heads' learning rate (default 1e-4 head, 1e-5 e2e)"),
     weight_decay: float = typer.Option(None, help="Adam weight decay of the heads [0]"),
     grad_clip: float = typer.Option(None, help="clip the gradient norm to this"),
@@ -71,7 +72,9 @@ def train(
     Several GPUs or nodes: start the same command under torchrun, e.g.
     `torchrun --nproc_per_node 8 --no-python mdmf train --stage e2e ...`.
     """
-    from mdmf.pipeline.train.loop import build_train_config, preset_warnings, train as run_training
+    from mdmf.pipeline.core.distributed import env_world
+    from mdmf.pipeline.train.loop import (DEFAULT_EPISODES_PER_STEP, build_train_config, fit_to_world,
+                                          preset_warnings, train as run_training)
 
     if stage not in ("head", "e2e"):
         raise MdmfError(f"--stage {stage}: use head or e2e")
@@ -89,6 +92,12 @@ def train(
            if v is not None}
     overrides = {**({"name": model} if model else {}), **parse_overrides(set_)}
     cfg = build_train_config(preset, given, overrides, e2e)
+    world = env_world()
+    if DEFAULT_EPISODES_PER_STEP % world and cfg.episodes_per_step == fit_to_world(stage, None, None, world)[0] \
+            and episodes_per_step is None and not resume and os.environ.get("RANK", "0") == "0":
+        Console(stderr=True).print(f"[yellow]note:[/] {world} processes: {cfg.episodes_per_step} episodes per optimizer "
+                                   f"step ({DEFAULT_EPISODES_PER_STEP} does not split over {world}); give "
+                                   "--episodes-per-step to choose", highlight=False, soft_wrap=True)
     run_name = name or (f"{dataset or store.parent.name}-{cfg.model.get('name', 'mdmf')}-{cfg.way}w{cfg.shot}s"
                         + ("-e2e" if stage == "e2e" else ""))
     cfg.run_dir = str(run_name_path(runs, run_name))  # one folder inside --runs, never a path out of it

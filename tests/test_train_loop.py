@@ -179,3 +179,70 @@ def test_a_run_saved_before_the_reference_defaults_loads_as_the_model_it_was(sto
     # and resuming / --init from such a run keeps the architecture too (its weights load into it)
     train(cfg(store, tmp_path / "init", init=str(tmp_path / "run")))
     assert json.loads((tmp_path / "init" / "config.json").read_text())["model"]["block"] == "pre-ln"
+
+
+@pytest.mark.parametrize("world,head,e2e", [(1, (16, 16), (16, 1)), (2, (16, 8), (16, 1)), (3, (18, 6), (18, 1)),
+                                             (4, (16, 4), (16, 1))])
+def test_the_default_step_fits_any_number_of_processes(world, head, e2e, monkeypatch):
+    """Defaults: 16 episodes per step (the next multiple of the processes when 16 is not one), and the largest pass
+    that divides each process's share; one process keeps 16 and 16 (head) / 1 (e2e), as before."""
+    from mdmf.pipeline.train.loop import build_train_config, fit_to_world
+
+    assert fit_to_world("head", None, None, world) == head and fit_to_world("e2e", None, None, world) == e2e
+    monkeypatch.setenv("WORLD_SIZE", str(world))  # what torchrun sets; TrainConfig fits its defaults to it
+    t = TrainConfig(store="s", run_dir="r")
+    assert (t.episodes_per_step, t.batch_episodes) == head
+    # a preset's pass size is at most (clip-fsar: 4 episodes per step, 4 per pass); its episodes per step and the
+    # user's explicit values are kept as given
+    given = {"stage": "head", "store": "s", "run_dir": "r"}
+    if world == 3:
+        with pytest.raises(MdmfError, match="--episodes-per-step 4 does not split over 3 processes"):
+            build_train_config("clip-fsar-hmdb51", given, {})
+    else:
+        fsar = build_train_config("clip-fsar-hmdb51", given, {})
+        assert (fsar.episodes_per_step, fsar.batch_episodes) == (4, 4 // world)
+    assert (TrainConfig(store="s", run_dir="r", episodes_per_step=24 * world, batch_episodes=3).batch_episodes) == 3
+
+
+def test_any_world_size_gets_a_valid_split_and_explicit_misfits_are_user_errors():
+    from mdmf.pipeline.train.loop import fit_to_world
+
+    for world in range(1, 65):
+        for stage in ("head", "e2e"):
+            eps, batch = fit_to_world(stage, None, None, world)
+            assert eps % (batch * world) == 0 and 16 <= eps < 16 + world and 1 <= batch <= (16 if stage == "head" else 1)
+    assert fit_to_world("head", 8, None, 1) == (8, 8)  # was an error before: 8 % 16
+    with pytest.raises(MdmfError, match=r"--batch-episodes 16 does not divide the 8 episodes .*e\.g\. 8"):
+        fit_to_world("head", 16, 16, 2)  # explicit values are never changed
+    with pytest.raises(MdmfError, match=r"--episodes-per-step 16 does not split over 3 processes.*e\.g\. 18"):
+        fit_to_world("head", 16, None, 3)
+
+
+def test_torchrun_with_the_defaults_computes_the_single_process_update(store, tmp_path):
+    """`torchrun --nproc_per_node 2 … mdmf train` with no step settings (gloo on CPU): 16 episodes per step, 8 per
+    process in one pass; the same update and metrics as one process with --batch-episodes 8 (the same passes)."""
+    import subprocess
+    import sys
+
+    common = ["train", "--stage", "head", "--cache", str(store.path), "--runs", str(tmp_path), "--set", "heads=4",
+              "--set", "mlp_dim=64", "--set", "ce_reduction=mean", "--steps", "2", "--lr", "1e-3", "--val-every", "2",
+              "--val-episodes", "20", "--device", "cpu", "--threads", "1", "--quiet"]
+    env = {k: v for k, v in THREAD_ENV.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                          "mdmf", *common, "--name", "two"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "mdmf", *common, "--name", "one", "--batch-episodes", "8"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=False)
+    assert (b["train_config"]["episodes_per_step"], b["train_config"]["batch_episodes"]) == (16, 8)
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        torch.testing.assert_close(sb["exp_avg"], sa["exp_avg"], rtol=1e-4, atol=1e-6)
+    # the training rows (validation after the update may flip a near-tie: Adam moves a parameter whose gradient is
+    # rounding noise by ±lr either way, see test_train_e2e's two-process test)
+    rows = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines() if "loss" in x]  # noqa: E731
+    for x, y in zip(rows(tmp_path / "one"), rows(tmp_path / "two"), strict=True):
+        assert list(x) == list(y) and x.get("train_accuracy") == y.get("train_accuracy")
+        assert all(abs(x[k] - y[k]) < 1e-4 for k in x if k != "seconds")

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from mdmf.pipeline.core.devices import resolve_device
+from mdmf.pipeline.core.errors import MdmfError
 
 
 @dataclass
@@ -78,9 +79,18 @@ class DistContext:
         return module.no_sync() if skip and self.distributed else nullcontext()
 
 
+def env_world() -> int:
+    """The number of processes `torchrun` started (WORLD_SIZE; 1 without it)."""
+    text = os.environ.get("WORLD_SIZE", "").strip() or "1"
+    try:
+        return int(text)
+    except ValueError:
+        raise MdmfError(f"WORLD_SIZE={text!r} is not a number of processes; start under torchrun, or unset it") from None
+
+
 def setup(device: str = "auto") -> DistContext:
     """The context of this process; initialises the process group under `torchrun` (env://)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_world()
     if world <= 1:
         return DistContext(device=resolve_device(device))
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

@@ -43,6 +43,38 @@ from mdmf.pipeline.train.tracking import Trackers, check_trackers, open_trackers
 STAGES = ("head", "e2e")
 DEFAULT_LR = {"head": 1e-4, "e2e": 1e-5}  # heads; e2e: the paper's 1e-5 (the backbone's is E2EConfig.backbone_lr)
 DEFAULT_BATCH_EPISODES = {"head": 16, "e2e": 1}  # e2e: one episode's frames per backbone pass bounds GPU memory
+DEFAULT_EPISODES_PER_STEP = 16  # the authors' 16 accumulated episodes per optimizer step
+
+
+def fit_to_world(stage: str, episodes_per_step: int | None, batch_episodes: int | None, world: int,
+                 batch_at_most: int | None = None) -> tuple[int, int]:
+    """(episodes per optimizer step, episodes per forward pass) for `world` processes (torchrun); None: not given.
+
+    Not given, episodes_per_step is 16, or the next multiple of `world` when 16 is not one (3 processes: 18), and
+    batch_episodes the largest divisor of each process's share (episodes_per_step / world) up to 16 for head, 1 for
+    e2e (or up to `batch_at_most`, a preset's value). With one process that is 16 and 16 (head), as always. Values
+    given are kept as they are; when they cannot be split over the processes, one MdmfError says what would.
+    N processes compute the update one process computes with the same two values (`_episode_firsts`).
+    """
+    if world < 1:
+        raise MdmfError(f"{world} processes: WORLD_SIZE must be at least 1")
+    note = " (with --resume: the run's saved settings; resume it with a number of processes they split over)"
+    if episodes_per_step is None:
+        episodes_per_step = -(-DEFAULT_EPISODES_PER_STEP // world) * world
+    if episodes_per_step < 1 or episodes_per_step % world:
+        good = max(world, -(-episodes_per_step // world) * world)
+        raise MdmfError(f"--episodes-per-step {episodes_per_step} does not split over {world} processes: give a "
+                        f"multiple of {world} (e.g. {good}), or leave it out{note}")
+    share = episodes_per_step // world
+    if batch_episodes is None:
+        cap = max(1, batch_at_most or DEFAULT_BATCH_EPISODES[stage])
+        batch_episodes = max(b for b in range(1, min(cap, share) + 1) if share % b == 0)
+    if batch_episodes < 1 or share % batch_episodes:
+        good = max(b for b in range(1, min(max(batch_episodes, 1), share) + 1) if share % b == 0)
+        raise MdmfError(f"--batch-episodes {batch_episodes} does not divide the {share} episodes each of the {world} "
+                        f"process(es) runs per step (--episodes-per-step {episodes_per_step}): give a divisor of "
+                        f"{share} (e.g. {good}), or leave it out{note}")
+    return episodes_per_step, batch_episodes
 
 
 @dataclass
@@ -55,8 +87,10 @@ class TrainConfig:
     shot: int = 1
     queries: int = 5  # query videos per class at train time
     steps: int = 300  # optimizer steps
-    episodes_per_step: int = 16  # gradients accumulated over this many episodes per step (over all processes)
-    batch_episodes: int | None = None  # episodes per forward pass (None: 16 head, 1 e2e)
+    # Gradients accumulated over this many episodes per step, over all processes, and episodes per forward pass.
+    # None: fitted to the number of processes (`fit_to_world`): 16 and 16 head (16 and 1 e2e) for one process.
+    episodes_per_step: int | None = None
+    batch_episodes: int | None = None
     lr: float | None = None  # heads (None: 1e-4 head, with a frozen backbone; 1e-5 e2e, the paper's)
     weight_decay: float = 0.0  # Adam's L2 term (torch.optim.Adam weight_decay)
     # Learning-rate schedule, a pure function of the optimizer step (`lr_factor`): every group's lr is multiplied by
@@ -87,8 +121,8 @@ class TrainConfig:
             self.e2e = E2EConfig()
         if self.lr is None:
             self.lr = DEFAULT_LR[self.stage]
-        if self.batch_episodes is None:
-            self.batch_episodes = DEFAULT_BATCH_EPISODES[self.stage]
+        self.episodes_per_step, self.batch_episodes = fit_to_world(
+            self.stage, self.episodes_per_step, self.batch_episodes, distributed.env_world())
         self.log = tracker_names(self.log)
         self.lr_steps = tuple(int(v) for v in self.lr_steps)  # JSON gives lists
         self.lr_factors = tuple(float(v) for v in self.lr_factors)
@@ -127,6 +161,9 @@ def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict |
     train = dict(p.train)
     e2e_preset = train.pop("e2e", {})
     merged = {**train, **given, "model": {**p.model, **model}}
+    if "batch_episodes" in train and "batch_episodes" not in given:  # a preset's pass size: at most that, fitted
+        merged["batch_episodes"] = fit_to_world(merged["stage"], merged.get("episodes_per_step"), None,
+                                                distributed.env_world(), batch_at_most=train["batch_episodes"])[1]
     if merged["stage"] == "e2e":
         merged["e2e"] = E2EConfig.from_dict({**e2e_preset, **(e2e or {})})
     return TrainConfig.from_dict(merged)
@@ -238,9 +275,7 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> d
     check_trackers(cfg.log)  # a missing package is said before the run starts
     ctx = distributed.setup(cfg.device)
     try:
-        if cfg.episodes_per_step % (cfg.batch_episodes * ctx.world):
-            raise MdmfError(f"--episodes-per-step ({cfg.episodes_per_step}) must be a multiple of --batch-episodes "
-                            f"({cfg.batch_episodes}) times the number of processes ({ctx.world})")
+        fit_to_world(cfg.stage, cfg.episodes_per_step, cfg.batch_episodes, ctx.world)  # checks the values given
         ctx.barrier()  # every rank has checked the run folder before rank 0 writes into it
         return _train(cfg, state, ctx)
     finally:
