@@ -71,6 +71,13 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(store, tmp_path):
         train(cfg(store, tmp_path / "run", steps=3))
     with pytest.raises(MdmfError, match="nothing to resume"):
         train(cfg(store, tmp_path / "fresh"), resume=True)
+    # stopped (SIGTERM while loading) or killed before its first checkpoint: nothing to keep, so it starts over
+    from mdmf.pipeline.runs import RunDir
+
+    RunDir(tmp_path / "early").start({"train": {}})
+    with pytest.raises(MdmfError, match="nothing to resume .*without --resume"):
+        train(cfg(store, tmp_path / "early", steps=3), resume=True)
+    assert train(cfg(store, tmp_path / "early", steps=3))["step"] == 3
 
 
 def test_bad_model_settings_are_user_errors(store, tmp_path):

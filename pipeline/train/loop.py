@@ -261,11 +261,13 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> d
     and, for e2e, `root` and `workers`); `steps` extends (or sets) the total number of optimizer steps.
     """
     run = RunDir(cfg.run_dir)
-    if run.holds_run() and not resume:
+    # A run folder without a checkpoint (stopped or killed before its first one) holds nothing to keep: started over.
+    if run.holds_run() and not resume and (run.last.is_file() or run.best.is_file()):
         raise MdmfError(f"{run} already holds a run: add --resume to continue it, or choose another --name")
     if resume:
         if not run.last.is_file():
-            raise MdmfError(f"{run}: nothing to resume (no last.pt); start it without --resume")
+            raise MdmfError(f"{run}: nothing to resume (no last.pt: it stopped before its first checkpoint); start "
+                            "it again without --resume")
         state = load_checkpoint(run.last)
         cfg = _resume_config(cfg, state)
     else:
