@@ -4,10 +4,10 @@ version, `check-data` on a shipped benchmark's split files, and a toy extraction
 
 import json
 import os
+import re
 import site
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +16,19 @@ import pytest
 from videogen import write_video
 
 REPO = Path(__file__).resolve().parents[1]
-VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+VERSION = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)  # [project]
 
 
 @pytest.fixture(scope="module")
 def venv(built_wheel, tmp_path_factory):
     """A fresh venv holding only the wheel; its dependencies come from this interpreter's site-packages (.pth)."""
     env_dir = tmp_path_factory.mktemp("venv") / "v"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    from importlib.metadata import version
+
+    # pip >= 22.3 installs into another interpreter (--python); an older one needs the venv's own pip
+    own_pip = tuple(int(v) for v in version("pip").split(".")[:2]) < (22, 3)
+    subprocess.run([sys.executable, "-m", "venv", *([] if own_pip else ["--without-pip"]), str(env_dir)],
+                   check=True, timeout=300)
     python = env_dir / "bin" / "python"
     purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                   capture_output=True, text=True, check=True).stdout.strip())
@@ -31,9 +36,9 @@ def venv(built_wheel, tmp_path_factory):
     # processed, so `mdmf` can only come from the wheel.
     deps = [p for p in site.getsitepackages() + [site.getusersitepackages()] if Path(p).is_dir()]
     (purelib / "_mdmf_test_deps.pth").write_text("\n".join(deps) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                           "--no-index", "--disable-pip-version-check", str(built_wheel)],
-                          capture_output=True, text=True, timeout=300)
+    pip_command = [str(python), "-m", "pip"] if own_pip else [sys.executable, "-m", "pip", "--python", str(python)]
+    proc = subprocess.run(pip_command + ["install", "-q", "--no-deps", "--no-index", "--disable-pip-version-check",
+                                         str(built_wheel)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return env_dir, purelib
 
