@@ -1,5 +1,11 @@
 """Shared fixtures: generated videos, tiny models, toy stores. Each block below is owned by one area; add, don't reorder."""
 
+import os
+
+# The suite is CPU-only by design (CI has no GPU): hide any GPU, for this process and every CLI subprocess it starts,
+# so `device="auto"` defaults resolve to the CPU and exact-equality tests run where they were written for.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 # ---- stage one: generated datasets and a micro open_clip model (owner: extraction) ---------------------------------
 from pathlib import Path  # noqa: E402
 
