@@ -169,13 +169,14 @@ def test_wandb_offline(store, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_PROJECT", "mdmf-test")
     logged = []
-    original = wandb.Run.log
+    Run = getattr(wandb, "Run", None) or wandb.sdk.wandb_run.Run  # older wandb: only under wandb.sdk
+    original = Run.log
 
     def spy(self, data, step=None, **kw):  # what reaches W&B's own log, which then writes the offline run
         logged.append((step, dict(data)))
         return original(self, data, step=step, **kw)
 
-    monkeypatch.setattr(wandb.Run, "log", spy)
+    monkeypatch.setattr(Run, "log", spy)
     run = tmp_path / "run"
     train(cfg(store, run, log=("wandb",)))
     curves = read_curves(run / "metrics.jsonl")
