@@ -4,6 +4,7 @@ Each command lives in its own module under `cli/` and registers itself on `mdmf.
 enough. User errors (`MdmfError`) become one red line on stderr and exit code 2, never a traceback.
 """
 
+import os
 import signal
 import sys
 
@@ -27,8 +28,9 @@ def interrupted() -> int:
     signum = interrupt.received() or signal.SIGINT
     resume = " with --resume" if sys.argv[1:2] == ["train"] else ""
     by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
-    Console(stderr=True).print(f"[yellow]interrupted[/]{by}: finished work is kept; run the same command again{resume} "
-                               "to continue where it stopped", highlight=False, soft_wrap=True)
+    if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun: once, from rank 0
+        Console(stderr=True).print(f"[yellow]interrupted[/]{by}: finished work is kept; run the same command "
+                                   f"again{resume} to continue where it stopped", highlight=False, soft_wrap=True)
     return 128 + int(signum)
 
 

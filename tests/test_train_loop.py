@@ -253,3 +253,28 @@ def test_torchrun_with_the_defaults_computes_the_single_process_update(store, tm
     for x, y in zip(rows(tmp_path / "one"), rows(tmp_path / "two"), strict=True):
         assert list(x) == list(y) and x.get("train_accuracy") == y.get("train_accuracy")
         assert all(abs(x[k] - y[k]) < 1e-4 for k in x if k != "seconds")
+
+
+def test_sigterm_to_torchrun_stops_every_process_at_one_saved_step(store, tmp_path):
+    """SIGTERM to `torchrun` (2 gloo processes), which passes it to its workers: both stop after the same optimizer
+    step, rank 0 saves last.pt there (every logged step, none after), one line says how to continue."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in THREAD_ENV.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mdmf",
+            *_train_args(store, tmp_path, "cut")[3:]]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    metrics, deadline = tmp_path / "cut" / "metrics.jsonl", time.time() + 120
+    while (not metrics.is_file() or len(metrics.read_text().splitlines()) < 5) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    told = [line for line in err.splitlines() if "run the same command again with --resume" in line]
+    assert len(told) == 1 and "interrupted by SIGTERM" in told[0], err[-3000:]
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    steps_logged = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if "loss" in x]
+    assert 5 <= state["step"] < 400 and steps_logged == list(range(1, state["step"] + 1))
