@@ -23,6 +23,11 @@ The recurrence is the one the CLIP-FSAR / CLIP-MDMF reference code computes, so 
   computed for all the cells of a block at once. The gradient of the distance with respect to `cost[l, m]` is
   exactly that occupancy (the λ's cancel). The backward recomputes the forward of each block rather than keeping
   `a` for all pairs.
+* Evaluation on the CPU (no gradient wanted) takes another path, `_otam_frames_exp`: in `y = exp(-C/λ)` the
+  recurrence is an add and a multiply per cell, with no log-add-exp at all, and the frame cost is computed block
+  by block in the layout the scan reads (lanes last), never as one full tensor. It is used where no value can
+  underflow (`EXP_DOMAIN_RANGE`: `(2/λ)(T+S)` at most 80 in float32, 700 in float64; λ = 0.5 and T = S = 8 give
+  64), and gives the log-domain scan's distances to rounding (1e-10 relative in float64, tested).
 """
 
 from __future__ import annotations
@@ -87,12 +92,119 @@ def otam_distance(query: torch.Tensor, support: torch.Tensor, smoothing: float =
     lam = float(smoothing)
     if lam <= 0:
         raise ValueError(f"OTAM smoothing must be positive; got {smoothing}")
+    if _exp_domain_applies(query, support, lam):  # evaluation on the CPU: see `_otam_frames_exp`
+        return _otam_frames_exp(query, support, lam, bidirectional)
     cost = frame_cost(query, support)  # (..., Q, C, T, S)
     if not bidirectional:
         return _OtamScan.apply(cost, lam, (False,))
     if cost.shape[-1] == cost.shape[-2]:  # both directions in one scan over twice the pairs: half the operations
         return _OtamScan.apply(cost, lam, (False, True))
     return _OtamScan.apply(cost, lam, (False,)) + _OtamScan.apply(cost, lam, (True,))
+
+
+# ---- evaluation on the CPU: frames to distances in blocks, in the exp domain --------------------------------------
+# Devices on which a call that needs no gradient takes `_otam_frames_exp`. On CUDA the log-domain scan below is kept:
+# it launches fewer kernels (two per column), and the launches are what counts there.
+EXP_DOMAIN_DEVICES = {"cpu"}
+# Largest `(2/λ)·(T + S)` (per dtype of the work) for which the exp domain is used: every cell of `y = exp(-C/λ)` then
+# lies in [e^-(2/λ)(T+S), 2^(T+S)], normal numbers (float32 down to e^-87.3, float64 to e^-708), so nothing
+# underflows and no rescaling is needed. A frame cost lies in (0, 2), so one cell's `-cost/λ` lies in (-2/λ, 0].
+EXP_DOMAIN_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
+# Lanes (pairs) of one direction per block: the block's frame cost, its exp and two columns of the scan (about
+# 0.6 KB per lane at T = S = 8) stay in cache.
+EXP_BLOCK_LANES = 16384
+
+
+def _exp_domain_applies(query: torch.Tensor, support: torch.Tensor, lam: float) -> bool:
+    if query.device.type not in EXP_DOMAIN_DEVICES or support.device != query.device:
+        return False
+    if torch.is_grad_enabled() and (query.requires_grad or support.requires_grad):
+        return False  # training: the log-domain scan with its hand-written backward
+    dtype = torch.promote_types(torch.promote_types(query.dtype, support.dtype), torch.float32)
+    limit = EXP_DOMAIN_RANGE.get(dtype)
+    frames = query.shape[-2] + support.shape[-2]
+    return limit is not None and min(query.shape[-2], support.shape[-2]) > 0 and 2.001 / lam * frames <= limit
+
+
+@torch.no_grad()
+def _otam_frames_exp(query: torch.Tensor, support: torch.Tensor, lam: float, bidirectional: bool) -> torch.Tensor:
+    """`otam_distance` without a gradient, computed from the frames block by block in `y = exp(-C/λ)`.
+
+    There the soft-min recurrence is a sum and a product, `y[l, m] = g[l, m]·(y[l-1, m-1] + y[l, m-1])` with
+    `g = exp(-cost/λ)`: two cheap operations per cell instead of a log-add-exp (six, a `log` and a sigmoid among
+    them). Column 1 is `y[l, 1] = g[l, 1]·(2 + y[l-1, 1])` (the two zeros of column 0 give e^0 + e^0), and column
+    S+1 the closed form `y[T-1, S+1] = 2·Σ_{l<T-1} y[l, S] + y[T-1, S]`. `_exp_domain_applies` keeps every value a
+    normal number. The frame cost is computed per block too, laid out `(Q', T, C, S, lanes)` with the lanes last
+    (a matrix product per query frame, or one batched product and a blocked transpose), and both directions read
+    its exp through strided views: no full-size cost tensor is written, and no transpose of it.
+    """
+    given = torch.promote_types(query.dtype, support.dtype)  # the result's dtype (half inputs work in float32)
+    dtype = torch.promote_types(given, torch.float32)
+    (Q, T, D), (C, S) = query.shape[-3:], support.shape[-3:-1]
+    batch = torch.broadcast_shapes(query.shape[:-3], support.shape[:-3])
+    query, support = query.to(dtype), support.to(dtype)
+    shared = support.shape[:-3].numel() == 1  # one set of supports for every query (lanes: the queries)
+    if shared:
+        q = query.reshape(-1, T, D)  # (J, T, D): every query of every batch entry
+        u = support.reshape(C * S, D)
+        nq = q.norm(dim=-1).T.contiguous()[None]  # (1, T, J)
+        nu = u.norm(dim=-1).view(C, S, 1)
+        inner = 1
+    else:  # lanes: the batch entries, each with its own Q queries and C supports
+        q = query.expand(*batch, Q, T, D).reshape(-1, Q * T, D)  # (J, Q·T, D)
+        u = support.expand(*batch, C, S, D).reshape(-1, C * S, D)  # (J, C·S, D)
+        nq = q.norm(dim=-1).T.reshape(Q, T, -1).contiguous()  # (Q, T, J)
+        nu = u.norm(dim=-1).T.reshape(C, S, -1).contiguous()  # (C, S, J)
+        inner = Q
+    lanes = q.shape[0]
+    per_block = lanes if query.device.type != "cpu" else max(1, EXP_BLOCK_LANES // (inner * C))
+    k = math.log2(math.e) / lam  # g = exp(-cost/λ) = 2^(k·(x·y/(‖x‖‖y‖+0.01) - 1))
+    cells = T * S * inner * C
+    x_buf, r_buf = q.new_empty(cells * min(per_block, lanes)), q.new_empty(cells * min(per_block, lanes))
+    # ping-pong columns of the scan, row 0 zero (the missing diagonal neighbour of row 0)
+    y_buf = q.new_zeros((2, max(T, S) + 1, inner, C, min(per_block, lanes)))
+    out = q.new_empty((inner, C, lanes))
+    for start in range(0, lanes, per_block):
+        n = min(per_block, lanes - start)
+        x = x_buf[: cells * n].view(inner, T, C, S, n)  # x·y, then g, as (Q', T, C, S, lanes)
+        if shared:
+            for t in range(T):  # (C·S, D) @ (D, n): query frame t of the block's queries, written in place
+                torch.mm(u, q[start:start + n, t].T, out=x[0, t].view(C * S, n))
+        else:  # (n, Q·T, D) @ (n, D, C·S), then lanes last with the blocked 2-D transpose copy
+            dots = torch.bmm(q[start:start + n], u[start:start + n].transpose(1, 2))
+            x.view(-1, n).copy_(dots.view(n, -1).T)
+        r = r_buf[: cells * n].view(inner, T, C, S, n)
+        nu_b = nu if shared else nu[..., start:start + n]
+        # r = k / (‖x‖‖y‖ + 0.01), then g = 2^(x·y·r - k) in place
+        torch.addcmul(q.new_tensor(COSINE_EPS / k), nq[:, :, None, None, start:start + n], nu_b[None, None],
+                      value=1 / k, out=r).reciprocal_()
+        torch.addcmul(q.new_tensor(-k), x, r, out=x).exp2_()
+        total = out[..., start:start + n]
+        _exp_scan(x.permute(3, 1, 0, 2, 4), y_buf[..., :n], out=total).log_()  # query time as rows (S, T, Q', C, n)
+        if bidirectional:  # support time as rows; the logs are added (the product of the two could underflow)
+            total += _exp_scan(x.permute(1, 3, 0, 2, 4), y_buf[..., :n]).log_()
+    out = out.mul_(-lam)  # (Q', C, lanes)
+    if shared:
+        return out[0].T.reshape(*query.shape[:-3], Q, C).expand(*batch, Q, C).to(given)
+    return out.permute(2, 0, 1).reshape(*batch, Q, C).to(given)
+
+
+def _exp_scan(g: torch.Tensor, y_buf: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One direction in the exp domain: g `(cols, rows, *lanes)` (a strided view) -> `y[rows-1, cols+1]` `(*lanes)`.
+
+    y_buf `(2, ≥ rows+1, *lanes)`, row 0 of both zero: the previous and the current column, `y[l]` kept as row l+1.
+    Returns the sum of the products of the paths; -λ·log of it is the distance."""
+    cols, rows = g.shape[:2]
+    prev, cur = y_buf[0, : rows + 1], y_buf[1, : rows + 1]
+    prev[1].copy_(g[0, 0])  # column 1: y[0, 1] = g[0, 1]; below it the cell above and the two zeros of column 0
+    for l in range(1, rows):
+        torch.add(prev[l], 2.0, out=prev[l + 1]).mul_(g[0, l])
+    for m in range(1, cols):  # y[l, m] = g[l, m]·(y[l-1, m-1] + y[l, m-1]) for all rows at once
+        torch.add(prev[:-1], prev[1:], out=cur[1:]).mul_(g[m])
+        prev, cur = cur, prev
+    # column S+1 (zero cost): y[T-1, S+1] = 2·Σ_{l<T-1} y[l, S] + y[T-1, S]
+    total = torch.sum(prev[1:], dim=0, out=out)
+    return total.mul_(2).sub_(prev[rows])
 
 
 # ---- the scan ----------------------------------------------------------------------------------------------------

@@ -264,3 +264,93 @@ def test_half_precision_cost():
     got = otam_cost(cost.half(), 0.5)
     assert got.dtype == torch.float16
     torch.testing.assert_close(got.double(), otam_cost(cost.half().double(), 0.5), rtol=1e-3, atol=1e-3)
+
+
+# ---- evaluation on the CPU: the exp-domain path from the frames ------------------------------------------------
+def log_domain_distance(q, u, lam, bidirectional):
+    """The log-domain scan on `frame_cost` (the path training and CUDA take), for comparison."""
+    cost = frame_cost(q, u)
+    d = otam_cost(cost, lam)
+    return d + otam_cost(cost.mT, lam) if bidirectional else d
+
+
+@pytest.fixture(params=[None, 3], ids=["one-block", "blocks-of-3"])
+def exp_block_lanes(request, monkeypatch):
+    if request.param is not None:
+        monkeypatch.setattr(otam, "EXP_BLOCK_LANES", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("q_shape,u_shape", [
+    ((7, 8, 5), (3, 8, 5)),  # shared supports, square
+    ((7, 3, 5), (3, 6, 5)),  # T < S
+    ((7, 6, 5), (3, 2, 5)),  # T > S
+    ((2, 4, 5, 6), (2, 3, 7, 6)),  # per-entry supports (an episode batch), T ≠ S
+    ((2, 4, 5, 6), (1, 3, 5, 6)),  # supports broadcast over the batch
+    ((4, 5, 6), (2, 3, 5, 6)),  # queries broadcast over the batch
+    ((3, 2, 8, 6), (2, 8, 6)),  # leading dims on the queries only
+    ((1, 1, 6), (1, 1, 6)),  # one frame
+])
+@pytest.mark.parametrize("lam", [0.05, 0.5, 2.0])
+def test_exp_domain_matches_log_domain_and_numpy(q_shape, u_shape, lam, exp_block_lanes):
+    g = torch.Generator().manual_seed(sum(q_shape) * 7 + sum(u_shape))
+    q = torch.randn(*q_shape, generator=g, dtype=torch.float64)
+    u = torch.randn(*u_shape, generator=g, dtype=torch.float64)
+    assert otam._exp_domain_applies(q, u, lam)
+    cost = frame_cost(q, u)
+    for bidirectional in (True, False):
+        got = otam_distance(q, u, lam, bidirectional)
+        want = log_domain_distance(q, u, lam, bidirectional)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
+        flat = cost.reshape(-1, *cost.shape[-2:]).numpy()
+        independent = numpy_otam(flat, lam) + (numpy_otam(flat.transpose(0, 2, 1).copy(), lam) if bidirectional else 0)
+        torch.testing.assert_close(got.reshape(-1), torch.from_numpy(independent), rtol=1e-6, atol=0)
+
+
+def test_exp_domain_only_where_it_cannot_underflow(monkeypatch):
+    """Evaluation on the CPU takes the exp domain when `(2/λ)(T+S)` is in range for the dtype; otherwise, with a
+    gradient, or on other devices, the log-domain scan. Both give the same distances."""
+    q, u = torch.randn(3, 8, 16, dtype=torch.float64), torch.randn(2, 8, 16, dtype=torch.float64)
+    assert otam._exp_domain_applies(q, u, 0.5) and otam._exp_domain_applies(q.float(), u.float(), 0.5)
+    assert otam._exp_domain_applies(q, u, 0.05) and not otam._exp_domain_applies(q.float(), u.float(), 0.05)
+    assert not otam._exp_domain_applies(q, u, 0.04)  # float64: 2.001/0.04 · 16 > 700
+    assert not otam._exp_domain_applies(q.requires_grad_(), u, 0.5)
+    with torch.no_grad():
+        assert otam._exp_domain_applies(q, u, 0.5)
+    q = q.detach()
+    monkeypatch.setattr(otam, "EXP_DOMAIN_DEVICES", set())
+    assert not otam._exp_domain_applies(q, u, 0.5)
+
+
+def test_exp_domain_is_the_path_taken(monkeypatch):
+    """Under no_grad otam_distance does not build the full cost (the exp path); with a gradient it does."""
+    calls = []
+    monkeypatch.setattr(otam, "frame_cost", lambda *a: calls.append(1) or frame_cost(*a))
+    q, u = torch.randn(3, 8, 16), torch.randn(2, 8, 16)
+    with torch.no_grad():
+        a = otam_distance(q, u)
+    assert calls == []
+    b = otam_distance(q.requires_grad_(), u)
+    assert calls == [1]
+    torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=0)
+
+
+def test_exp_domain_float32_and_extremes():
+    g = torch.Generator().manual_seed(8)
+    q, u = torch.randn(4, 3, 8, 32, generator=g), torch.randn(4, 5, 8, 32, generator=g)
+    q[0, 0, 2] = 0  # a zero frame: cost 1 against everything
+    u[1, 1] = q[1, 1]  # a perfect match: cost near 0 on the diagonal
+    want = log_domain_distance(q.double(), u.double(), 0.5, True)
+    got = otam_distance(q, u)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, rtol=2e-6, atol=0)
+    # at the edge of float32's range, λ = 2.001·16/80: the smallest products are ~e^-80, still normal numbers
+    lam = 2.001 * 16 / 80
+    # (float32 as the log-domain scan in float32 is: a distance can be near 0, so an absolute tolerance too)
+    torch.testing.assert_close(otam_distance(q, u, lam).double(), log_domain_distance(q.double(), u.double(), lam, True),
+                               rtol=1e-5, atol=1e-5)
+    half = otam_distance(q.half(), u.half())
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.double(), log_domain_distance(q.half().double(), u.half().double(), 0.5, True),
+                               rtol=1e-3, atol=1e-3)
