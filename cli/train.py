@@ -64,7 +64,7 @@ def train(
     frames: int = typer.Option(None, help="e2e: check that the store has this many frames per video"),
     device: str = typer.Option("auto"), threads: int = typer.Option(None, help="torch CPU threads"),
     resume: bool = typer.Option(False, help="continue runs/<name> from its last checkpoint"),
-    log: list[str] = typer.Option([], "--log", help="also log metrics.jsonl's scalars to csv (train.csv, val.csv), tensorboard or wandb (repeatable; the last two are extras: pip install 'mdmf[tensorboard]')"),
+    log: list[str] = typer.Option([], "--log", "--tracker", help="also log metrics.jsonl's scalars to csv (train.csv, val.csv), tensorboard or wandb (repeatable; extras: pip install 'mdmf[tensorboard]'); under torchrun write --tracker (torchrun takes --log for its own --log-dir)"),
     quiet: bool = typer.Option(False),
 ) -> None:
     """Train a few-shot model episodically; validation on val picks the best checkpoint.

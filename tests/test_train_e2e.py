@@ -181,7 +181,7 @@ def test_two_processes_compute_the_update_of_one(store, tmp_path):
            "train", "--stage", "e2e", "--cache", str(store.path), "--runs", str(tmp_path), "--name", "two",
            "--set", "heads=4", "--set", "mlp_dim=32", "--set", "ce_reduction=mean", "--way", "3", "--shot", "1", "--queries", "2", "--steps", "1",
            "--episodes-per-step", "2", "--batch-episodes", "1", "--lr", "1e-3", "--backbone-lr", "1e-3",
-           "--val-every", "1", "--val-episodes", "30", "--workers", "0", "--device", "cpu", "--quiet"]
+           "--val-every", "1", "--val-episodes", "30", "--workers", "0", "--device", "cpu", "--quiet", "--tracker", "csv"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -203,6 +203,15 @@ def test_two_processes_compute_the_update_of_one(store, tmp_path):
     x, y = json.loads(la[0]), json.loads(lb[0])
     assert list(x) == list(y) and x["train_accuracy"] == y["train_accuracy"]
     assert all(abs(x[k] - y[k]) < 1e-5 for k in x if k not in ("seconds", "step", "episodes"))
+    import csv
+
+    for kind in ("train", "val"):  # --log csv (--tracker: torchrun's parser takes --log for its --log-dir): rank 0
+        # alone writes the rows of metrics.jsonl, once
+        with open(tmp_path / "two" / f"{kind}.csv", newline="") as f:
+            got = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        want = [{k: float(v) for k, v in json.loads(line).items()} for line in lb
+                if ("val_accuracy" in line) == (kind == "val")]
+        assert got == want and len(got) == 1, kind
 
 
 def _param_names(state: dict) -> list[tuple[str, str]]:
