@@ -19,7 +19,9 @@ The CSV files are rewritten from it, so they never hold a step twice; TensorBoar
 files, is opened with `purge_step` = the next step, which hides the events a crash left past the checkpoint, and
 otherwise gets the earlier rows first; a W&B run keeps its id in `<run>/wandb-id` and is resumed with it (W&B
 ignores steps it already has). Which trackers run is a setting of the command, like `--quiet`: give `--log` again
-with `--resume`; a tracker added on resume still gets the whole run. Only rank 0 of a `torchrun` run logs.
+with `--resume`; a tracker added on resume still gets the whole run. Only rank 0 of a `torchrun` run logs; there the
+option must be spelt `--tracker` (the same option), since torchrun's own parser takes `--log` for an abbreviation of
+its `--log-dir` and refuses the command.
 """
 
 from __future__ import annotations
