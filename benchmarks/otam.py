@@ -6,7 +6,10 @@ Contenders, all from the frames (frame cost and alignment) and bidirectional (th
   `torch.logsumexp(torch.stack(...))` per cell on slices of the padded cost, autograd for the backward;
 * `rows`: the previous `mdmf.otam` (a copy of it is kept here, and only here): one row at a time with
   `torch.logcumsumexp` in `y = exp(-C/λ)`, both directions stacked, autograd for the backward;
-* `columns`: the current `mdmf.otam.otam_distance`.
+* `columns`: the current `mdmf.otam.otam_distance`. Without a gradient on the CPU (the "forward" mode) it takes the
+  exp-domain path from the frames (`_otam_frames_exp`), with one the log-domain column scan;
+* `columns-log`: the same with the exp-domain path switched off (`EXP_DOMAIN_DEVICES` empty): the log-domain column
+  scan on the full frame cost, which is what `columns` was before the exp-domain path.
 
 `cells` and `rows` use the previous `frame_cost` (also kept here: four full-size passes, the cost laid out like the
 matmul's result), `columns` the current one (three passes, laid out time-leading for the scan); both frame costs
@@ -114,6 +117,15 @@ def columns_distance(query, support, lam=LAM):
     return otam_distance(query, support, lam, bidirectional=True)
 
 
+def columns_log_distance(query, support, lam=LAM):
+    saved = set(otam.EXP_DOMAIN_DEVICES)
+    otam.EXP_DOMAIN_DEVICES.clear()
+    try:
+        return otam_distance(query, support, lam, bidirectional=True)
+    finally:
+        otam.EXP_DOMAIN_DEVICES.update(saved)
+
+
 def frame_cost_only(query, support, lam=LAM):
     return frame_cost(query, support).sum((-1, -2))
 
@@ -122,7 +134,8 @@ def old_frame_cost_only(query, support, lam=LAM):
     return old_frame_cost(query, support).sum((-1, -2))
 
 
-CONTENDERS = {"cells": cells_distance, "rows": rows_distance, "columns": columns_distance}
+CONTENDERS = {"cells": cells_distance, "rows": rows_distance, "columns": columns_distance,
+              "columns-log": columns_log_distance}
 FRAME_COSTS = {"old frame_cost": old_frame_cost_only, "frame_cost": frame_cost_only}
 
 
@@ -238,21 +251,25 @@ def main() -> None:
                 case[what][clock] = {"seconds_all": {name: [t[k] for t in ts] for name, ts in times.items()},
                                      "seconds": best, "cells_over_columns": best["cells"] / best["columns"],
                                      "rows_over_columns": best["rows"] / best["columns"],
+                                     "columns_log_over_columns": best["columns-log"] / best["columns"],
                                      "cells_over_rows": best["cells"] / best["rows"]}
                 print(f"  {what:17s} {clock:4s} " + ", ".join(f"{name} {best[name] * 1e3:.1f} ms" for name in fns)
                       + f"; cells/columns {best['cells'] / best['columns']:.2f}x, rows/columns "
-                      f"{best['rows'] / best['columns']:.2f}x", flush=True)
+                      f"{best['rows'] / best['columns']:.2f}x, columns-log/columns "
+                      f"{best['columns-log'] / best['columns']:.2f}x", flush=True)
         result["cases"].append(case)
 
     for backward in (False, True):
         what = "forward+backward" if backward else "forward"
         counts = {name: op_counts(fn, backward) for name, fn in dict(CONTENDERS, **FRAME_COSTS).items()}
-        saved = set(otam.COMPOSED_LOGADDEXP_DEVICES)
-        otam.COMPOSED_LOGADDEXP_DEVICES.clear()  # the code path CUDA takes
+        saved = set(otam.COMPOSED_LOGADDEXP_DEVICES), set(otam.EXP_DOMAIN_DEVICES)
+        otam.COMPOSED_LOGADDEXP_DEVICES.clear()  # the code path CUDA takes: log domain, torch.logaddexp
+        otam.EXP_DOMAIN_DEVICES.clear()
         try:
             counts["columns, CUDA path"] = op_counts(columns_distance, backward)
         finally:
-            otam.COMPOSED_LOGADDEXP_DEVICES.update(saved)
+            otam.COMPOSED_LOGADDEXP_DEVICES.update(saved[0])
+            otam.EXP_DOMAIN_DEVICES.update(saved[1])
         result["op_counts"][what] = counts
         print(f"ops per call, {what} (T = 8; working leaves / all aten ops): "
               + ", ".join(f"{n} {c['working_leaf_ops']} / {c['aten_ops']}" for n, c in counts.items()), flush=True)

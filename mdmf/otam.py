@@ -33,6 +33,7 @@ The recurrence is the one the CLIP-FSAR / CLIP-MDMF reference code computes, so 
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -141,7 +142,7 @@ def _otam_frames_exp(query: torch.Tensor, support: torch.Tensor, lam: float, bid
     given = torch.promote_types(query.dtype, support.dtype)  # the result's dtype (half inputs work in float32)
     dtype = torch.promote_types(given, torch.float32)
     (Q, T, D), (C, S) = query.shape[-3:], support.shape[-3:-1]
-    batch = torch.broadcast_shapes(query.shape[:-3], support.shape[:-3])
+    batch = _broadcast_shapes(query.shape[:-3], support.shape[:-3])
     query, support = query.to(dtype), support.to(dtype)
     shared = support.shape[:-3].numel() == 1  # one set of supports for every query (lanes: the queries)
     if shared:
@@ -150,19 +151,20 @@ def _otam_frames_exp(query: torch.Tensor, support: torch.Tensor, lam: float, bid
         nq = q.norm(dim=-1).T.contiguous()[None]  # (1, T, J)
         nu = u.norm(dim=-1).view(C, S, 1)
         inner = 1
-    else:  # lanes: the batch entries, each with its own Q queries and C supports
-        q = query.expand(*batch, Q, T, D).reshape(-1, Q * T, D)  # (J, Q·T, D)
-        u = support.expand(*batch, C, S, D).reshape(-1, C * S, D)  # (J, C·S, D)
-        nq = q.norm(dim=-1).T.reshape(Q, T, -1).contiguous()  # (Q, T, J)
-        nu = u.norm(dim=-1).T.reshape(C, S, -1).contiguous()  # (C, S, J)
+    else:  # lanes: the batch entries, each with its own Q queries and C supports (copied block by block)
+        q, u = query.expand(*batch, Q, T, D), support.expand(*batch, C, S, D)
+        if len(batch) > 1:
+            q, u = q.reshape(-1, Q, T, D), u.reshape(-1, C, S, D)
         inner = Q
     lanes = q.shape[0]
     per_block = lanes if query.device.type != "cpu" else max(1, EXP_BLOCK_LANES // (inner * C))
+    n_max = min(per_block, lanes)
     k = math.log2(math.e) / lam  # g = exp(-cost/λ) = 2^(k·(x·y/(‖x‖‖y‖+0.01) - 1))
     cells = T * S * inner * C
-    x_buf, r_buf = q.new_empty(cells * min(per_block, lanes)), q.new_empty(cells * min(per_block, lanes))
+    x_buf, r_buf = _work_buffer("x", cells * n_max, q), _work_buffer("r", cells * n_max, q)
     # ping-pong columns of the scan, row 0 zero (the missing diagonal neighbour of row 0)
-    y_buf = q.new_zeros((2, max(T, S) + 1, inner, C, min(per_block, lanes)))
+    y_buf = _work_buffer("y", 2 * (max(T, S) + 1) * cells // (T * S) * n_max, q).view(2, -1, inner, C, n_max)
+    y_buf[:, 0].zero_()
     out = q.new_empty((inner, C, lanes))
     for start in range(0, lanes, per_block):
         n = min(per_block, lanes - start)
@@ -170,13 +172,20 @@ def _otam_frames_exp(query: torch.Tensor, support: torch.Tensor, lam: float, bid
         if shared:
             for t in range(T):  # (C·S, D) @ (D, n): query frame t of the block's queries, written in place
                 torch.mm(u, q[start:start + n, t].T, out=x[0, t].view(C * S, n))
+            nq_b, nu_b = nq[..., start:start + n], nu
         else:  # (n, Q·T, D) @ (n, D, C·S), then lanes last with the blocked 2-D transpose copy
-            dots = torch.bmm(q[start:start + n], u[start:start + n].transpose(1, 2))
+            # the block's frames copied into buffers kept from call to call (a fresh tensor would fault in new
+            # pages on every call, which here costs more than the arithmetic)
+            qb = _work_buffer("q", n * Q * T * D, q).view(n, Q, T, D).copy_(q[start:start + n])
+            ub = _work_buffer("u", n * C * S * D, q).view(n, C, S, D).copy_(u[start:start + n])
+            dots = _work_buffer("dots", cells * n, q).view(n, Q * T, C * S)
+            torch.bmm(qb.view(n, Q * T, D), ub.view(n, C * S, D).transpose(1, 2), out=dots)
             x.view(-1, n).copy_(dots.view(n, -1).T)
+            nq_b = qb.norm(dim=-1).permute(1, 2, 0).contiguous()  # (Q, T, n)
+            nu_b = ub.norm(dim=-1).permute(1, 2, 0).contiguous()  # (C, S, n)
         r = r_buf[: cells * n].view(inner, T, C, S, n)
-        nu_b = nu if shared else nu[..., start:start + n]
         # r = k / (‖x‖‖y‖ + 0.01), then g = 2^(x·y·r - k) in place
-        torch.addcmul(q.new_tensor(COSINE_EPS / k), nq[:, :, None, None, start:start + n], nu_b[None, None],
+        torch.addcmul(q.new_tensor(COSINE_EPS / k), nq_b[:, :, None, None], nu_b[None, None],
                       value=1 / k, out=r).reciprocal_()
         torch.addcmul(q.new_tensor(-k), x, r, out=x).exp2_()
         total = out[..., start:start + n]
@@ -187,6 +196,31 @@ def _otam_frames_exp(query: torch.Tensor, support: torch.Tensor, lam: float, bid
     if shared:
         return out[0].T.reshape(*query.shape[:-3], Q, C).expand(*batch, Q, C).to(given)
     return out.permute(2, 0, 1).reshape(*batch, Q, C).to(given)
+
+
+_WORK = threading.local()
+# Work buffers of the exp-domain path are kept per thread up to this many elements each (evaluation calls it on
+# chunk after chunk of the same size).
+WORK_BUFFER_LIMIT = 1 << 25
+
+
+def _work_buffer(name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+    """A flat buffer of `numel` elements like `like`, reused from call to call in this thread (contents arbitrary)."""
+    buffers = _WORK.__dict__.setdefault("buffers", {})
+    buf = buffers.get(name)
+    if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+        buf = like.new_empty(numel)
+        if numel <= WORK_BUFFER_LIMIT:
+            buffers[name] = buf
+    return buf[:numel]
+
+
+def _broadcast_shapes(a: torch.Size, b: torch.Size) -> tuple[int, ...]:
+    """torch.broadcast_shapes for two shapes (which takes milliseconds a call in torch 2.14)."""
+    a, b = (1,) * (len(b) - len(a)) + tuple(a), (1,) * (len(a) - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        raise ValueError(f"OTAM: the leading dims of the query {a} and the support {b} do not broadcast")
+    return tuple(x if y == 1 else y for x, y in zip(a, b))
 
 
 def _exp_scan(g: torch.Tensor, y_buf: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
