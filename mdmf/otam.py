@@ -174,10 +174,14 @@ def _otam_frames_exp(query: torch.Tensor, support: torch.Tensor, lam: float, bid
                 torch.mm(u, q[start:start + n, t].T, out=x[0, t].view(C * S, n))
             nq_b, nu_b = nq[..., start:start + n], nu
         else:  # (n, Q·T, D) @ (n, D, C·S), then lanes last with the blocked 2-D transpose copy
-            # the block's frames copied into buffers kept from call to call (a fresh tensor would fault in new
-            # pages on every call, which here costs more than the arithmetic)
-            qb = _work_buffer("q", n * Q * T * D, q).view(n, Q, T, D).copy_(q[start:start + n])
-            ub = _work_buffer("u", n * C * S * D, q).view(n, C, S, D).copy_(u[start:start + n])
+            # a block's frames as they are if contiguous; otherwise (a slice of the tokens, as the models pass)
+            # copied into buffers kept from call to call: a fresh tensor would fault in new pages on every call,
+            # which here costs more than the arithmetic
+            qb, ub = q[start:start + n], u[start:start + n]
+            if not qb.is_contiguous():
+                qb = _work_buffer("q", n * Q * T * D, q).view(n, Q, T, D).copy_(qb)
+            if not ub.is_contiguous():
+                ub = _work_buffer("u", n * C * S * D, q).view(n, C, S, D).copy_(ub)
             dots = _work_buffer("dots", cells * n, q).view(n, Q * T, C * S)
             torch.bmm(qb.view(n, Q * T, D), ub.view(n, C * S, D).transpose(1, 2), out=dots)
             x.view(-1, n).copy_(dots.view(n, -1).T)

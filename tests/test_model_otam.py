@@ -354,3 +354,14 @@ def test_exp_domain_float32_and_extremes():
     assert half.dtype == torch.float16
     torch.testing.assert_close(half.double(), log_domain_distance(q.half().double(), u.half().double(), 0.5, True),
                                rtol=1e-3, atol=1e-3)
+
+
+def test_exp_domain_token_slices(exp_block_lanes):
+    """The models pass tokens 1..T of `(E, M, L, D)` tokens, a non-contiguous slice: copied per block, same result."""
+    g = torch.Generator().manual_seed(9)
+    q_tokens = torch.randn(5, 4, 7, 6, generator=g, dtype=torch.float64)
+    u_tokens = torch.randn(5, 3, 7, 6, generator=g, dtype=torch.float64)
+    q, u = q_tokens[..., 1:, :], u_tokens[..., 1:, :]
+    want = log_domain_distance(q.contiguous(), u.contiguous(), 0.5, True)
+    for _ in range(2):  # the second call reuses the work buffers
+        torch.testing.assert_close(otam_distance(q, u), want, rtol=1e-10, atol=0)
