@@ -145,6 +145,7 @@ def test_a_failing_write_stops_the_run_and_keeps_the_units_before_it(small_datas
 
 def test_a_video_that_kills_its_decode_worker_is_recorded_and_the_run_goes_on(small_dataset, micro_backbone,
                                                                                tmp_path, monkeypatch):
+    import faulthandler
     import os
 
     import mdmf.pipeline.features.extract as ex
@@ -155,6 +156,7 @@ def test_a_video_that_kills_its_decode_worker_is_recorded_and_the_run_goes_on(sm
 
     def decode(path, *args, **kw):
         if Path(path).stem in deadly:
+            faulthandler.disable()  # pytest's crash dump, inherited by the fork, would flood the log
             os.abort()  # what decord does on some damaged files; the forked workers inherit this patch
         return real(path, *args, **kw)
 
