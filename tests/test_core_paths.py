@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
+from clirun import run_main
 from conftest import MICRO_CONFIG
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.paths import escapes, is_disk_full, local_path, run_name_path
@@ -26,17 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def mdmf(capsys, *args) -> tuple[int, list[str]]:
     """Run the console script's `main` with these arguments; (exit code, the non-empty lines of stderr)."""
-    from mdmf.cli.main import main
-
-    old, sys.argv = sys.argv, ["mdmf", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as done:
-        code = done.code or 0
-    finally:
-        sys.argv = old
-    err = capsys.readouterr().err
+    code, _, err = run_main(capsys, *args)
     return code, [line for line in err.splitlines() if line.strip() and not line.startswith("WARNING:")]
 
 

@@ -16,6 +16,7 @@ from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.data.datasets import default_store_path
 from mdmf.pipeline.runs import RunDir, read_curves
 from mdmf.pipeline.train.loop import TrainConfig, train
+from clirun import run_main
 from synthetic import make_store
 
 
@@ -131,20 +132,7 @@ def test_a_hostile_pickle_in_a_run_folder_is_refused_and_runs_nothing(tmp_path):
 
 def _cli(capsys, *args) -> tuple[int, str, str]:
     """The console script's `main` in this process: (exit code, stdout, stderr)."""
-    import sys
-
-    from mdmf.cli.main import main
-
-    old, sys.argv = sys.argv, ["mdmf", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as done:
-        code = done.code or 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_main(capsys, *args)
 
 
 def _accuracy(capsys, cwd: Path, run: Path, monkeypatch, *more) -> float:
