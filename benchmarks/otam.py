@@ -18,9 +18,9 @@ are also timed alone.
 Inputs: alignment-bound, 20,000 queries × 5 classes (shared supports), T = 8, D = 64 (the alignment is most of the
 work); realistic, one evaluation batch of 500 episodes × 5 queries × 5 classes at D = 512 and 1024 (each episode its
 own prototypes). Timed: forward under `no_grad` (evaluation), forward with autograd recording, and forward +
-backward of the sum (training), the contenders interleaved, `--repeats` times each; the fastest counts (on a
-shared machine, the closest to an unloaded one), ratios are of those fastest times; wall time and CPU time of the
-process (on a loaded machine the CPU time moves less; with `--threads 1` it is the work itself).
+backward of the sum (training), the contenders interleaved (in an order that rotates from repeat to repeat),
+`--repeats` times each; the fastest counts (on a shared machine, the closest to an unloaded one), ratios are of
+those fastest times; wall time and CPU time of the process (on a loaded machine the CPU time moves less; with `--threads 1` it is the work itself).
 
 Operation counts per call (a proxy for CUDA kernel launches; measured on the CPU with torch.profiler): aten
 operations that do work (leaves of the profiler's tree, views and allocations left out), forward and forward +
@@ -242,9 +242,10 @@ def main() -> None:
             for fn in fns.values():  # warm-up
                 time_once(fn, query, support, what)
             times = {name: [] for name in fns}
-            for _ in range(args.repeats):
-                for name, fn in fns.items():
-                    times[name].append(time_once(fn, query, support, what))
+            names = list(fns)
+            for r in range(args.repeats):  # the order rotates: the call after a big one (rows) faults in the pages
+                for name in names[r % len(names):] + names[: r % len(names)]:  # it freed, once in a while only
+                    times[name].append(time_once(fns[name], query, support, what))
             case[what] = {}
             for k, clock in enumerate(("wall", "cpu")):
                 best = {name: min(t[k] for t in ts) for name, ts in times.items()}
