@@ -20,7 +20,8 @@ work); realistic, one evaluation batch of 500 episodes × 5 queries × 5 classes
 own prototypes). Timed: forward under `no_grad` (evaluation), forward with autograd recording, and forward +
 backward of the sum (training), the contenders interleaved (in an order that rotates from repeat to repeat),
 `--repeats` times each; the fastest counts (on a shared machine, the closest to an unloaded one), ratios are of
-those fastest times; wall time and CPU time of the process (on a loaded machine the CPU time moves less; with `--threads 1` it is the work itself).
+those fastest times; wall time and CPU time of the process (on a loaded machine the CPU time moves less; with
+`--threads 1` it is the work itself).
 
 Operation counts per call (a proxy for CUDA kernel launches; measured on the CPU with torch.profiler): aten
 operations that do work (leaves of the profiler's tree, views and allocations left out), forward and forward +

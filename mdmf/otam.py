@@ -107,8 +107,8 @@ def otam_distance(query: torch.Tensor, support: torch.Tensor, smoothing: float =
 # Devices on which a call that needs no gradient takes `_otam_frames_exp`. On CUDA the log-domain scan below is kept:
 # it launches fewer kernels (two per column), and the launches are what counts there.
 EXP_DOMAIN_DEVICES = {"cpu"}
-# Largest `(2/λ)·(T + S)` (per dtype of the work) for which the exp domain is used: every cell of `y = exp(-C/λ)` then
-# lies in [e^-(2/λ)(T+S), 2^(T+S)], normal numbers (float32 down to e^-87.3, float64 to e^-708), so nothing
+# Largest `(2/λ)·(T + S)` (per dtype of the work) for which the exp domain is used: every cell of `y = exp(-C/λ)`
+# then lies in [e^-(2/λ)(T+S), 2^(T+S)], normal numbers (float32 down to e^-87.3, float64 to e^-708), so nothing
 # underflows and no rescaling is needed. A frame cost lies in (0, 2), so one cell's `-cost/λ` lies in (-2/λ, 0].
 EXP_DOMAIN_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
 # Lanes (pairs) of one direction per block: the block's frame cost, its exp and two columns of the scan (about
