@@ -124,7 +124,8 @@ def _exp_domain_applies(query: torch.Tensor, support: torch.Tensor, lam: float) 
     dtype = torch.promote_types(torch.promote_types(query.dtype, support.dtype), torch.float32)
     limit = EXP_DOMAIN_RANGE.get(dtype)
     frames = query.shape[-2] + support.shape[-2]
-    return limit is not None and min(query.shape[-2], support.shape[-2]) > 0 and 2.001 / lam * frames <= limit
+    empty = query.shape[:-1].numel() == 0 or support.shape[:-1].numel() == 0  # nothing to do: the log path's shapes
+    return limit is not None and not empty and 2.001 / lam * frames <= limit
 
 
 @torch.no_grad()

@@ -365,3 +365,10 @@ def test_exp_domain_token_slices(exp_block_lanes):
     want = log_domain_distance(q.contiguous(), u.contiguous(), 0.5, True)
     for _ in range(2):  # the second call reuses the work buffers
         torch.testing.assert_close(otam_distance(q, u), want, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("q_shape,u_shape,want", [((0, 8, 16), (5, 8, 16), (0, 5)), ((3, 8, 16), (0, 8, 16), (3, 0)),
+                                                  ((0, 2, 8, 16), (0, 3, 8, 16), (0, 2, 3))])
+def test_empty_inputs(q_shape, u_shape, want):
+    with torch.no_grad():
+        assert otam_distance(torch.randn(*q_shape), torch.randn(*u_shape)).shape == want
