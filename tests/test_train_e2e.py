@@ -335,3 +335,60 @@ def test_eval_of_an_e2e_run_reads_best_pt_once(trained, monkeypatch):
                                                           progress=False))
         assert reads == [trained / "best.pt"] and out == runs.RunDir(trained).eval_path("test", 3, 1, 0, from_frames)
         assert title.endswith("e2e) on test") and out.is_file()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the live (not zombie) processes in process group `pgid`, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields after the name: state, ppid, pgrp, ...
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_sigterm_to_the_job_stops_e2e_training_with_decode_workers_and_resume_finishes(store, tmp_path):
+    """What Slurm does at the end of a job's time: SIGTERM to every process of the job (the process group), here an
+    e2e run decoding frames in 2 worker processes. The workers ignore it, the trainer finishes its optimizer step,
+    saves last.pt and exits 143 with one resume line, and no worker is left behind; --resume then completes the run
+    with every step logged once."""
+    import os
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "mdmf", "train", "--stage", "e2e", "--cache", str(store.path), "--runs",
+           str(tmp_path), "--name", "cut", "--set", "heads=4", "--set", "mlp_dim=32", "--way", "3", "--shot", "1",
+           "--queries", "2", "--episodes-per-step", "2", "--batch-episodes", "1", "--val-every", "1000",
+           "--val-episodes", "30", "--frames-from", "decode", "--workers", "2", "--device", "cpu", "--threads", "1",
+           "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*cmd, "--steps", "400"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)  # its own group, as a batch job has
+    metrics, deadline = tmp_path / "cut" / "metrics.jsonl", time.time() + 180
+    while (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert len(_group_members(proc.pid)) >= 3  # the trainer and its 2 decode workers
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    told = [line for line in err.splitlines() if "run the same command again with --resume" in line]
+    assert len(told) == 1 and "interrupted by SIGTERM" in told[0] and "Traceback" not in err, err[-3000:]
+    deadline = time.time() + 10
+    while _group_members(proc.pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _group_members(proc.pid) == []  # no decode worker outlives the job
+    stopped = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"]
+    assert 2 <= stopped < 400
+
+    final = stopped + 2
+    done = subprocess.run([*cmd, "--steps", str(final), "--resume"], cwd=REPO, capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if "loss" in x]
+    assert steps == list(range(1, final + 1))
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"] == final
