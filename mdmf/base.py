@@ -22,6 +22,24 @@ from mdmf.pps import ProbabilityPromptSelector
 ROLES = ("support", "query")
 
 
+def ordered_shot_mean(shot, shots: int, in_place: bool = False) -> torch.Tensor:
+    """`(shot(0) + shot(1) + … + shot(shots - 1)) / shots`, added in exactly this order, then one division (none
+    for one shot).
+
+    `shot(k)` gives shot k's tokens, any shape. The class prototypes of `score` are this mean; torch's `mean(dim)`
+    adds its rows in an order that depends on the width, so a path that sums the shots while gathering them (the
+    reused evaluation path: no `(E, N, K, L, D)` tensor) gets the same bits only through this one function. With
+    `in_place` the sum accumulates into the tensor `shot(0)` returns (it must be the caller's own buffer); without,
+    every step is a new tensor (autograd-safe).
+    """
+    total = shot(0)
+    for k in range(1, shots):
+        total = total.add_(shot(k)) if in_place else total + shot(k)
+    if shots > 1:
+        total = total.div_(shots) if in_place else total / shots
+    return total
+
+
 @dataclass
 class ClassTexts:
     """The prompt embeddings of all training classes, for losses that classify videos over all of them (CLIP-FSAR's
@@ -146,17 +164,28 @@ class FewShotMethod(nn.Module, abc.ABC):
         """query `(E, M, L, D)`, prototypes `(E, N, L, D)` -> `(E, M, N)` text logits, or None."""
         return None
 
+    @staticmethod
+    def prototypes(support_tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """support_tokens view -> `(E, N, K, L, D)` -> view -> `(E, N, L, D)`: the mean of a class's K support
+        outputs over all L tokens, shots added in order (`ordered_shot_mean`)."""
+        return {view: ordered_shot_mean(lambda k, t=t: t[:, :, k], t.shape[2]) for view, t in support_tokens.items()}
+
     def score(self, query_tokens: dict[str, torch.Tensor], support_tokens: dict[str, torch.Tensor]) -> Scores:
         """query_tokens view -> `(E, M, L, D)`, support_tokens view -> `(E, N, K, L, D)` -> `Scores`.
 
-        The prototype of a class is the mean of its K support outputs over all L tokens.
+        The prototype of a class is the mean of its K support outputs over all L tokens (`prototypes`).
         """
+        return self.score_prototypes(query_tokens, self.prototypes(support_tokens))
+
+    def score_prototypes(self, query_tokens: dict[str, torch.Tensor],
+                         prototypes: dict[str, torch.Tensor]) -> Scores:
+        """query_tokens view -> `(E, M, L, D)`, prototypes view -> `(E, N, L, D)` (from `prototypes`) -> `Scores`."""
         distances, text = {}, {}
         for view, query in query_tokens.items():
-            prototypes = support_tokens[view].mean(dim=2)  # (E, N, L, D)
-            distances[view] = otam_distance(self.frame_tokens(query), self.frame_tokens(prototypes),
+            proto = prototypes[view]  # (E, N, L, D)
+            distances[view] = otam_distance(self.frame_tokens(query), self.frame_tokens(proto),
                                             self.config.otam_smoothing, self.config.otam_bidirectional)
-            t = self.text_logits(query, prototypes)
+            t = self.text_logits(query, proto)
             if t is not None:
                 text[view] = t
         logits = -sum(self.view_weight(view) * d for view, d in distances.items())

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import torch
 
+from mdmf.base import ordered_shot_mean
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.episodes.sampler import EpisodeSampler
 
@@ -63,6 +64,33 @@ def _gather(tokens: dict[str, torch.Tensor], index: torch.Tensor,
                 buffers[view] = flat.new_empty(n, flat.shape[1])
             rows = torch.index_select(flat, 0, index.reshape(-1), out=buffers[view][:n])
         out[view] = rows.view(*index.shape, *t.shape[1:])
+    return out
+
+
+def _gather_prototypes(tokens: dict[str, torch.Tensor], index: torch.Tensor,
+                       buffers: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Class prototypes straight from every view's `(rows, L, D)` table: index `(E, N, K)` -> `(E, N, L, D)`.
+
+    The model's own `ordered_shot_mean`, with shot k gathered into a scratch buffer and added in place to the sum
+    of the shots before it: bit-identical with `score`'s prototypes of the gathered `(E, N, K, L, D)` tokens, which
+    are never materialised (5x less memory traffic at 5 shots, and the buffers stay in cache).
+    """
+    E, N, K = index.shape
+    by_shot = index.permute(2, 0, 1).reshape(K, E * N)  # one contiguous index row per shot
+    out = {}
+    for view, t in tokens.items():
+        flat, n = t.reshape(t.shape[0], -1), E * N
+        if buffers is None:
+            total, scratch = flat.new_empty(n, flat.shape[1]), (flat.new_empty(n, flat.shape[1]) if K > 1 else None)
+        else:
+            if view not in buffers or buffers[view].shape[1] < n:
+                buffers[view] = flat.new_empty(2, n, flat.shape[1])
+            total, scratch = buffers[view][0, :n], buffers[view][1, :n]
+
+        def shot(k: int) -> torch.Tensor:
+            return torch.index_select(flat, 0, by_shot[k], out=total if k == 0 else scratch)
+
+        out[view] = ordered_shot_mean(shot, K, in_place=True).view(E, N, *t.shape[1:])
     return out
 
 
@@ -135,8 +163,8 @@ def score_planned(model, work: EpisodeIndependentWork, planned, chunk: int, devi
     """
     def score_chunk(slots, support, i, buffers=(None, None)):
         q_tokens = _gather(work.query, slots[i : i + chunk], buffers[0])  # (E, M, L, D)
-        s_tokens = _gather(work.support, support[i : i + chunk], buffers[1])  # (E, N, K, L, D)
-        return model.score(q_tokens, s_tokens).logits
+        prototypes = _gather_prototypes(work.support, support[i : i + chunk], buffers[1])  # (E, N, L, D)
+        return model.score_prototypes(q_tokens, prototypes).logits
 
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
