@@ -28,12 +28,11 @@ def ablate(
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
     """Train and evaluate every cell of a paper ablation table; done cells are skipped, interrupted ones resumed."""
-    from rich.console import Console
-
+    from mdmf.cli.app import console as make_console
     from mdmf.cli.tables import print_ablation_table
     from mdmf.pipeline.apps.ablate import AblateConfig, run_ablation
 
-    console = Console()
+    console = make_console()
     config = AblateConfig(dataset=dataset, table=table, cache=str(cache) if cache else None, backbone=backbone,
                           runs=str(runs), cells=tuple(cell), shot=shot, way=way, steps=steps, episodes=episodes,
                           seed=seed, val_every=val_every, val_episodes=val_episodes,

@@ -37,11 +37,25 @@ def json_option(what: str = "the result"):
                              "(the tables then go to standard error)")
 
 
-def human_console(json_target: str | None):
-    """Where the tables go: standard output, or standard error when `--json -` has it."""
+LOG_WIDTH = 200  # columns of the tables written to a file or pipe (a cluster job's log), where rich would use 80
+
+
+def console(stderr: bool = False):
+    """The rich console of a command's tables. Not a terminal (a job's log file, a pipe): LOG_WIDTH columns unless
+    $COLUMNS says otherwise, so tables are not folded at 80 columns."""
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=json_target == "-")
+    out = Console(stderr=stderr)
+    if not out.is_terminal and not out.is_jupyter and "COLUMNS" not in os.environ:
+        out.width = LOG_WIDTH
+    return out
+
+
+def human_console(json_target: str | None):
+    """Where the tables go: standard output, or standard error when `--json -` has it."""
+    return console(stderr=json_target == "-")
 
 
 def check_json_target(json_target: str | None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from mdmf.cli.app import app
+from mdmf.cli.app import app, console
 
 
 @app.command("extract")
@@ -61,4 +61,4 @@ def extract(
         workers=workers, batch_frames=batch_frames, device=device, shard=(index, count), progress=not quiet,
     )
     summary = run_extract(cfg)
-    print_extract_summary(summary, Console())
+    print_extract_summary(summary, console())

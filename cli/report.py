@@ -31,6 +31,7 @@ def report(
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
     """Write PNG figures (curves, per-class accuracy, confusion, t-SNE, MMFE attention) and report.md/.html/.json."""
+    from mdmf.cli.app import console
     from mdmf.pipeline.apps.report import ReportConfig, make_report
 
     make_report(ReportConfig(run=str(run), out=str(out) if out else None, cache=str(cache) if cache else None,
@@ -38,4 +39,4 @@ def report(
                              reuse_eval=reuse_eval, tsne_classes=tsne_classes, tsne_per_class=tsne_per_class,
                              tsne_iterations=tsne_iterations, tsne_backend=tsne_backend,
                              attention_examples=attention_examples, device=device,
-                             progress=not quiet))
+                             progress=not quiet), console())

@@ -44,8 +44,11 @@ def print_extract_summary(summary, console: Console, first_failures: int = 5) ->
 def print_store_info(info: dict, console: Console) -> None:
     b = info["backbone"]
     console.print(f"[bold]{info['path']}[/]  schema v{info['schema_version']}")
-    console.print(f"backbone {b['backbone']} ({b['open_clip_model']}), weights {b['weights']}, sha256 {b['weights_sha256'][:16]}…")
-    console.print(f"image size {b['image_size']}, mean {b['mean']}, std {b['std']}, D={info['dim']}, T={info['frames']}")
+    sha = b.get("weights_sha256") or "?"  # a store made by a program, not by `mdmf extract`, may lack these fields
+    console.print(f"backbone {b.get('backbone')} ({b.get('open_clip_model', '?')}), weights {b.get('weights', '?')}, "
+                  f"sha256 {sha[:16]}…", highlight=False)
+    console.print(f"image size {b.get('image_size', '?')}, mean {b.get('mean', '?')}, std {b.get('std', '?')}, "
+                  f"D={info['dim']}, T={info['frames']}", highlight=False)
     console.print(f"sampling: {info['identity'].get('sampling')}; train views {info['identity'].get('train_views')}, "
                   f"flip {info['identity'].get('flip')}, crop {info['identity'].get('crop')}, "
                   f"normalize {info['identity'].get('normalize')}, prompt {info['identity'].get('prompt_template')!r}")

@@ -183,3 +183,25 @@ def test_eval_otam_writes_where_out_says_and_json_dash_is_the_result(store, tmp_
     default = CliRunner().invoke(app, args)
     assert default.exit_code == 0, default.output
     assert (tmp_path / "runs" / "baselines" / "synthetic-synthetic-otam" / "eval" / written.name).is_file()
+
+
+@pytest.mark.parametrize("columns", [None, "60"])
+def test_tables_in_a_log_file_are_not_folded_at_80_columns(tmp_path, columns):
+    """A cluster job's output goes to a file: rich would fold every line at 80 columns there. mdmf's tables use 200
+    columns off a terminal, unless $COLUMNS says otherwise (then that width is kept)."""
+    import os
+    import subprocess
+    import sys
+
+    store = make_store(tmp_path / "store")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})
+    out = subprocess.run([sys.executable, "-m", "mdmf", "cache", "info", str(store.path)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    sampling = [line for line in out.stdout.splitlines() if line.startswith("sampling:")]
+    assert len(sampling) == 1
+    widest = max(len(line) for line in out.stdout.splitlines())
+    if columns is None:  # the line is 82 characters: folded at 80, whole at 200
+        assert "prompt" in sampling[0] and len(sampling[0]) > 80, out.stdout
+    else:
+        assert widest <= 60 and "prompt" not in sampling[0], out.stdout
