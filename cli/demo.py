@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mdmf.cli.app import app
+from mdmf.cli.app import app, console
 
 
 @app.command("demo")
@@ -18,4 +18,5 @@ def demo(
     from mdmf.cli.tables import print_extract_summary
     from mdmf.pipeline.apps.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(steps=steps, episodes=episodes, seed=seed, progress=not quiet), show_extract=print_extract_summary)
+    run_demo(DemoConfig(steps=steps, episodes=episodes, seed=seed, progress=not quiet), console(),
+             show_extract=print_extract_summary)
