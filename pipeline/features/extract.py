@@ -234,7 +234,7 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     shard, num_shards = cfg.shard
     if not 0 <= shard < num_shards:
         raise MdmfError(f"--shard {shard}/{num_shards}: the shard index must be in 0..{num_shards - 1}")
-    cfg.store_path()  # a URL --out is refused here, before anything is generated, loaded or created
+    out = cfg.store_path()  # a URL --out is refused here, before anything is generated, loaded or created
     dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir, progress=cfg.progress)
     if cfg.splits is None:  # not asked for: the splits the dataset has (a folder with only test.txt extracts test)
         cfg = replace(cfg, splits=tuple(s for s in SPLITS if s in dataset.entries))
@@ -245,7 +245,7 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     backbone = backbone or load_backbone(resolve_backbone(cfg.resolved_backbone(), cfg.weights), device=device)
     backbone.model.to(device)
     start = time.perf_counter()
-    with _full_disk_is_resumable(cfg.store_path()):
+    with _full_disk_is_resumable(out):
         return _extract_into_store(cfg, backbone, dataset, device, start)
 
 
