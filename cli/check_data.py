@@ -9,13 +9,14 @@ import typer
 
 from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
 from mdmf.pipeline.data.check_data import check_data as run_check
+from mdmf.pipeline.data.splits import KNOWN_DATASETS
 
 D = {name: p.default for name, p in inspect.signature(run_check).parameters.items()}  # the function's defaults
 
 
 @app.command("check-data")
 def check_data(
-    dataset: str = typer.Option(..., help="hmdb51, ucf101, kinetics100, ssv2_small, ssv2_full, toy, or your own name with --splits"),
+    dataset: str = typer.Option(..., help=f"{', '.join(KNOWN_DATASETS)}, or your own name with --splits"),
     root: Path = typer.Option(..., help="folder holding the videos"),
     splits: Path = typer.Option(None, help="folder of split files (default: the shipped splits/<dataset>; toy: <root>/splits)"),
     split: list[str] = typer.Option(None, help="only these splits (repeatable; default: all in the splits folder)"),

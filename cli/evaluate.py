@@ -8,6 +8,7 @@ import typer
 
 from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
 from mdmf.pipeline.apps.evaluate_run import EvalRequest
+from mdmf.registry import untrained_models
 
 D = EvalRequest  # the defaults: one value, in the dataclass the command fills
 
@@ -18,7 +19,7 @@ def eval_(
     dataset: str = typer.Option(None, help="with --model otam: the dataset whose store to use"),
     cache: Path = typer.Option(None, help="feature store (default: the run's store, or cache/<dataset>/<backbone>)"),
     backbone: str = typer.Option(None, help="backbone part of the default store path"),
-    model: str = typer.Option(None, help="evaluate an untrained model instead of a run: otam"),
+    model: str = typer.Option(None, help=f"evaluate an untrained model instead of a run: {', '.join(untrained_models())}"),
     out: Path = typer.Option(None, help="folder for the result files (default: <run>/eval; with --model otam "
                                         "runs/baselines/<dataset>-<backbone>-otam/eval)"),
     split: str = typer.Option(D.split, help="split to evaluate on"),

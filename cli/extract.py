@@ -8,11 +8,12 @@ import typer
 from rich.console import Console
 
 from mdmf.cli.app import app, console
+from mdmf.pipeline.data.splits import KNOWN_DATASETS
 
 
 @app.command("extract")
 def extract(
-    dataset: str = typer.Option(..., help="toy, hmdb51, ucf101, kinetics100, ssv2_small, ssv2_full, or your own name with --splits"),
+    dataset: str = typer.Option(..., help=f"{', '.join(KNOWN_DATASETS)}, or your own name with --splits"),
     root: Path = typer.Option(None, help="folder holding the videos (toy: generated here, default data/toy)"),
     splits: Path = typer.Option(None, help="folder of split files (default: the shipped splits/<dataset>)"),
     out: Path = typer.Option(None, help="store path (default cache/<dataset>/<backbone>)"),

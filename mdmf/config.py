@@ -16,9 +16,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-# Allowed values of the string fields; the first one is the default.
+# Allowed values of the string fields; the first one is the default. `name` takes the keys of `mdmf.registry.MODELS`
+# (`model_names`), the one list of models.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "name": ("mdmf", "clip-fsar", "otam"),
     # both: local + global view (the paper); local/global: one view; ntc: one view without temporal context.
     "views": ("both", "local", "global", "ntc"),
     "pps_train_mode": ("sample", "argmax"),
@@ -126,7 +126,7 @@ class ModelConfig:
         """Raise `ValueError` naming the field, the value and what is allowed."""
         for f in dataclasses.fields(self):
             _check_type(f.name, f.type, getattr(self, f.name))
-        for name, allowed in CHOICES.items():
+        for name, allowed in {"name": model_names(), **CHOICES}.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"ModelConfig.{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
@@ -180,6 +180,14 @@ class ModelConfig:
         return cls.from_dict(data)
 
 
+def model_names() -> tuple[str, ...]:
+    """The values `ModelConfig.name` may take: the registered models (`mdmf.registry.MODELS`), in order."""
+    # Imported when called, not at the top: the registry imports the models, and every model imports this module.
+    from mdmf.registry import MODELS
+
+    return tuple(MODELS)
+
+
 def _require(ok: bool, name: str, value: Any, what: str) -> None:
     if not ok:
         raise ValueError(f"ModelConfig.{name} must be {what}; got {value!r}")
@@ -203,4 +211,4 @@ def _check_type(name: str, annotation: str, value: Any) -> None:
         raise ValueError(f"ModelConfig.{name} must be of type {annotation}; got {value!r}")
 
 
-__all__ = ["CHOICES", "CONFIG_VERSION", "LEGACY_VALUES", "ModelConfig"]
+__all__ = ["CHOICES", "CONFIG_VERSION", "LEGACY_VALUES", "ModelConfig", "model_names"]

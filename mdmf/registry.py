@@ -1,4 +1,8 @@
-"""`build_model`: a model from its config's name (`mdmf`, `clip-fsar`, `otam`)."""
+"""`MODELS`, the one list of few-shot models (name -> class), and `build_model`.
+
+A new head registers here with one entry; `ModelConfig.name` takes its choices from these keys, and the registry
+tests run over all of them (docs/CONTRIBUTING.md). The first entry is the default model.
+"""
 
 from __future__ import annotations
 
@@ -16,3 +20,8 @@ def build_model(config: ModelConfig) -> FewShotMethod:
         raise ValueError(f"unknown model {config.name!r}; known models: {', '.join(sorted(MODELS))}")
     config.validate()
     return MODELS[config.name](config)
+
+
+def untrained_models() -> tuple[str, ...]:
+    """The models with nothing to train (`needs_training` False): those `mdmf eval` and `predict` run without a run."""
+    return tuple(name for name, cls in MODELS.items() if cls.needs_training is False)

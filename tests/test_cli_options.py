@@ -185,6 +185,14 @@ def test_eval_otam_writes_where_out_says_and_json_dash_is_the_result(store, tmp_
     assert (tmp_path / "runs" / "baselines" / "synthetic-synthetic-otam" / "eval" / written.name).is_file()
 
 
+@pytest.mark.parametrize("model,message", [("mdmf", "--model mdmf needs training"),
+                                           ("nonsense", "--model nonsense: unknown model")])
+def test_eval_without_a_run_takes_only_an_untrained_model(store, model, message):
+    result = CliRunner().invoke(app, ["eval", "--model", model, "--cache", str(store), "--device", "cpu", "--quiet"])
+    assert isinstance(result.exception, MdmfError) and message in str(result.exception)
+    assert "use one of: otam" in str(result.exception)
+
+
 @pytest.mark.parametrize("columns", [None, "60"])
 def test_tables_in_a_log_file_are_not_folded_at_80_columns(tmp_path, columns):
     """A cluster job's output goes to a file: rich would fold every line at 80 columns there. mdmf's tables use 200

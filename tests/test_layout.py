@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mdmf.pipeline.data.splits import SHIPPED_DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
 # The rooms of mdmf.pipeline in the order they may import each other: each imports only those before it (and itself).
@@ -85,7 +86,7 @@ def test_the_wheel_is_the_whole_product_under_one_name(built_wheel):
                 want.add("/".join([*package.split("."), *rel.parts]))
     splits = {"/".join(("mdmf", "splits", *p.relative_to(REPO / "splits").parts))
               for p in (REPO / "splits").rglob("*") if p.is_file()}
-    assert len(splits) == 1 + 5 * 7  # README.md, and per benchmark info.json + {train,val,test}{,_classes}.txt
+    assert len(splits) == 1 + len(SHIPPED_DATASETS) * 7  # README.md, and per benchmark info.json + {train,val,test}{,_classes}.txt
     missing = sorted((want | splits) - names)
     assert not missing, missing[:20]
     assert any(n.startswith("mdmf/pipeline/presets/reference") for n in names)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdmf.config import ModelConfig
-from mdmf.registry import build_model
+from mdmf.registry import MODELS, build_model, untrained_models
 from mdmf.pipeline.apps.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
@@ -20,7 +20,7 @@ from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate_spl
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.runs import RunDir
 
-BASELINES = Path("runs") / "baselines"  # runs/baselines/<dataset>-<backbone>-otam/eval/...
+BASELINES = Path("runs") / "baselines"  # runs/baselines/<dataset>-<backbone>-<model>/eval/...
 
 
 @dataclass
@@ -83,12 +83,18 @@ def _evaluate_run(run: RunDir, req: EvalRequest, cfg: EvalConfig) -> tuple[EvalR
 
 
 def _evaluate_baseline(req: EvalRequest, cfg: EvalConfig) -> tuple[EvalResult, Path, str]:
-    """The untrained OTAM baseline on a store's raw CLIP features (written under runs/baselines/)."""
+    """An untrained model (`needs_training` False: the OTAM baseline) on a store's raw CLIP features, written under
+    runs/baselines/."""
     store = FeatureStore.open(req.cache or default_store_path(req.dataset, req.backbone))
-    if req.model != "otam":
-        raise MdmfError(f"--model {req.model}: only the untrained baseline 'otam' can be evaluated without a run")
-    net = build_model(ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
+    untrained = ", ".join(untrained_models())
+    if req.model not in MODELS:
+        raise MdmfError(f"--model {req.model}: unknown model; without a run use one of: {untrained}")
+    net = build_model(ModelConfig(name=req.model, dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
+    if net.needs_training:
+        raise MdmfError(f"--model {req.model} needs training: train it with `mdmf train --model {req.model}` and "
+                        f"evaluate the run with --run; without a run use one of: {untrained}")
     identity = store.meta["identity"]
-    out = RunDir(BASELINES / f"{identity['dataset']}-{identity['backbone']}-otam").eval_path(
+    out = RunDir(BASELINES / f"{identity['dataset']}-{identity['backbone']}-{req.model}").eval_path(
         req.split, req.way, req.shot, req.seed)
-    return evaluate_split(net, store, req.split, cfg), out, f"OTAM on raw CLIP features ({store.path}) on {req.split}"
+    return evaluate_split(net, store, req.split, cfg), out, (f"{req.model} (untrained) on raw CLIP "
+                                                                  f"features ({store.path}) on {req.split}")
