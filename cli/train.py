@@ -13,6 +13,7 @@ from mdmf.cli.app import app
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.paths import run_name_path
 from mdmf.pipeline.data.datasets import default_store_path
+from mdmf.registry import trainable_models
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -37,7 +38,7 @@ def train(
     backbone: str = typer.Option(None, help="backbone part of the default store path (e2e: must be the store's)"),
     name: str = typer.Option(None, help="run name: the run is written to runs/<name> (default <dataset>-<model>-<way>w<shot>s[-e2e])"),
     runs: Path = typer.Option(Path("runs"), help="folder of runs"),
-    model: str = typer.Option(None, help="mdmf (default) or clip-fsar"),
+    model: str = typer.Option(None, help=f"{', '.join(trainable_models())} (default {trainable_models()[0]})"),
     preset: str = typer.Option(None, help="settings preset: a shipped name (reference, clip-fsar-hmdb51, ...) or a JSON file; explicit options override it"),
     set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable): views=local, pps=false, distill_condition=text, ..."),
     way: int = typer.Option(None, help="classes per episode [5]"), shot: int = typer.Option(None, help="support videos per class [1]"),

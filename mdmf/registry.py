@@ -25,3 +25,8 @@ def build_model(config: ModelConfig) -> FewShotMethod:
 def untrained_models() -> tuple[str, ...]:
     """The models with nothing to train (`needs_training` False): those `mdmf eval` and `predict` run without a run."""
     return tuple(name for name, cls in MODELS.items() if cls.needs_training is False)
+
+
+def trainable_models() -> tuple[str, ...]:
+    """The models `mdmf train` trains (`needs_training`), the default model first."""
+    return tuple(name for name in MODELS if name not in untrained_models())
