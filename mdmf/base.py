@@ -3,12 +3,15 @@
 Shapes: E episodes, N way, K shot, M queries per episode, T frames, D width, L tokens per video, C classes.
 A method splits its work into `encode` (per video, episode-independent), `fuse` (per (video, prompt) pair) and
 `score` (prototypes, distances, logits), so that evaluation can compute each video and each pair once; `forward`
-composes them for training and for checking that composition.
+composes them, the one spelling of scoring an episode (training, the naive evaluation and `predict`, whose classes may
+have uneven shots); the reused evaluation path (pipeline.episodes.scoring) calls the same parts in another order.
 """
 
 from __future__ import annotations
 
 import abc
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -191,28 +194,66 @@ class FewShotMethod(nn.Module, abc.ABC):
         logits = -sum(self.view_weight(view) * d for view, d in distances.items())
         return Scores(logits=logits, distances=distances, text_logits=text or None)
 
-    def forward(self, support: torch.Tensor, class_prompts: torch.Tensor, query: torch.Tensor,
-                generator: torch.Generator | None = None, class_texts: ClassTexts | None = None) -> Scores:
-        """support `(E, N, K, T, D)`, class_prompts `(E, N, D)`, query `(E, M, T, D)` -> `Scores`.
+    def fuse_classes(self, encoded: list[dict[str, torch.Tensor]],
+                     class_prompts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Uneven shots (one episode, class n with its own K_n): encoded[n] view -> `(K_n, …)` (from `encode`),
+        class_prompts `(N, D)` -> view -> `(1, N, 1, L, D)`.
 
-        Supports take their class's prompt; queries take the prompt PPS draws with `generator` (training:
-        `pps_train_mode`, eval: `pps_eval_mode`) or none. `class_texts` is only used by methods with a loss over all
-        training classes (CLIP-FSAR). `encode` runs on all videos of all E episodes in one call (see LTCE's BN note).
+        Each class goes through `fuse_support` as an episode of its own and is represented by its `prototypes` (the
+        mean of its fused shots), so `score` sees one episode with K' = 1 and gets the same prototypes it would
+        compute from K_n even shots. (A head whose `score` compares single support videos rather than prototypes
+        sees only the class means here.)
         """
-        E, N, K, T, D = support.shape
-        M = query.shape[1]
-        videos = torch.cat([support.reshape(E * N * K, T, D), query.reshape(E * M, T, D)])
-        encoded = self.encode(videos)
-        encoded_support = {k: v[: E * N * K].reshape(E, N, K, *v.shape[1:]) for k, v in encoded.items()}
-        encoded_query = {k: v[E * N * K :] for k, v in encoded.items()}
+        protos = [self.prototypes(self.fuse_support({k: v[None, None] for k, v in enc.items()},
+                                                    class_prompts[n, None, None]))
+                  for n, enc in enumerate(encoded)]
+        return {view: torch.cat([p[view] for p in protos], dim=1)[:, :, None] for view in protos[0]}
 
-        choice, query_prompts = None, None
-        if self.query_prompt_mode == "pps":
-            sim = self.prompt_selector.similarity(query, class_prompts)  # (E, M, N)
-            mode = self.config.pps_train_mode if self.training else self.config.pps_eval_mode
-            choice = self.select_prompts(sim, mode, generator)  # (E, M)
-            query_prompts = torch.gather(class_prompts, 1, choice[..., None].expand(E, M, D)).reshape(E * M, D)
-        s_tokens = self.fuse_support(encoded_support, class_prompts)
+    def choose_query_prompts(self, query: torch.Tensor, class_prompts: torch.Tensor, generator: torch.Generator | None,
+                             mode: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """query `(E, M, T, D)`, class_prompts `(E, N, D)` -> (the episode class whose prompt each query takes `(E, M)`
+        long, the prompts `(E·M, D)`), drawn by PPS in `mode` with `generator`; (None, None) when queries take none."""
+        if self.query_prompt_mode != "pps":
+            return None, None
+        E, M = query.shape[:2]
+        sim = self.prompt_selector.similarity(query, class_prompts)  # (E, M, N)
+        choice = self.select_prompts(sim, mode, generator)  # (E, M)
+        prompts = torch.gather(class_prompts, 1, choice[..., None].expand(E, M, class_prompts.shape[-1]))
+        return choice, prompts.reshape(E * M, -1)
+
+    def forward(self, support: torch.Tensor | Sequence[torch.Tensor], class_prompts: torch.Tensor, query: torch.Tensor,
+                generator: torch.Generator | None = None, class_texts: ClassTexts | None = None,
+                pps_mode: str | None = None) -> Scores:
+        """support `(E, N, K, T, D)`, class_prompts `(E, N, D)`, query `(E, M, T, D)` -> `Scores`: the one spelling
+        of episode scoring (training, naive evaluation, `predict`).
+
+        `support` may also be one episode's N classes with their own numbers of shots, a sequence of N `(K_n, T, D)`
+        tensors (E = 1; `fuse_classes`); with equal K_n it is the `(1, N, K, T, D)` case exactly. Supports take their
+        class's prompt; queries take the prompt PPS draws with `generator` in `pps_mode` (default: `pps_train_mode`
+        when training, `pps_eval_mode` in eval) or none. `class_texts` is only used by methods with a loss over all
+        training classes (CLIP-FSAR; even shots only). `encode` runs on all videos of all E episodes in one call (see
+        LTCE's BN note).
+        """
+        if not torch.is_tensor(support) and len({s.shape[0] for s in support}) == 1:
+            support = torch.stack(list(support))[None]
+        shots = None if torch.is_tensor(support) else [s.shape[0] for s in support]
+        if shots is not None and class_texts is not None:
+            raise ValueError("class_texts (the video-text loss) needs the same number of shots in every class")
+        rows = support.flatten(0, 2) if shots is None else torch.cat(list(support))
+        E, M = query.shape[:2]
+        encoded = self.encode(torch.cat([rows, query.flatten(0, 1)]))
+        encoded_support = {k: v[: len(rows)] for k, v in encoded.items()}
+        encoded_query = {k: v[len(rows) :] for k, v in encoded.items()}
+
+        mode = pps_mode or (self.config.pps_train_mode if self.training else self.config.pps_eval_mode)
+        choice, query_prompts = self.choose_query_prompts(query, class_prompts, generator, mode)
+        if shots is None:
+            s_tokens = self.fuse_support({k: v.reshape(*support.shape[:3], *v.shape[1:])
+                                          for k, v in encoded_support.items()}, class_prompts)
+        else:
+            bounds = [0, *itertools.accumulate(shots)]
+            s_tokens = self.fuse_classes([{k: v[a:b] for k, v in encoded_support.items()}
+                                          for a, b in zip(bounds, bounds[1:])], class_prompts[0])
         q_tokens = self.fuse(encoded_query, query_prompts, "query")
         scores = self.score({v: t.reshape(E, M, *t.shape[1:]) for v, t in q_tokens.items()}, s_tokens)
         scores.prompt_choice = choice

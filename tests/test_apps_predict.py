@@ -15,7 +15,6 @@ from mdmf.config import ModelConfig
 from mdmf.registry import build_model
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.apps.predict import PredictConfig, predict, scan_support
-from mdmf.pipeline.episodes.scoring import score_episode
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
 from videogen import write_video
@@ -124,10 +123,11 @@ def test_unequal_shots_average_each_class_over_its_own_examples(name):
     model = build_model(ModelConfig(name=name, dim=16, heads=4, mlp_dim=32, pps_eval_mode="argmax")).eval()
     g = torch.Generator().manual_seed(1)
     support, query, prompts = torch.randn(3, 8, 16, generator=g), torch.randn(4, 8, 16, generator=g), torch.randn(3, 16, generator=g)
-    one, _ = score_episode(model, support, torch.arange(3), prompts, query, "argmax", torch.Generator())
-    # a class given the same video twice has the same prototype as with it once
-    twice, _ = score_episode(model, torch.cat([support, support[:1]]), torch.tensor([0, 1, 2, 0]), prompts, query,
-                             "argmax", torch.Generator())
+    with torch.no_grad():
+        one = model(list(support[:, None]), prompts[None], query[None], torch.Generator(), pps_mode="argmax").logits[0]
+        # a class given the same video twice has the same prototype as with it once
+        twice = model([support[[0, 0]], support[1:2], support[2:3]], prompts[None], query[None], torch.Generator(),
+                      pps_mode="argmax").logits[0]
     torch.testing.assert_close(one, twice, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         full = model(support[None, :, None], prompts[None], query[None]).logits[0]

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.episodes.scoring import score_episode
 
 MAX_SHOT = 5  # the paper's (and this toolkit's) largest shot
 
@@ -139,9 +138,12 @@ def predict(cfg: PredictConfig) -> Prediction:
         support_feats = encoder.encode_videos(paths, advance).to(device)
         query_feats = encoder.encode_videos([Path(q) for q in cfg.queries], advance).to(device)
     prompt_texts, prompts = encoder.encode_classes(names)
-    mode = cfg.pps or model.config.pps_eval_mode
-    logits, choice = score_episode(model, support_feats, labels.to(device), prompts.to(device), query_feats, mode,
-                                   torch.Generator().manual_seed(cfg.seed))
+    by_class = [support_feats[labels.to(device) == n] for n in range(len(names))]  # (K_n, T, D): uneven shots
+    with torch.no_grad():
+        scores = model(by_class, prompts.to(device)[None], query_feats[None], torch.Generator().manual_seed(cfg.seed),
+                       pps_mode=cfg.pps)
+    logits = scores.logits[0]
+    choice = None if scores.prompt_choice is None else scores.prompt_choice[0]
     probs = torch.softmax(logits.double(), dim=-1).cpu()
     result = Prediction(model=model.config.name, run=run, classes=names, prompts=prompt_texts,
                         shots={n: len(support[n]) for n in names}, encoder=encoder.describe())

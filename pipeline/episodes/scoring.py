@@ -1,6 +1,7 @@
-"""The one scoring path of few-shot episodes: PPS → fuse → score, with the work that does not depend on the episode
-done once (used by evaluation, the report's per-query predictions and `predict`; training runs the model's `forward`,
-the same composition on one batch of episodes).
+"""Planning and batching the episodes of an evaluation: the model's parts (PPS → fuse → score, `FewShotMethod`) in
+an order that does the work that does not depend on the episode once (used by evaluation and the report's per-query
+predictions; the one spelling of scoring an episode is the model's `forward`, which training, `naive_logits` and
+`predict` run).
 
 In eval mode (dropout off, batch-norm on running statistics) reusing work is exact:
 * `encode` (temporal context) runs once per video;
@@ -324,32 +325,3 @@ class _DictRows:
 
     def __getitem__(self, index):
         return {k: v[index] for k, v in self.tensors.items()}
-
-
-@torch.no_grad()
-def score_episode(model, support: torch.Tensor, support_labels: torch.Tensor, prompts: torch.Tensor,
-                  query: torch.Tensor, pps_mode: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One episode with any number of support videos per class.
-
-    support `(S, T, D)` with support_labels `(S,)` in 0..N-1, prompts `(N, D)`, query `(M, T, D)` ->
-    (logits `(M, N)`, PPS prompt choice `(M,)` or None). The prototype is the mean of a class's support outputs, as
-    in `FewShotMethod.score`; it is computed here and passed with K = 1, so classes may have different K.
-    """
-    n = prompts.shape[0]
-    onehot = torch.nn.functional.one_hot(support_labels, n).to(support.dtype)  # (S, N)
-    weights = onehot / onehot.sum(0, keepdim=True)
-    class_mean = lambda t: torch.einsum("sn,s...->n...", weights, t)  # (S, ...) -> (N, ...): mean over a class's shots
-    encoded = model.encode(support)
-    if model.merges_shots:  # the class means of the encoded videos are fused, once per class
-        prototypes = {v: t[None, :, None] for v, t in model.fuse(
-            {k: class_mean(e) for k, e in encoded.items()}, prompts, "support").items()}  # (1, N, 1, L, D)
-    else:
-        s_tokens = model.fuse(encoded, prompts[support_labels], "support")  # view -> (S, L, D)
-        prototypes = {v: class_mean(t)[None, :, None] for v, t in s_tokens.items()}  # (1, N, 1, L, D)
-    choice, q_prompts = None, None
-    if model.query_prompt_mode == "pps":
-        sim = model.pps_similarity(query, prompts)[None]  # (1, M, N)
-        choice = model.select_prompts(sim, pps_mode, generator)[0]  # (M,)
-        q_prompts = prompts[choice]
-    q_tokens = {v: t[None] for v, t in model.fuse(model.encode(query), q_prompts, "query").items()}  # (1, M, L, D)
-    return model.score(q_tokens, prototypes).logits[0], choice
