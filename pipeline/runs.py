@@ -33,7 +33,7 @@ from mdmf.registry import build_model
 from mdmf.pipeline.core.checkpoint import load_checkpoint
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.features.backbones import RUN_VISUAL
-from mdmf.pipeline.features.store import IDENTITY_DEFAULTS, FeatureStore
+from mdmf.pipeline.features.store import FeatureStore
 
 
 @dataclass
@@ -220,7 +220,7 @@ class RunDir:
             if not (path / "zarr.json").is_file():
                 continue
             store = FeatureStore.open(path)
-            if identity is None or store.meta["identity"] == {**IDENTITY_DEFAULTS, **identity}:
+            if identity is None or store.meta.made_as(identity):
                 return store
             others.append(str(path))
         looked = ", ".join(str(p) for p in candidates[:4])

@@ -70,7 +70,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None,
     store = FeatureStore.open(cfg.store_path)
 
     console.rule("2/4 untrained baseline: OTAM on the raw CLIP frame features")
-    otam = build_model(ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
+    otam = build_model(ModelConfig(name="otam", dim=store.meta.dim, frames=store.meta.frames))
     results: dict = {"otam": {}, "mdmf": {}}
     for shot in cfg.shots:
         r = evaluate_split(otam, store, "test", EvalConfig(shot=shot, episodes=cfg.episodes, seed=cfg.seed,

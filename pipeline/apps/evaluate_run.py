@@ -89,11 +89,11 @@ def _evaluate_baseline(req: EvalRequest, cfg: EvalConfig) -> tuple[EvalResult, P
     untrained = ", ".join(untrained_models())
     if req.model not in MODELS:
         raise MdmfError(f"--model {req.model}: unknown model; without a run use one of: {untrained}")
-    net = build_model(ModelConfig(name=req.model, dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
+    net = build_model(ModelConfig(name=req.model, dim=store.meta.dim, frames=store.meta.frames))
     if net.needs_training:
         raise MdmfError(f"--model {req.model} needs training: train it with `mdmf train --model {req.model}` and "
                         f"evaluate the run with --run; without a run use one of: {untrained}")
-    identity = store.meta["identity"]
+    identity = store.meta.identity
     out = RunDir(BASELINES / f"{identity['dataset']}-{identity['backbone']}-{req.model}").eval_path(
         req.split, req.way, req.shot, req.seed)
     return evaluate_split(net, store, req.split, cfg), out, (f"{req.model} (untrained) on raw CLIP "

@@ -128,11 +128,11 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     examples, note = attention_examples(model, frames, prompts, preds, data.class_names, data.video_ids,
                                         cfg.attention_examples)
     if examples:
-        figures["attention"] = attention_maps(examples, int(store.meta["frames"]), out / "attention.png", note)
+        figures["attention"] = attention_maps(examples, store.meta.frames, out / "attention.png", note)
 
     summary = {
         "run": str(run), "model": model.config.to_dict(), "store": str(store.path),
-        "backbone": store.meta.get("backbone", {}).get("backbone"), "train": train_cfg, "best": state["best"],
+        "backbone": store.meta.backbone.get("backbone"), "train": train_cfg, "best": state["best"],
         "steps_logged": len(curves.train), "validations": curves.val,
         "evaluation": {**result.to_json(), "source": source},
         "predictions": {"episodes": episodes, "seed": cfg.seed, "accuracy": preds.accuracy(),

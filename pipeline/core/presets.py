@@ -68,7 +68,7 @@ def load_preset(spec: str | Path) -> Preset:
 
 def store_differences(preset: Preset, identity: dict) -> list[str]:
     """`setting=store value (preset: value)` for each setting of the preset's `extract` section that a store
-    (its identity, as `FeatureStore.meta["identity"]`) was made with otherwise: training a preset's heads on such a
+    (its identity, as `FeatureStore.meta.identity`) was made with otherwise: training a preset's heads on such a
     store is not the preset's computation. Settings the identity does not record are not compared."""
     return [f"{key}={identity[key]!r} (preset: {value!r})" for key, value in preset.extract.items()
             if key in identity and identity[key] != value]

@@ -29,7 +29,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,63 @@ STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", SHORT: "short"}
 IDENTITY_DEFAULTS = {"frame_sampling": "tsn", "normalize": "clip", "crop": "tsn",
                      # frames read with decord's get_batch, not exact on every file: never resumed by the exact reader
                      "decoder": "decord", "reader": "decord-get_batch"}
+
+
+@dataclass(frozen=True)
+class StoreMeta(Mapping):
+    """The store's root attributes, read once, with every default applied here and nowhere else.
+
+    Typed fields for code; as a read-only mapping it is the attributes as `export_h5` and `cache info` write them
+    (the identity with its defaults), so scripts that indexed the old dict keep working.
+    """
+
+    schema_version: int
+    identity: dict  # every setting that changes the stored numbers, with IDENTITY_DEFAULTS for older stores
+    chunk_videos: int  # videos per chunk = unit of resumable work
+    frames: int  # T
+    dim: int  # D
+    backbone: dict = field(default_factory=dict)  # `Backbone.describe()` of the encoder the features came from
+    config: dict = field(default_factory=dict)  # the `ExtractConfig` it was made with (runtime settings left out)
+    versions: dict = field(default_factory=dict)  # package versions of the run that created the store
+    extra: dict = field(default_factory=dict)  # any other attribute (kept as written)
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping) -> "StoreMeta":
+        """From the `mdmf` root attribute (or any mapping of the same form, e.g. an earlier `to_dict`)."""
+        attrs = dict(attrs)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        typed = {k: attrs.pop(k) for k in known if k in attrs}
+        typed["identity"] = {**IDENTITY_DEFAULTS, **typed.get("identity", {})}
+        for name in ("schema_version", "chunk_videos", "frames", "dim"):
+            typed[name] = int(typed[name])
+        return cls(**typed, extra=attrs)
+
+    @classmethod
+    def of(cls, meta: "StoreMeta | Mapping") -> "StoreMeta":
+        """`meta` itself, or a plain mapping of the attributes read as one."""
+        return meta if isinstance(meta, StoreMeta) else cls.from_attrs(meta)
+
+    def made_as(self, identity: dict) -> bool:
+        """Whether this store's identity is `identity` (as recorded by a run; entries it lacks read as their
+        IDENTITY_DEFAULTS, as the store's own do)."""
+        return self.identity == {**IDENTITY_DEFAULTS, **identity}
+
+    @property
+    def flip(self) -> bool:
+        """Whether train views were flipped (a store written without the entry: yes, the old behaviour)."""
+        return bool(self.identity.get("flip", True))
+
+    def to_dict(self) -> dict:
+        return {**self.extra, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}}
+
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
 
 
 @dataclass
@@ -100,13 +158,13 @@ def _strings(values) -> np.ndarray:
 class FeatureStore:
     """A feature store on disk. Create with `FeatureStore.create_or_open`, read with `FeatureStore.open`."""
 
-    def __init__(self, path: Path, root: zarr.Group):
+    def __init__(self, path: Path, root: zarr.Group, meta: StoreMeta | None = None):
         self.path = Path(path)
         self.root = root
         # Zarr opens a node by reading its metadata from disk: keep the handles (the layout never changes).
         self._groups: dict[str, zarr.Group] = {}
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
-        self._meta: dict | None = None
+        self._meta = meta  # None: read from `root` when first asked for
 
     # ---- opening -------------------------------------------------------------------------------------------------
     @classmethod
@@ -127,7 +185,7 @@ class FeatureStore:
                 f"{path}: store schema version {meta.get('schema_version')}, this mdmf reads {SCHEMA_VERSION}; "
                 "extract again into a new --out"
             )
-        return cls(path, root)
+        return cls(path, root, StoreMeta.from_attrs(meta))
 
     @classmethod
     def create_or_open(
@@ -211,7 +269,7 @@ class FeatureStore:
                               "frames": frames, "dim": dim, **meta}
 
     def _check_identity(self, identity: dict) -> None:
-        stored = self.meta.get("identity", {})
+        stored = self.meta.identity
         for key in sorted(set(stored) | set(identity)):
             if stored.get(key) != identity.get(key):
                 raise MdmfError(
@@ -221,10 +279,9 @@ class FeatureStore:
 
     # ---- metadata ------------------------------------------------------------------------------------------------
     @property
-    def meta(self) -> dict:
+    def meta(self) -> StoreMeta:
         if self._meta is None:
-            self._meta = dict(self.root.attrs["mdmf"])  # written once at creation, never changed
-            self._meta["identity"] = {**IDENTITY_DEFAULTS, **self._meta.get("identity", {})}
+            self._meta = StoreMeta.from_attrs(self.root.attrs["mdmf"])  # written once at creation, never changed
         return self._meta
 
     @property
@@ -247,7 +304,7 @@ class FeatureStore:
 
     @property
     def chunk_videos(self) -> int:
-        return int(self.meta["chunk_videos"])
+        return self.meta.chunk_videos
 
     def num_videos(self, split: str) -> int:
         return int(self.array(split, "status").shape[0])
@@ -350,12 +407,12 @@ def store_info(store: FeatureStore) -> dict:
         splits[split] = counts | {"classes": len(store.strings(split, "class_names")), "views": store.views(split)}
     return {
         "path": str(store.path),
-        "schema_version": meta["schema_version"],
-        "backbone": meta["backbone"],
-        "identity": meta["identity"],
-        "dim": meta["dim"],
-        "frames": meta["frames"],
-        "versions": meta.get("versions", {}),
+        "schema_version": meta.schema_version,
+        "backbone": meta.backbone,
+        "identity": meta.identity,
+        "dim": meta.dim,
+        "frames": meta.frames,
+        "versions": meta.versions,
         "splits": splits,
         "failures": {s: store.failures(s)[:20] for s in store.splits},
     }
@@ -387,7 +444,7 @@ def export_h5(store: FeatureStore, out: Path, force: bool = False) -> Path:
     tmp = out.with_name(out.name + ".partial")
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs["mdmf"] = json.dumps(store.meta)
+            f.attrs["mdmf"] = json.dumps(store.meta.to_dict())
             for split in store.splits:
                 g = f.create_group(split)
                 for name, arr in store.group(split).arrays():

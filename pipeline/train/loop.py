@@ -178,7 +178,7 @@ def preset_warnings(preset: str | None, store_path: str | Path) -> list[str]:
         return []
     p = load_preset(preset)
     try:
-        identity = FeatureStore.open(store_path).meta["identity"]
+        identity = FeatureStore.open(store_path).meta.identity
     except MdmfError:
         return []  # training reports the store problem itself
     diff = store_differences(p, identity)
@@ -193,9 +193,8 @@ def build_head(store: FeatureStore, overrides: dict):
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
 
-    meta = store.meta
     try:
-        cfg = ModelConfig.from_dict({**overrides, "dim": int(meta["dim"]), "frames": int(meta["frames"])})
+        cfg = ModelConfig.from_dict({**overrides, "dim": store.meta.dim, "frames": store.meta.frames})
         cfg.validate()
         return build_model(cfg)
     except ValueError as err:
@@ -366,7 +365,7 @@ def _setup(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     if state is not None:
         _restore(t, state)
     elif ctx.is_main:
-        run.start({"train": asdict(cfg), "model": heads.config.to_dict(), "store": store.meta["identity"],
+        run.start({"train": asdict(cfg), "model": heads.config.to_dict(), "store": store.meta.identity,
                    "store_location": run.store_location(store.path)})
     if ctx.is_main:
         t.trackers = open_trackers(cfg.log, run, asdict(cfg))
@@ -519,7 +518,7 @@ def _checkpoint(t: _Training, path: Path, light: bool = False) -> None:
     """last.pt (everything --resume needs), or with `light` only the heads and their config (e2e's best.pt)."""
     cfg, device = t.cfg, t.ctx.device
     data = {"model": t.heads.state_dict(), "model_config": t.heads.config.to_dict(), "train_config": asdict(cfg),
-            "step": t.step, "best": t.best, "store_identity": t.store.meta["identity"], "stage": cfg.stage,
+            "step": t.step, "best": t.best, "store_identity": t.store.meta.identity, "stage": cfg.stage,
             "store_location": t.run.store_location(t.store.path)}
     if not light:
         data.update(optimizer=t.opt.state_dict(), scaler=t.scaler.state_dict(), torch_rng=torch.get_rng_state(),
