@@ -42,8 +42,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     # distill_condition=none: sum (the reference code: KL summed over an episode's queries, unweighted) or
     # weighted-mean (like the conditioned cells: Σ w·KL / Σ w with w = ĉ + c̃).
     "distill_none_reduction": ("sum", "weighted-mean"),
-    # Cross-entropy over an episode's queries (and CLIP-FSAR's video-text term over its videos): sum (the reference
-    # code), or mean. Either way the result is averaged over episodes.
+    # Cross-entropy over an episode's queries (and CLIP-FSAR's video-text term over its videos): sum (CLIP-MDMF's
+    # code, whose loss sums), or mean (CLIP-FSAR's code and the heads of its codebase: F.cross_entropy's default,
+    # divided by the episodes per step). Either way the result is averaged over episodes.
     "ce_reduction": ("sum", "mean"),
     # CLIP-FSAR video-text logits: reference: `cos(·, eps 0.01) × scale`, a learnable scale initialised to 1;
     # clip-scale: CLIP's fixed logit scale, 100 × cosine.

@@ -68,6 +68,9 @@ def test_clip_fsar_hmdb51_schedule_step_by_step():
     weights = {d: load_preset(f"clip-fsar-{d}").model["fsar_text_weight"] for d in
                ("hmdb51", "ucf101", "kinetics100", "ssv2_small", "ssv2_full")}
     assert weights == {"hmdb51": 1.2, "ucf101": 1.5, "kinetics100": 1.5, "ssv2_small": 3.0, "ssv2_full": 3.0}
+    # the authors' head has no position embedding and averages its cross-entropies (issue 21)
+    heads = [ModelConfig.from_dict(load_preset(f"clip-fsar-{d}").model) for d in weights]
+    assert {(m.position_embedding, m.ce_reduction) for m in heads} == {(False, "mean")}
 
 
 @pytest.mark.parametrize("steps,factors", [((5,), (1.0,)), ((5, 3), (1.0, 0.1, 0.01))])

@@ -3,13 +3,19 @@ out here by hand from plain torch ops in float64 (the recipe of METHOD §4–§6
 plain convolutions, GTCE as the causal TCN, the authors' transformer (shared LayerNorm, bias-free projections, no
 LayerNorm before the FF) without position embedding, class prototypes after the transformer, OTAM both ways with the
 0.01 cosine, the first frame token as text token, the text-only up->down distillation with `>=` ties, and the CE
-summed over the episode's queries. Dropout is set to 0 so that the two computations see the same network."""
+summed over the episode's queries. Dropout is set to 0 so that the two computations see the same network.
+
+The `clip-fsar-*` presets likewise equal the authors' `CNN_OTAM_CLIPFSAR` head with its training loss: one temporal
+transformer of their block applied to the features as they are (no position embedding), the class text feature
+appended to each support video (MERGE_BEFORE: a class's videos and texts averaged first), OTAM both ways with the
+0.01 cosine, and `(CE(logits) + w · CE(video-text logits)) / episodes per step`, each CE averaged (F.cross_entropy's
+default), the video-text logits `cos_0.01(mean frame, every train class text) × scale`."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mdmf import ModelConfig, build_model
+from mdmf import ClassTexts, ModelConfig, build_model
 from mdmf.pipeline.core.presets import load_preset
 
 N, K, M, T, D, HEADS = 3, 2, 5, 8, 32, 4
@@ -45,11 +51,11 @@ def otam(query, protos):
     return out
 
 
-def authors_layer(q, kv, block):
+def authors_layer(q, kv, block, n_heads=HEADS):
     ln = lambda t: F.layer_norm(t, t.shape[-1:], block.norm.weight, block.norm.bias, block.norm.eps)  # noqa: E731
-    heads = lambda t: t.reshape(t.shape[0], t.shape[1], HEADS, -1).transpose(1, 2)  # noqa: E731
+    heads = lambda t: t.reshape(t.shape[0], t.shape[1], n_heads, -1).transpose(1, 2)  # noqa: E731
     Q, Kk, V = heads(ln(q) @ block.to_q.weight.T), heads(ln(kv) @ block.to_k.weight.T), heads(ln(kv) @ block.to_v.weight.T)
-    attn = torch.softmax(Q @ Kk.transpose(-1, -2) * (D // HEADS) ** -0.5, -1)
+    attn = torch.softmax(Q @ Kk.transpose(-1, -2) * (D // n_heads) ** -0.5, -1)
     x = (attn @ V).transpose(1, 2).reshape(q.shape) @ block.to_out[0].weight.T + block.to_out[0].bias + q
     ff = F.gelu(x @ block.ff[0].weight.T + block.ff[0].bias) @ block.ff[3].weight.T + block.ff[3].bias
     return ff + x
@@ -136,3 +142,55 @@ def test_reference_preset_loss_and_gradients_equal_the_authors_computation(seed)
             assert a is None and b is None
             continue
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def authors_clip_fsar_episode(model, support, texts, query, labels, episode_classes, weight, heads):
+    """One episode of the authors' CLIP-FSAR training step: support (N, K, T, D), texts (C, D) every train class's
+    text feature, query (M, T, D), labels (M,), episode_classes (N,) -> (loss before the division by the episodes
+    per step, logits (M, N))."""
+    n, k = support.shape[:2]
+    block = model.blocks[0]
+    context2 = lambda x: authors_layer(x, x, block, heads)  # noqa: E731  (depth 1, self-attention)
+    support_text = texts[episode_classes].repeat_interleave(k, 0)[:, None]  # (N·K, 1, D): each video's class text
+    merged = support.mean(1)  # MERGE_BEFORE: the class's videos averaged, and its texts
+    merged_text = support_text.reshape(n, k, 1, D).mean(1)
+    prototypes = context2(torch.cat([merged, merged_text], 1))[:, :T]
+    target = context2(query)
+    logits = -otam(target, prototypes)
+    ce = F.cross_entropy(logits, labels)
+    videos = torch.cat([support.reshape(n * k, T, D), query]).mean(1)
+    class_logits = cos_eps(videos, texts) * model.text_scale
+    real = torch.cat([episode_classes.repeat_interleave(k), episode_classes[labels]])
+    return ce + weight * F.cross_entropy(class_logits, real), logits
+
+
+@pytest.mark.parametrize("preset", ["clip-fsar-hmdb51", "clip-fsar-ssv2_full"])
+@pytest.mark.parametrize("seed,shot", [(0, 1), (1, 1), (2, 2), (3, 3)])
+def test_clip_fsar_presets_loss_and_gradients_equal_the_authors_computation(preset, seed, shot):
+    model_cfg = load_preset(preset).model
+    cfg = ModelConfig.from_dict({**model_cfg, "dim": D, "mlp_dim": 64, "attn_dropout": 0.0, "ff_dropout": 0.0})
+    torch.manual_seed(seed)
+    model = build_model(cfg).double().train()
+    with torch.no_grad():
+        model.text_scale.fill_(1.0 + 0.5 * seed)  # a learned scale away from its initial 1
+    E, C = 2, 7
+    g = torch.Generator().manual_seed(20 + seed)
+    support = torch.randn(E, N, shot, T, D, generator=g, dtype=torch.float64, requires_grad=True)
+    query = torch.randn(E, M, T, D, generator=g, dtype=torch.float64, requires_grad=True)
+    texts = torch.randn(C, D, generator=g, dtype=torch.float64, requires_grad=True)
+    episode_classes = torch.stack([torch.randperm(C, generator=g)[:N] for _ in range(E)])
+    labels = torch.randint(0, N, (E, M), generator=g)
+
+    scores = model(support, texts[episode_classes], query, class_texts=ClassTexts(texts, episode_classes))
+    ours, _ = model.loss(scores, labels)
+    theirs = []
+    for e in range(E):
+        loss, logits = authors_clip_fsar_episode(model, support[e], texts, query[e], labels[e], episode_classes[e],
+                                                 cfg.fsar_text_weight, cfg.heads)
+        torch.testing.assert_close(scores.logits[e], logits, rtol=0, atol=1e-13)
+        theirs.append(loss / E)  # loss / BATCH_SIZE, accumulated over the step's episodes
+    theirs = sum(theirs)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-14)
+    leaves = [support, query, texts, *model.parameters()]
+    for a, b in zip(torch.autograd.grad(ours, leaves), torch.autograd.grad(theirs, leaves)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
