@@ -108,6 +108,11 @@ class FewShotMethod(nn.Module, abc.ABC):
     needs_training: bool = True  # False: a fixed baseline with nothing to train (OTAM on raw features)
     fuses: bool = True  # False: `fuse` passes the raw frames on; its tokens are the frame features themselves
     has_attention: bool = False  # True: `attention` returns the fusion's attention maps (for figures)
+    # True: `score` needs every support video's tokens `(E, N, K, L, D)`, not only their class mean (a mean of per-shot
+    # similarities, attention over all shots' tuples): evaluation then gathers them and calls `score`, never
+    # `score_prototypes`. Such a method scores each class from that class's shots alone (uneven shots: `score_classes`
+    # scores one class at a time).
+    scores_shots: bool = False
 
     def attention(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
                   role: str) -> dict[str, torch.Tensor]:
@@ -209,6 +214,17 @@ class FewShotMethod(nn.Module, abc.ABC):
                   for n, enc in enumerate(encoded)]
         return {view: torch.cat([p[view] for p in protos], dim=1)[:, :, None] for view in protos[0]}
 
+    def score_classes(self, query_tokens: dict[str, torch.Tensor], encoded: list[dict[str, torch.Tensor]],
+                      class_prompts: torch.Tensor) -> Scores:
+        """Uneven shots for a method that `scores_shots` (its score needs every shot, not the class mean): query
+        tokens view -> `(1, M, L, D)`, encoded[n] view -> `(K_n, …)`, class_prompts `(N, D)` -> `Scores` `(1, M, N)`,
+        class n scored from its own K_n fused shots (such a method scores each class from its shots alone)."""
+        parts = [self.score(query_tokens, self.fuse_support({k: v[None, None] for k, v in enc.items()},
+                                                            class_prompts[n, None, None]))
+                 for n, enc in enumerate(encoded)]
+        return Scores(logits=torch.cat([p.logits for p in parts], -1),
+                      distances={v: torch.cat([p.distances[v] for p in parts], -1) for v in parts[0].distances})
+
     def choose_query_prompts(self, query: torch.Tensor, class_prompts: torch.Tensor, generator: torch.Generator | None,
                              mode: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """query `(E, M, T, D)`, class_prompts `(E, N, D)` -> (the episode class whose prompt each query takes `(E, M)`
@@ -247,15 +263,17 @@ class FewShotMethod(nn.Module, abc.ABC):
 
         mode = pps_mode or (self.config.pps_train_mode if self.training else self.config.pps_eval_mode)
         choice, query_prompts = self.choose_query_prompts(query, class_prompts, generator, mode)
+        q_tokens = {v: t.reshape(E, M, *t.shape[1:]) for v, t in
+                    self.fuse(encoded_query, query_prompts, "query").items()}
         if shots is None:
             s_tokens = self.fuse_support({k: v.reshape(*support.shape[:3], *v.shape[1:])
                                           for k, v in encoded_support.items()}, class_prompts)
+            scores = self.score(q_tokens, s_tokens)
         else:
             bounds = [0, *itertools.accumulate(shots)]
-            s_tokens = self.fuse_classes([{k: v[a:b] for k, v in encoded_support.items()}
-                                          for a, b in zip(bounds, bounds[1:])], class_prompts[0])
-        q_tokens = self.fuse(encoded_query, query_prompts, "query")
-        scores = self.score({v: t.reshape(E, M, *t.shape[1:]) for v, t in q_tokens.items()}, s_tokens)
+            classes = [{k: v[a:b] for k, v in encoded_support.items()} for a, b in zip(bounds, bounds[1:])]
+            scores = (self.score_classes(q_tokens, classes, class_prompts[0]) if self.scores_shots
+                      else self.score(q_tokens, self.fuse_classes(classes, class_prompts[0])))
         scores.prompt_choice = choice
         if class_texts is not None:
             scores.video_text = self.video_text_logits(support, query, class_texts)

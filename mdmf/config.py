@@ -49,6 +49,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     # CLIP-FSAR video-text logits: reference: `cos(·, eps 0.01) × scale`, a learnable scale initialised to 1;
     # clip-scale: CLIP's fixed logit scale, 100 × cosine.
     "fsar_text_logits": ("reference", "clip-scale"),
+    # ---- heads of the CLIP-FSAR codebase (h21a; docs/HEADS.md) ----
+    # protonet: cosine: the mean of the query's cosines (eps 0.01) to a class's support videos (CNN_TSN, the code);
+    # squared-euclidean: -‖query − class prototype‖² (its norm_sq_dist branch, the ProtoNet paper).
+    "protonet_metric": ("cosine", "squared-euclidean"),
 }
 
 CONFIG_VERSION = 2
@@ -62,7 +66,8 @@ LEGACY_VALUES: dict[str, Any] = {
 
 @dataclass
 class ModelConfig:
-    """Options of `mdmf`, `clip-fsar` and `otam` (docs METHOD §3–§9). Invalid values raise `ValueError` on creation."""
+    """Options of `mdmf`, `clip-fsar`, `otam` (docs METHOD §3–§9) and the heads of docs/HEADS.md. Invalid values
+    raise `ValueError` on creation. A field's name begins with the head it belongs to where it is one head's."""
 
     name: str = "mdmf"
     dim: int = 1024  # D: CLIP embedding width (1024 for RN50, 512 for ViT-B/16)
@@ -111,14 +116,16 @@ class ModelConfig:
     # CLIP-FSAR's MERGE_BEFORE (its 5-shot configs): a class's K support videos (frames and prompt token) are averaged
     # before the temporal transformer, instead of averaging the K transformer outputs.
     fsar_merge_before: bool = False
+    # ---- heads of the CLIP-FSAR codebase (h21a; docs/HEADS.md); defaults are the authors' code ----
+    protonet_metric: str = "cosine"
     config_version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists and may write 1 for 1.0; normalise so that equal configs compare equal.
-        if isinstance(self.tcn_dilations, list):
-            self.tcn_dilations = tuple(self.tcn_dilations)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.type == "tuple[int, ...]" and isinstance(value, list):
+                setattr(self, f.name, tuple(value))
             if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, f.name, float(value))
         self.validate()
@@ -155,8 +162,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""
         data = dataclasses.asdict(self)
-        data["tcn_dilations"] = list(self.tcn_dilations)
-        return data
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -10,8 +10,12 @@ from mdmf.base import FewShotMethod
 from mdmf.baselines import CLIPFSAR, OTAMBaseline
 from mdmf.config import ModelConfig
 from mdmf.model import MDMF
+from mdmf.protonet import ProtoNet
+from mdmf.zeroshot import CLIPZeroShot
 
 MODELS: dict[str, type[FewShotMethod]] = {"mdmf": MDMF, "clip-fsar": CLIPFSAR, "otam": OTAMBaseline}
+# Heads of the CLIP-FSAR codebase (h21a; docs/HEADS.md).
+MODELS |= {"protonet": ProtoNet, "clip-zeroshot": CLIPZeroShot}
 
 
 def build_model(config: ModelConfig) -> FewShotMethod:

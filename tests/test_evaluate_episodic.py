@@ -13,6 +13,8 @@ from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
 from synthetic import make_store
 
 SMALL = dict(dim=32, heads=4, mlp_dim=64)
+# The heads of docs/HEADS.md (h21a): their episode-independent work reused as the others'.
+HEADS = [("protonet", {}), ("protonet", {"protonet_metric": "squared-euclidean"}), ("clip-zeroshot", {})]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def store(tmp_path_factory):
 
 @pytest.mark.parametrize("name,options", [("otam", {}), ("mdmf", SMALL), ("mdmf", {**SMALL, "pps": False}),
                                           ("mdmf", {**SMALL, "views": "local", "pps_eval_mode": "argmax"}),
-                                          ("clip-fsar", SMALL)])
+                                          ("clip-fsar", SMALL), *HEADS])
 @pytest.mark.parametrize("shot", [1, 5])
 def test_reuse_gives_the_naive_result_to_the_last_digit(store, name, options, shot):
     torch.manual_seed(0)

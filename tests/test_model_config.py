@@ -76,7 +76,12 @@ ALTERNATIVES = {
     "distill_none_reduction": ["weighted-mean"], "ce_reduction": ["mean"], "fsar_text_logits": ["clip-scale"],
     "fsar_merge_before": [True],
 }
-CLIP_FSAR_ONLY = {"fsar_text_weight", "fsar_text_logits", "fsar_merge_before"}
+# The heads of docs/HEADS.md (h21a).
+ALTERNATIVES |= {"protonet_metric": ["squared-euclidean"]}
+ALTERNATIVES["name"] += ["protonet", "clip-zeroshot"]
+# Fields of one model: fingerprinted on that model (the others ignore them).
+ONLY_FOR = {"fsar_text_weight": "clip-fsar", "fsar_text_logits": "clip-fsar", "fsar_merge_before": "clip-fsar"}
+ONLY_FOR |= {"protonet_metric": "protonet"}
 # Options that act only together with another setting: the base config of their fingerprint has it.
 BASE_FOR = {"distill_none_reduction": {"distill_condition": "none"}}
 # Not fingerprinted: ties between the views' scores do not occur on random inputs (tests/test_model_distillation.py builds
@@ -133,7 +138,7 @@ def test_fingerprint_is_deterministic(name):
 
 @pytest.mark.parametrize("field,value", [(f, v) for f, values in ALTERNATIVES.items() for v in values])
 def test_every_option_changes_the_model(field, value):
-    name = "clip-fsar" if field in CLIP_FSAR_ONLY else "mdmf"
+    name = ONLY_FOR.get(field, "mdmf")
     base = ModelConfig(name=name, **SMALL, **BASE_FOR.get(field, {}))
     assert getattr(base, field) != value
     assert not same(fingerprint(base), fingerprint(dataclasses.replace(base, **{field: value})))

@@ -164,6 +164,8 @@ def score_planned(model, work: EpisodeIndependentWork, planned, chunk: int, devi
     """
     def score_chunk(slots, support, i, buffers=(None, None)):
         q_tokens = _gather(work.query, slots[i : i + chunk], buffers[0])  # (E, M, L, D)
+        if model.scores_shots:  # every shot's tokens (E, N, K, L, D)
+            return model.score(q_tokens, _gather(work.support, support[i : i + chunk], buffers[1])).logits
         prototypes = _gather_prototypes(work.support, support[i : i + chunk], buffers[1])  # (E, N, L, D)
         return model.score_prototypes(q_tokens, prototypes).logits
 

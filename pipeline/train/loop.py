@@ -382,9 +382,10 @@ def _build_heads(cfg: TrainConfig, store: FeatureStore, init: dict | None) -> nn
     """The heads for `store`, seeded (same seed, same initial weights), or `--init`'s trained ones."""
     torch.manual_seed(cfg.seed)
     heads = build_head(store, cfg.model)
-    if not heads.needs_training:
-        raise MdmfError(f"model {heads.config.name} has no trainable parameters: evaluate it directly (mdmf eval "
-                        f"--model {heads.config.name})")
+    if not heads.needs_training and cfg.stage != "e2e":  # e2e trains the backbone through it (as CNN_TSN is trained)
+        raise MdmfError(f"model {heads.config.name} has no trainable parameters on cached features: evaluate it "
+                        f"directly (mdmf eval --model {heads.config.name}), or fine-tune the backbone through it "
+                        "with --stage e2e")
     if init is not None:
         if (init["model_config"]["dim"], init["model_config"]["frames"]) != (heads.config.dim, heads.config.frames):
             raise MdmfError(f"--init {cfg.init}: its heads are for D={init['model_config']['dim']}, "
