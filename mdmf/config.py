@@ -118,6 +118,11 @@ class ModelConfig:
     fsar_merge_before: bool = False
     # ---- heads of the CLIP-FSAR codebase (h21a; docs/HEADS.md); defaults are the authors' code ----
     protonet_metric: str = "cosine"
+    # TRX (CNN_TRX / TemporalCrossTransformer): tuple cardinalities, the key/value width, the dropout after the
+    # sinusoidal position encoding (scaled by 0.1, as the code).
+    trx_cardinalities: tuple[int, ...] = (2, 3)
+    trx_dim: int = 1152
+    trx_dropout: float = 0.1
     config_version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -158,6 +163,15 @@ class ModelConfig:
         _require(self.otam_smoothing > 0, "otam_smoothing", self.otam_smoothing, "positive")
         for name in ("alpha_global", "alpha_local", "distill_weight", "fsar_text_weight"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "non-negative")
+        self._validate_heads()
+
+    def _validate_heads(self) -> None:
+        """The fields of the CLIP-FSAR codebase's heads (protonet, trx, strm)."""
+        _require(len(self.trx_cardinalities) >= 1 and len(set(self.trx_cardinalities)) == len(self.trx_cardinalities)
+                 and all(1 <= c <= self.frames for c in self.trx_cardinalities), "trx_cardinalities",
+                 self.trx_cardinalities, f"a non-empty list of distinct tuple sizes between 1 and frames={self.frames}")
+        _require(self.trx_dim >= 1, "trx_dim", self.trx_dim, "a positive integer")
+        _require(0.0 <= self.trx_dropout < 1.0, "trx_dropout", self.trx_dropout, "in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""

@@ -11,11 +11,12 @@ from mdmf.baselines import CLIPFSAR, OTAMBaseline
 from mdmf.config import ModelConfig
 from mdmf.model import MDMF
 from mdmf.protonet import ProtoNet
+from mdmf.trx import TRX
 from mdmf.zeroshot import CLIPZeroShot
 
 MODELS: dict[str, type[FewShotMethod]] = {"mdmf": MDMF, "clip-fsar": CLIPFSAR, "otam": OTAMBaseline}
 # Heads of the CLIP-FSAR codebase (h21a; docs/HEADS.md).
-MODELS |= {"protonet": ProtoNet, "clip-zeroshot": CLIPZeroShot}
+MODELS |= {"protonet": ProtoNet, "clip-zeroshot": CLIPZeroShot, "trx": TRX}
 
 
 def build_model(config: ModelConfig) -> FewShotMethod:
