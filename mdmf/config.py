@@ -123,6 +123,12 @@ class ModelConfig:
     trx_cardinalities: tuple[int, ...] = (2, 3)
     trx_dim: int = 1152
     trx_dropout: float = 0.1
+    # STRM (TRX on MLP-enriched frames + a query-class distance branch): that branch's weight in the loss and the
+    # logits; the dropout of the enrichment's position encoding and of the branch's input; whether the branch's
+    # projection is trained (the paper) or stays at its random initialisation (the released code: false).
+    strm_distance_weight: float = 0.1
+    strm_dropout: float = 0.1
+    strm_learn_distance: bool = False
     config_version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -171,7 +177,9 @@ class ModelConfig:
                  and all(1 <= c <= self.frames for c in self.trx_cardinalities), "trx_cardinalities",
                  self.trx_cardinalities, f"a non-empty list of distinct tuple sizes between 1 and frames={self.frames}")
         _require(self.trx_dim >= 1, "trx_dim", self.trx_dim, "a positive integer")
-        _require(0.0 <= self.trx_dropout < 1.0, "trx_dropout", self.trx_dropout, "in [0, 1)")
+        for name in ("trx_dropout", "strm_dropout"):
+            _require(0.0 <= getattr(self, name) < 1.0, name, getattr(self, name), "in [0, 1)")
+        _require(self.strm_distance_weight >= 0, "strm_distance_weight", self.strm_distance_weight, "non-negative")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""

@@ -11,12 +11,13 @@ from mdmf.baselines import CLIPFSAR, OTAMBaseline
 from mdmf.config import ModelConfig
 from mdmf.model import MDMF
 from mdmf.protonet import ProtoNet
+from mdmf.strm import STRM
 from mdmf.trx import TRX
 from mdmf.zeroshot import CLIPZeroShot
 
 MODELS: dict[str, type[FewShotMethod]] = {"mdmf": MDMF, "clip-fsar": CLIPFSAR, "otam": OTAMBaseline}
 # Heads of the CLIP-FSAR codebase (h21a; docs/HEADS.md).
-MODELS |= {"protonet": ProtoNet, "clip-zeroshot": CLIPZeroShot, "trx": TRX}
+MODELS |= {"protonet": ProtoNet, "clip-zeroshot": CLIPZeroShot, "trx": TRX, "strm": STRM}
 
 
 def build_model(config: ModelConfig) -> FewShotMethod:

@@ -78,11 +78,13 @@ ALTERNATIVES = {
 }
 # The heads of docs/HEADS.md (h21a).
 ALTERNATIVES |= {"protonet_metric": ["squared-euclidean"], "trx_cardinalities": [(2,), (1, 3)], "trx_dim": [24],
-                 "trx_dropout": [0.0, 0.5]}
-ALTERNATIVES["name"] += ["protonet", "clip-zeroshot", "trx"]
+                 "trx_dropout": [0.0, 0.5], "strm_distance_weight": [0.0, 1.0], "strm_dropout": [0.0, 0.5],
+                 "strm_learn_distance": [True]}
+ALTERNATIVES["name"] += ["protonet", "clip-zeroshot", "trx", "strm"]
 # Fields of one model: fingerprinted on that model (the others ignore them).
 ONLY_FOR = {"fsar_text_weight": "clip-fsar", "fsar_text_logits": "clip-fsar", "fsar_merge_before": "clip-fsar"}
 ONLY_FOR |= {"protonet_metric": "protonet", "trx_cardinalities": "trx", "trx_dim": "trx", "trx_dropout": "trx"}
+ONLY_FOR |= {"strm_distance_weight": "strm", "strm_dropout": "strm", "strm_learn_distance": "strm"}
 # Options that act only together with another setting: the base config of their fingerprint has it.
 BASE_FOR = {"distill_none_reduction": {"distill_condition": "none"}}
 # Not fingerprinted: ties between the views' scores do not occur on random inputs (tests/test_model_distillation.py builds
