@@ -20,8 +20,8 @@ def eval_(
     cache: Path = typer.Option(None, help="feature store (default: the run's store, or cache/<dataset>/<backbone>)"),
     backbone: str = typer.Option(None, help="backbone part of the default store path"),
     model: str = typer.Option(None, help=f"evaluate an untrained model instead of a run: {', '.join(untrained_models())}"),
-    out: Path = typer.Option(None, help="folder for the result files (default: <run>/eval; with --model otam "
-                                        "runs/baselines/<dataset>-<backbone>-otam/eval)"),
+    out: Path = typer.Option(None, help="folder for the result files (default: <run>/eval; with --model NAME "
+                                        "runs/baselines/<dataset>-<backbone>-NAME/eval)"),
     split: str = typer.Option(D.split, help="split to evaluate on"),
     way: int = typer.Option(D.way), shot: int = typer.Option(D.shot),
     queries: int = typer.Option(D.queries, help="query videos per class"),

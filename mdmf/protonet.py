@@ -19,21 +19,25 @@ COSINE_EPS = 0.01
 VIEW = "protonet"
 
 
-class ProtoNet(FewShotMethod):
-    """Single view "protonet", tokens `(B, 1, D)`: the video's mean frame feature (episode-independent: `encode`)."""
+class MeanFrameMethod(FewShotMethod):
+    """A parameter-free method on each video's mean frame feature: `encode` gives `{"video": (B, 1, D)}`."""
 
     needs_training = False
-    fuses = False
+    fuses = False  # its tokens are pooled raw features, nothing fused
+
+    def encode(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames `(B, T, D)` -> `{"video": (B, 1, D)}`, the mean over the T frames (episode-independent)."""
+        self.check_frames(frames)
+        return {"video": frames.mean(1, keepdim=True)}
+
+
+class ProtoNet(MeanFrameMethod):
+    """Single view "protonet", tokens `(B, 1, D)`: the video's mean frame feature (episode-independent: `encode`)."""
 
     @property
     def scores_shots(self) -> bool:
         # The mean of per-video cosines is not a function of the class mean; the squared distance to the prototype is.
         return self.config.protonet_metric == "cosine"
-
-    def encode(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """frames `(B, T, D)` -> `{"video": (B, 1, D)}`, the mean over the T frames."""
-        self.check_frames(frames)
-        return {"video": frames.mean(1, keepdim=True)}
 
     def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
              role: str) -> dict[str, torch.Tensor]:

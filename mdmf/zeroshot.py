@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import torch
 
-from mdmf.base import FewShotMethod, Scores
+from mdmf.base import Scores
 from mdmf.layers import pairwise_cosine
+from mdmf.protonet import MeanFrameMethod
 
 # CLIP's learned logit scale at the end of its pre-training (1 / temperature 0.01).
 CLIP_LOGIT_SCALE = 100.0
 VIEW = "zeroshot"
 
 
-class CLIPZeroShot(FewShotMethod):
+class CLIPZeroShot(MeanFrameMethod):
     """Single view "zeroshot", tokens `(B, 1, D)`: a query's mean frame feature, a support video's class prompt."""
-
-    needs_training = False
-    fuses = False
-
-    def encode(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """frames `(B, T, D)` -> `{"video": (B, 1, D)}`, the mean over the T frames (episode-independent)."""
-        self.check_frames(frames)
-        return {"video": frames.mean(1, keepdim=True)}
 
     def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
              role: str) -> dict[str, torch.Tensor]:

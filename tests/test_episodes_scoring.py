@@ -86,3 +86,23 @@ def test_reused_logits_equal_forward_logits_bit_for_bit_at_five_shots(name, opti
     for (_, _, fast_logits, fast_prompt), (_, _, slow_logits, slow_prompt) in zip(fast, slow):
         assert torch.equal(fast_prompt, slow_prompt)
         assert torch.equal(fast_logits, slow_logits), (fast_logits - slow_logits).abs().max()
+
+
+
+@pytest.mark.parametrize("name,options", [("trx", {"trx_dim": 16}), ("protonet", {})])
+def test_uneven_shots_of_a_head_that_scores_every_shot(name, options):
+    """Heads that `scores_shots` (docs/HEADS.md) with uneven shots (`predict`): each class's column is that of an
+    episode holding that class alone (they score a class from its own shots, never from the class mean)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=name, dim=16, frames=8, **options)).eval()
+    g = torch.Generator().manual_seed(1)
+    shots = [torch.randn(k, 8, 16, generator=g) for k in (1, 3, 2)]
+    prompts, query = torch.randn(1, 3, 16, generator=g), torch.randn(1, 4, 8, 16, generator=g)
+    with torch.no_grad():
+        logits = model(shots, prompts, query).logits[0]
+        for c, support in enumerate(shots):
+            alone = model(support[None, None], prompts[:, c : c + 1], query).logits[0, :, 0]
+            torch.testing.assert_close(logits[:, c], alone, rtol=0, atol=0)
+        # not what the class means would give: the test can fail
+        means = model(torch.stack([s.mean(0, keepdim=True) for s in shots])[None], prompts, query).logits[0]
+    assert not torch.allclose(logits, means)

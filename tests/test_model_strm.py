@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from mdmf import ModelConfig, build_model
 from mdmf.pipeline.core.presets import load_preset
-from test_model_trx import authors_cross_transformer, authors_positions
+from test_model_trx import assert_same_gradients, authors_cross_transformer, authors_positions, episode_inputs
 
 E, M, T, D = 2, 4, 8, 16
 
@@ -70,11 +70,7 @@ def test_reference_preset_is_the_released_strm(seed, way, shot, learn, sizes):
     torch.manual_seed(seed)
     model = build_model(cfg).double().train()
     assert all(p.requires_grad == learn for p in model.distance_branch.parameters())
-    g = torch.Generator().manual_seed(40 + seed)
-    support = torch.randn(E, way, shot, T, D, generator=g, dtype=torch.float64, requires_grad=True)
-    query = torch.randn(E, M, T, D, generator=g, dtype=torch.float64, requires_grad=True)
-    prompts = torch.randn(E, way, D, generator=g, dtype=torch.float64)
-    labels = torch.randint(0, way, (E, M), generator=g)
+    support, prompts, query, labels = episode_inputs(40 + seed, way, shot)
 
     scores = model(support, prompts, query)
     ours, parts = model.loss(scores, labels)
@@ -87,9 +83,7 @@ def test_reference_preset_is_the_released_strm(seed, way, shot, learn, sizes):
         theirs = theirs + task / E  # / tasks_per_batch, accumulated over the step
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
     assert set(parts) == {"ce", "trx", "distance"}
-    leaves = [support, query, *(p for p in model.parameters() if p.requires_grad)]
-    for a, b in zip(torch.autograd.grad(ours, leaves), torch.autograd.grad(theirs, leaves)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_gradients(ours, theirs, [support, query, *(p for p in model.parameters() if p.requires_grad)])
 
 
 def test_the_frozen_projection_is_saved_and_not_trained():

@@ -61,6 +61,20 @@ def authors_trx_logits(model, support, query):
     return torch.stack(logits, dim=-1).mean(-1)
 
 
+def episode_inputs(seed, way, shot):
+    """float64 support (E, way, shot, T, D) and query (E, M, T, D) with gradients, prompts, labels (E, M)."""
+    g = torch.Generator().manual_seed(seed)
+    support = torch.randn(E, way, shot, T, D, generator=g, dtype=torch.float64, requires_grad=True)
+    query = torch.randn(E, M, T, D, generator=g, dtype=torch.float64, requires_grad=True)
+    prompts = torch.randn(E, way, D, generator=g, dtype=torch.float64)
+    return support, prompts, query, torch.randint(0, way, (E, M), generator=g)
+
+
+def assert_same_gradients(ours, theirs, leaves):
+    for a, b in zip(torch.autograd.grad(ours, leaves), torch.autograd.grad(theirs, leaves)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("seed,way,shot", [(0, 5, 1), (1, 3, 2), (2, 4, 3)])
 def test_reference_preset_is_cnn_trx(seed, way, shot):
     preset = load_preset("reference-trx").model
@@ -68,11 +82,7 @@ def test_reference_preset_is_cnn_trx(seed, way, shot):
     assert (cfg.trx_cardinalities, cfg.trx_dim, cfg.ce_reduction, preset["trx_dropout"]) == ((2, 3), 1152, "mean", 0.1)
     torch.manual_seed(seed)
     model = build_model(cfg).double().train()
-    g = torch.Generator().manual_seed(30 + seed)
-    support = torch.randn(E, way, shot, T, D, generator=g, dtype=torch.float64, requires_grad=True)
-    query = torch.randn(E, M, T, D, generator=g, dtype=torch.float64, requires_grad=True)
-    prompts = torch.randn(E, way, D, generator=g, dtype=torch.float64)
-    labels = torch.randint(0, way, (E, M), generator=g)
+    support, prompts, query, labels = episode_inputs(30 + seed, way, shot)
 
     scores = model(support, prompts, query)
     ours, _ = model.loss(scores, labels)
@@ -82,9 +92,7 @@ def test_reference_preset_is_cnn_trx(seed, way, shot):
         torch.testing.assert_close(scores.logits[e], logits, rtol=1e-12, atol=1e-11)
         theirs = theirs + F.cross_entropy(logits, labels[e]) / E
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
-    leaves = [support, query, *model.parameters()]
-    for a, b in zip(torch.autograd.grad(ours, leaves), torch.autograd.grad(theirs, leaves)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_gradients(ours, theirs, [support, query, *model.parameters()])
 
 
 def test_positions_dropout_acts_in_training_only_and_the_tables_are_not_saved():

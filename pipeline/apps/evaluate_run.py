@@ -1,4 +1,5 @@
-"""`mdmf eval` as a request: a trained run (head or e2e) or the untrained OTAM baseline on seeded test episodes.
+"""`mdmf eval` as a request: a trained run (head or e2e) or an untrained model (OTAM, ProtoNet, CLIP zero-shot) on
+seeded test episodes.
 
 `evaluate_request` makes every decision the command needs (the device, which store or frames an e2e run is
 evaluated on, the baseline model, where the result is written); `mdmf.cli.evaluate` only parses and renders. The
@@ -26,11 +27,11 @@ BASELINES = Path("runs") / "baselines"  # runs/baselines/<dataset>-<backbone>-<m
 @dataclass
 class EvalRequest:
     run: str | None = None  # a run folder of `mdmf train` (its best.pt and its store)
-    model: str | None = None  # or an untrained model: otam
+    model: str | None = None  # or an untrained model: otam, protonet, clip-zeroshot
     dataset: str | None = None  # with model: the dataset whose default store to use
     cache: str | None = None  # a store instead of the run's (or the default one)
     backbone: str | None = None  # backbone part of the default store path
-    out: str | None = None  # folder of the result files (default: <run>/eval, or runs/baselines/<...>-otam/eval)
+    out: str | None = None  # folder of the result files (default: <run>/eval, or runs/baselines/<...>-<model>/eval)
     split: str = "test"
     way: int = 5
     shot: int = 1
