@@ -170,3 +170,12 @@ def test_configs_saved_before_version_2_rebuild_the_model_they_were_saved_with()
         ModelConfig.from_saved({**ModelConfig().to_dict(), "config_version": 3})
     with pytest.raises(ValueError, match="config_version"):
         ModelConfig(config_version=1)
+
+
+def test_configs_saved_before_the_new_heads_load_unchanged():
+    """A version-2 config saved before the heads of docs/HEADS.md had fields (h21a) loads as the same model."""
+    new_fields = {k for k in ONLY_FOR if k.split("_")[0] in ("protonet", "trx", "strm")}
+    for name in ("mdmf", "clip-fsar"):
+        saved = {k: v for k, v in ModelConfig(name=name, **SMALL).to_dict().items() if k not in new_fields}
+        assert ModelConfig.from_saved(saved) == ModelConfig(name=name, **SMALL)
+    assert ModelConfig.from_saved(ModelConfig(name="trx", trx_cardinalities=(2,)).to_dict()).trx_cardinalities == (2,)
