@@ -132,9 +132,10 @@ def time_training(store: Path, work: Path, shot: int, amp: str, ckpt: bool, args
 
 def time_loading(store_path: Path, shot: int, source: str, workers: int, episodes: int) -> float:
     """Seconds per 5-way episode (5 queries per class) of frames, `workers` loader processes (0: this one)."""
-    from mdmf.pipeline.train.e2e import extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.pipeline.features.recipe import extract_config_of, frame_source, preprocessor_of, split_videos
     from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec
-    from mdmf.pipeline.train.frame_sources import EpisodeFrames, loader
+    from mdmf.pipeline.features.frames import loader
+    from mdmf.pipeline.train.frame_sources import EpisodeFrames
     from mdmf.pipeline.features.store import FeatureStore
 
     store = FeatureStore.open(store_path)
@@ -169,7 +170,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.features.extract import run_extract
+    from mdmf.pipeline.features.recipe import ExtractConfig
 
     device = resolve_device(args.device)
     backbones = [b for b in args.backbones.split(",") if b]

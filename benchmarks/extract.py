@@ -209,7 +209,8 @@ def main() -> None:
     from mdmf.pipeline.data.datasets import load_dataset
     from mdmf.pipeline.core.isolation import quiet_worker_init
     from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.pipeline.features.extract import DecodeDataset, DecodeJob, ExtractConfig, prefetch_factor, run_extract
+    from mdmf.pipeline.features.extract import DecodeDataset, DecodeJob, prefetch_factor, run_extract
+    from mdmf.pipeline.features.recipe import ExtractConfig
     from mdmf.pipeline.data.transforms import FramePreprocessor
     from torch.utils.data import DataLoader
 

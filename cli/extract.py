@@ -47,7 +47,8 @@ def extract(
     import os
 
     from mdmf.pipeline.core.sharding import resolve_shard
-    from mdmf.pipeline.features.extract import extract_config, run_extract
+    from mdmf.pipeline.features.extract import run_extract
+    from mdmf.pipeline.features.recipe import extract_config
     from mdmf.cli.tables import print_extract_summary
 
     index, count, source = resolve_shard(shard, os.environ)

@@ -227,8 +227,3 @@ class RunDir:
         found = f"; {', '.join(others)} holds another store" if others else ""
         raise MdmfError(f"{self.path}: its feature store was not found (looked at {looked}){found}; give its "
                         "location with --cache PATH")
-
-
-def load_run_model(run: str | Path | RunDir):
-    """The best model of a run folder and its best.pt state (`RunDir(run).load_model()`)."""
-    return RunDir.of(run).load_model()

@@ -16,7 +16,8 @@ from mdmf.registry import build_model
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.apps.predict import PredictConfig, predict, scan_support
 from mdmf.pipeline.features.store import FeatureStore
-from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
+from mdmf.pipeline.features.recipe import EncodeRecipe
+from mdmf.pipeline.features.video_encoder import VideoEncoder
 from videogen import write_video
 
 MDMF = [sys.executable, "-m", "mdmf"]
@@ -27,7 +28,8 @@ MICRO = dict(backbone=str(MICRO_CONFIG), weights="random", progress=False, devic
 @pytest.fixture(scope="module")
 def micro_run(small_dataset, tmp_path_factory):
     """(store, run dir): the small dataset extracted with the micro backbone, an MDMF head trained 2 steps on it."""
-    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.features.extract import run_extract
+    from mdmf.pipeline.features.recipe import ExtractConfig
     from mdmf.pipeline.train.loop import TrainConfig, train
 
     root, splits = small_dataset
@@ -80,9 +82,9 @@ def test_predict_with_a_run_scores_like_the_model_on_the_store(micro_run, tmp_pa
         assert q.prompt_class in result.classes
 
     # the same episode through the model's own forward, on the store's features
-    from mdmf.pipeline.runs import load_run_model
+    from mdmf.pipeline.runs import RunDir
 
-    model, _ = load_run_model(run)
+    model, _ = RunDir(run).load_model()
     model.eval()
     data = store.load("test")
     row = {vid: i for i, vid in enumerate(data.video_ids)}

@@ -12,7 +12,7 @@ import torch
 
 from mdmf.pipeline.evaluate.predictions import predict_episodes
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
-from mdmf.pipeline.runs import load_run_model
+from mdmf.pipeline.runs import RunDir
 from mdmf.pipeline.apps.report import ReportConfig, make_report
 from mdmf.pipeline.apps.report_data import tsne_subset, video_embeddings
 from mdmf.pipeline.runs import read_curves
@@ -66,7 +66,7 @@ def test_report_writes_every_figure_and_the_summary(trained, tmp_path):
 
 def test_a_current_eval_json_of_the_run_is_reused_and_a_stale_one_is_not(trained, tmp_path):
     store, run = trained
-    model, _ = load_run_model(run)
+    model, _ = RunDir(run).load_model()
     result = evaluate_split(model, store, "test", EvalConfig(episodes=150, progress=False)).to_json()
     path = run / "eval" / "test_5w1s_seed0.json"
     path.parent.mkdir(exist_ok=True)
@@ -98,7 +98,7 @@ def test_report_data_helpers(trained):
     labels = np.repeat(np.arange(12), 5)
     rows = tsne_subset(labels, max_classes=4, per_class=3)
     assert len(rows) == 12 and set(labels[rows]) == {0, 4, 7, 11} and np.all(np.diff(rows) > 0)
-    model, _ = load_run_model(run)
+    model, _ = RunDir(run).load_model()
     data = store.load("test")
     frames = torch.as_tensor(data.features[:, 0]).float()
     emb = video_embeddings(model, frames, torch.as_tensor(data.prompt_embeddings))

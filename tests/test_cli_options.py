@@ -21,7 +21,8 @@ from mdmf.pipeline.apps.report import ReportConfig
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.data.check_data import check_data
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
-from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+from mdmf.pipeline.features.extract import run_extract
+from mdmf.pipeline.features.recipe import ExtractConfig
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.train.e2e import E2EConfig
 from mdmf.pipeline.train.loop import TrainConfig

@@ -16,7 +16,7 @@ GIVEN = {"stage": "head", "store": "s", "run_dir": "r"}
 
 
 def test_shipped_presets_are_listed_and_build_valid_configs():
-    from mdmf.pipeline.features.extract import ExtractConfig
+    from mdmf.pipeline.features.recipe import ExtractConfig
 
     names = shipped_presets()
     assert "reference" in names and {f"clip-fsar-{d}" for d in ("hmdb51", "ucf101", "kinetics100", "ssv2_small",

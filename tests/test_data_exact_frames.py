@@ -180,7 +180,7 @@ def exact_dataset(tmp_path_factory):
 
 
 def exact_config(root, splits_dir, out, **kw):
-    from mdmf.pipeline.features.extract import ExtractConfig
+    from mdmf.pipeline.features.recipe import ExtractConfig
 
     base = dict(dataset="exact", root=str(root), splits_dir=str(splits_dir), out=str(out), backbone=str(MICRO_CONFIG),
                 weights="random", train_views=2, chunk_videos=2, workers=0, progress=False, save_frames=True)
@@ -327,8 +327,9 @@ def test_an_old_reader_store_is_never_resumed(exact_dataset, micro_backbone, tmp
 
 
 def test_e2e_decoding_and_predict_read_the_same_exact_frames(exact_dataset, reference_store, micro_backbone):
-    from mdmf.pipeline.train.frame_sources import DecodedFrames, SplitVideos
-    from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
+    from mdmf.pipeline.features.frames import DecodedFrames, SplitVideos
+    from mdmf.pipeline.features.recipe import EncodeRecipe
+    from mdmf.pipeline.features.video_encoder import VideoEncoder
 
     root, splits = exact_dataset
     cfg = exact_config(root, splits, reference_store)

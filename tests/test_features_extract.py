@@ -6,7 +6,8 @@ import pytest
 
 from conftest import MICRO_CONFIG, SMALL_CLASSES
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+from mdmf.pipeline.features.extract import run_extract
+from mdmf.pipeline.features.recipe import ExtractConfig
 from mdmf.pipeline.data.sampling import tsn_indices
 from mdmf.pipeline.features.store import FAILED, OK, SHORT, FeatureStore
 from videogen import write_video

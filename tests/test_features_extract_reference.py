@@ -14,7 +14,8 @@ import torch
 
 from conftest import MICRO_CONFIG
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+from mdmf.pipeline.features.extract import run_extract
+from mdmf.pipeline.features.recipe import ExtractConfig
 from mdmf.pipeline.features.store import FeatureStore
 
 REFERENCE = dict(frame_sampling="reference", normalize="none", crop="reference")
@@ -87,8 +88,9 @@ def micro_backbone_normalized(backbone, x):
 
 def test_decoding_and_predict_use_the_stores_settings(ref_store, micro_backbone):
     from mdmf.visual_encoder import VisualEncoder
-    from mdmf.pipeline.train.e2e import extract_config_of, frame_source, preprocessor_of, split_videos
-    from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
+    from mdmf.pipeline.features.recipe import extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.pipeline.features.recipe import EncodeRecipe
+    from mdmf.pipeline.features.video_encoder import VideoEncoder
 
     ecfg = extract_config_of(ref_store)
     pre = preprocessor_of(ref_store, ecfg)
@@ -120,7 +122,6 @@ def test_decoding_and_predict_use_the_stores_settings(ref_store, micro_backbone)
 def test_e2e_reextraction_passes_the_base_stores_settings(ref_store, monkeypatch, tmp_path):
     import mdmf.pipeline.apps.e2e_eval as ee
     from mdmf.pipeline.runs import RunDir
-    import mdmf.pipeline.features.extract as ex
 
     seen = {}
 
@@ -134,7 +135,7 @@ def test_e2e_reextraction_passes_the_base_stores_settings(ref_store, monkeypatch
     monkeypatch.setattr(RunDir, "best_state", lambda self: {})
     monkeypatch.setattr(ee, "_check_run", lambda run, state: ref_store)
     monkeypatch.setattr(ee, "run_weights_sha256", lambda run: "0" * 64)
-    monkeypatch.setattr(ex, "run_extract", fake_extract)
+    monkeypatch.setattr(ee, "run_extract", fake_extract)
     with pytest.raises(Stop):
         ee.extract_run_store(tmp_path / "run", "test")
     assert {k: getattr(seen["cfg"], k) for k in REFERENCE} == REFERENCE
@@ -165,7 +166,7 @@ def test_a_store_made_before_these_settings_opens_as_tsn_clip_tsn(small_dataset,
     old = FeatureStore.open(out)
     assert {k: old.meta["identity"][k] for k in REFERENCE} == {"frame_sampling": "tsn", "normalize": "clip",
                                                                "crop": "tsn"}
-    from mdmf.pipeline.train.e2e import extract_config_of
+    from mdmf.pipeline.features.recipe import extract_config_of
 
     assert extract_config_of(old).frame_sampling == "tsn"
     assert run_extract(config(root, splits, out, splits=("val",)), backbone=micro_backbone).videos_done == 0

@@ -85,7 +85,8 @@ def test_check_data_on_a_shipped_split_from_outside_the_repo(venv, tmp_path):
 def test_a_toy_extraction_from_the_wheel_equals_the_checkouts(venv, tmp_path):
     from mdmf.pipeline.data.toy import ToyConfig, generate_toy
     from mdmf.pipeline.data.views import OK
-    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.features.extract import run_extract
+    from mdmf.pipeline.features.recipe import ExtractConfig
     from mdmf.pipeline.features.store import FeatureStore
 
     env_dir, purelib = venv

@@ -65,7 +65,8 @@ def dataset(tmp_path_factory):
 
 
 def extract(dataset, out, backbone=MICRO_CONFIG, save_frames=True):
-    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.features.extract import run_extract
+    from mdmf.pipeline.features.recipe import ExtractConfig
 
     root, splits = dataset
     run_extract(ExtractConfig(dataset="e2e", root=str(root), splits_dir=str(splits), out=str(out),
@@ -110,7 +111,7 @@ def trained(store, tmp_path_factory):
 def test_decoding_gives_the_frame_store_and_the_encoder_gives_stage_one_features(store):
     from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
     from mdmf.visual_encoder import VisualEncoder
-    from mdmf.pipeline.train.e2e import extract_config_of, frame_source, preprocessor_of, split_videos
+    from mdmf.pipeline.features.recipe import extract_config_of, frame_source, preprocessor_of, split_videos
 
     ecfg = extract_config_of(store)
     pre = preprocessor_of(store, ecfg)
@@ -244,7 +245,7 @@ def test_cached_eval_and_from_frames_eval_agree(store, trained):
 
 def test_a_run_folder_is_a_weights_choice(store, trained):
     from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone, run_backbone
-    from mdmf.pipeline.features.extract import ExtractConfig
+    from mdmf.pipeline.features.recipe import ExtractConfig
 
     assert run_backbone(str(trained)) == str(trained / "mdmf-micro.json") and run_backbone("random") is None
     spec = resolve_backbone(str(MICRO_CONFIG), str(trained))
@@ -284,8 +285,8 @@ def test_store_and_request_mismatches_fail_before_training(store, dataset, tmp_p
 
 
 def test_fresh_augmentation_is_a_function_of_seed_episode_and_video(store):
-    from mdmf.pipeline.train.e2e import extract_config_of, preprocessor_of, split_videos
-    from mdmf.pipeline.train.frame_sources import DecodedFrames
+    from mdmf.pipeline.features.recipe import extract_config_of, preprocessor_of, split_videos
+    from mdmf.pipeline.features.frames import DecodedFrames
 
     ecfg = extract_config_of(store)
     pre = preprocessor_of(store, ecfg)

@@ -7,7 +7,7 @@ import torch
 
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
-from mdmf.pipeline.runs import load_run_model
+from mdmf.pipeline.runs import RunDir
 from mdmf.pipeline.train.loop import TrainConfig, build_head, train
 from synthetic import make_store
 
@@ -38,7 +38,7 @@ def test_run_folder_and_checkpoints(store, tmp_path):
     assert best["step"] in (3, 6) and best["val_accuracy"] == max(x["val_accuracy"] for x in lines if "val_accuracy" in x)
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["heads"] == 4 and config["model"]["dim"] == 32 and config["train"]["steps"] == 6
-    model, state = load_run_model(run)
+    model, state = RunDir(run).load_model()
     assert state["step"] == best["step"] and model.config.heads == 4
     assert not list(run.glob(".*tmp*")), "no temporary checkpoint files left behind"
 
@@ -72,7 +72,6 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(store, tmp_path):
     with pytest.raises(MdmfError, match="nothing to resume"):
         train(cfg(store, tmp_path / "fresh"), resume=True)
     # stopped (SIGTERM while loading) or killed before its first checkpoint: nothing to keep, so it starts over
-    from mdmf.pipeline.runs import RunDir
 
     RunDir(tmp_path / "early").start({"train": {}})
     with pytest.raises(MdmfError, match="nothing to resume .*without --resume"):
@@ -97,7 +96,7 @@ def test_training_beats_the_untrained_model(tmp_path):
     ev = EvalConfig(episodes=400, seed=1, progress=False)
     before = evaluate_split(untrained, store, "val", ev).accuracy
     train(cfg(store, tmp_path / "learn", steps=60, val_every=20, episodes_per_step=8, batch_episodes=8, lr=1e-2))
-    model, _ = load_run_model(tmp_path / "learn")
+    model, _ = RunDir(tmp_path / "learn").load_model()
     after = evaluate_split(model, store, "val", ev).accuracy
     assert after > before + 15, (before, after)  # measured: 22.5 -> 48.6
 
@@ -177,7 +176,7 @@ def test_a_run_saved_before_the_reference_defaults_loads_as_the_model_it_was(sto
     state["model_config"] = {k: v for k, v in state["model_config"].items()
                              if k not in {*LEGACY_VALUES, "config_version"}}  # as the old code wrote it
     save_atomic(state, tmp_path / "run" / "best.pt")
-    model, _ = load_run_model(tmp_path / "run")
+    model, _ = RunDir(tmp_path / "run").load_model()
     assert model.config.block == "pre-ln" and model.config.ce_reduction == "mean"
     same = build_model(ModelConfig.from_dict({**state["model_config"], **LEGACY_VALUES}))
     same.load_state_dict(state["model"])

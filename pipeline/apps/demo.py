@@ -57,7 +57,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None,
     from mdmf.registry import build_model
     from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
     from mdmf.pipeline.runs import RunDir
-    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
+    from mdmf.pipeline.features.extract import run_extract
+    from mdmf.pipeline.features.recipe import ExtractConfig
     from mdmf.pipeline.features.store import FeatureStore
     from mdmf.pipeline.train.loop import TrainConfig, train
 

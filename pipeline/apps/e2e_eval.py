@@ -13,12 +13,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mdmf.pipeline.features.backbones import RUN_VISUAL, finetuned_sha256, run_backbone
+import torch
+
 from mdmf.pipeline.core.checkpoint import load_checkpoint
+from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, evaluate_split
+from mdmf.pipeline.features.backbones import RUN_VISUAL, finetuned_sha256, load_backbone, resolve_backbone, run_backbone
+from mdmf.pipeline.features.extract import run_extract
+from mdmf.pipeline.features.frames import encode_videos
+from mdmf.pipeline.features.recipe import ExtractConfig, extract_config_of, frame_source, preprocessor_of, split_videos
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.runs import RunDir
+from mdmf.visual_encoder import VisualEncoder
 
 
 def run_weights_sha256(run: Path | RunDir) -> str:
@@ -43,9 +50,6 @@ def _check_run(run: Path | RunDir, state: dict) -> FeatureStore:
 def extract_run_store(run: Path | RunDir, split: str, root: str | None = None, workers: int = 2, device: str = "auto",
                       progress: bool = False) -> FeatureStore:
     """`mdmf extract --weights runs/<name>` for one split, into the run folder (done once per visual.pt)."""
-    from mdmf.pipeline.train.e2e import extract_config_of
-    from mdmf.pipeline.features.extract import ExtractConfig, run_extract
-
     run = RunDir.of(run)
     train_store = _check_run(run, run.best_state())
     base = extract_config_of(train_store)
@@ -70,12 +74,7 @@ def evaluate_run_cached(run: Path | RunDir, split: str, cfg: EvalConfig, root: s
 
 def evaluate_run_from_frames(run: Path | RunDir, split: str, cfg: EvalConfig, root: str | None = None, workers: int = 2,
                              frames_from: str = "auto", batch_videos: int = 32) -> EvalResult:
-    import torch
-
-    from mdmf.pipeline.features.backbones import load_backbone, resolve_backbone
-    from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.visual_encoder import VisualEncoder
-    from mdmf.pipeline.train.e2e import encode_videos, extract_config_of, frame_source, preprocessor_of, split_videos
+    """The run's heads on the split's eval views encoded by its fine-tuned visual encoder (no store written)."""
     run = RunDir.of(run)
     model, state = run.load_model()
     store = _check_run(run, state)

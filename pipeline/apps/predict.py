@@ -98,7 +98,8 @@ def load_predictor(cfg: PredictConfig, device: torch.device):
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
     from mdmf.pipeline.runs import RunDir
-    from mdmf.pipeline.features.video_encoder import EncodeRecipe, VideoEncoder
+    from mdmf.pipeline.features.recipe import EncodeRecipe
+    from mdmf.pipeline.features.video_encoder import VideoEncoder
 
     if cfg.run:
         run = RunDir(cfg.run)

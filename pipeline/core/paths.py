@@ -22,10 +22,6 @@ from mdmf.pipeline.core.errors import MdmfError
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
 
 
-def is_url(location: str | os.PathLike) -> bool:
-    return bool(_URL.match(os.fspath(location)))
-
-
 def local_path(location: str | os.PathLike, option: str = "--out") -> Path:
     """`location` as a local path: a path as given, or a `file://` URL's path. Any other URL is an `MdmfError`
     (never a local folder named `s3:`)."""

@@ -173,7 +173,9 @@ def run_backbone(weights: str | None) -> str | None:
     return str(Path(weights) / base["backbone"]) if base["backbone"].endswith(".json") else base["backbone"]
 
 
-def _base_name(name: str) -> str:
+def base_name(name: str) -> str:
+    """The model a backbone argument names: a config file's stem, aliases resolved (RN50 and its open_clip name are
+    one backbone)."""
     name = Path(name).stem if name.endswith(".json") else name
     return BACKBONE_ALIASES.get(name, name)
 
@@ -181,9 +183,9 @@ def _base_name(name: str) -> str:
 def _resolve_run(name: str, run: Path) -> BackboneSpec:
     base = _read_run_base(run)
     arg = run_backbone(str(run))
-    if _base_name(name) != _base_name(arg):
-        raise MdmfError(f"--weights {run} fine-tuned {_base_name(arg)}, but the backbone asked for is "
-                        f"{_base_name(name)}; leave --backbone out (the run's is used) or pass --backbone {base['backbone']}")
+    if base_name(name) != base_name(arg):
+        raise MdmfError(f"--weights {run} fine-tuned {base_name(arg)}, but the backbone asked for is "
+                        f"{base_name(name)}; leave --backbone out (the run's is used) or pass --backbone {base['backbone']}")
     spec = resolve_backbone(arg, base["weights"])
     return BackboneSpec(spec.name, spec.open_clip_name, str(run), spec.weights_file, (run / RUN_VISUAL).resolve(), spec)
 

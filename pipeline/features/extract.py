@@ -16,7 +16,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,119 +26,18 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
-from mdmf.pipeline.core.paths import is_disk_full, local_path
-from mdmf.pipeline.core.presets import load_preset
+from mdmf.pipeline.core.paths import is_disk_full
 from mdmf.pipeline.core.progress import progress_bar
-from mdmf.pipeline.data.datasets import default_backbone, default_root, default_store_path, load_dataset
-from mdmf.pipeline.data.decode import reader_identity
-from mdmf.pipeline.data.sampling import FRAME_SAMPLINGS, view_rng
+from mdmf.pipeline.data.datasets import default_root, load_dataset
+from mdmf.pipeline.data.sampling import view_rng
 from mdmf.pipeline.data.splits import prompt_for, resolve_video
-from mdmf.pipeline.data.transforms import CROPS, NORMALIZATIONS, FramePreprocessor
+from mdmf.pipeline.data.transforms import FramePreprocessor
 from mdmf.pipeline.data.views import FAILED, decode_views
-from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone, run_backbone
+from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
+from mdmf.pipeline.features.recipe import ExtractConfig
 from mdmf.pipeline.features.store import FeatureStore, SplitLayout
 
 SPLITS = ("train", "val", "test")
-SAMPLING_DESCRIPTIONS = {  # the identity's readable "sampling" entry (the tsn one is what older stores hold)
-    "tsn": "tsn: random frame per segment (train), segment centre (val/test)",
-    "reference": "reference: linspace(start, end, T) with start, end jittered (train), linspace(1, n-2, T) (val/test)",
-}
-
-
-@dataclass
-class ExtractConfig:
-    """Everything `mdmf extract` is told. The `identity()` part decides the stored numbers and is checked on resume."""
-
-    dataset: str
-    root: str
-    splits_dir: str | None = None  # None: the shipped splits/<dataset> (toy: <root>/splits)
-    out: str | None = None  # None: cache/<dataset>/<backbone>
-    backbone: str | None = None  # None: tiny for toy, RN50 otherwise
-    weights: str | None = None  # None: the backbone's default (openai; the shipped file for tiny)
-    frames: int = 8
-    train_views: int = 2
-    seed: int = 0
-    prompt_template: str = "a photo of {}"
-    resize_ratio: float = 256 / 224
-    # Stage one's frames, the paper's by default; `reference`/`none`/`reference` are the authors' released code (see
-    # pipeline/data/sampling.py and pipeline/data/transforms.py for the exact formulas). Stores made before these fields existed
-    # were made with the defaults (`store.IDENTITY_DEFAULTS`).
-    frame_sampling: str = "tsn"  # tsn: TSN segments (paper) | reference: the authors' jittered linspace
-    normalize: str = "clip"  # clip: the model's mean/std (paper) | none: pixels in [0, 1], as the authors feed CLIP
-    crop: str = "tsn"  # tsn: round(S·256/224), crop S, flip where allowed | reference: the authors' Resize(256) etc.
-    chunk_videos: int = 16
-    save_frames: bool = False
-    splits: tuple[str, ...] | None = None  # None: every split the dataset has (of train, val, test)
-    # runtime only: these do not change the stored numbers
-    workers: int = 2
-    batch_frames: int = 256
-    device: str = "auto"
-    shard: tuple[int, int] = (0, 1)
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("frame_sampling", FRAME_SAMPLINGS), ("normalize", NORMALIZATIONS), ("crop", CROPS)):
-            if getattr(self, name) not in allowed:
-                raise MdmfError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
-
-    def allow_flip(self, dataset_flip: bool) -> bool:
-        """Whether train views may flip: where the dataset allows it, and always with the authors' crop (they flip on
-        SSv2 too)."""
-        return bool(dataset_flip) or self.crop == "reference"
-
-    def preprocessor(self, image_size: int, mean, std, interpolation: str) -> FramePreprocessor:
-        """Stage one's crop and normalisation for a model with these constants."""
-        return FramePreprocessor(int(image_size), tuple(mean), tuple(std), self.resize_ratio, interpolation,
-                                 crop_mode=self.crop, normalization=self.normalize)
-
-    def resolved_backbone(self) -> str:
-        return self.backbone or run_backbone(self.weights) or default_backbone(self.dataset)
-
-    def store_path(self) -> Path:
-        backbone = self.resolved_backbone()
-        name = Path(backbone).stem if backbone.endswith(".json") else backbone
-        if run_backbone(self.weights):  # fine-tuned weights: never the store of the weights it started from
-            name = f"{name}-{Path(self.weights).resolve().name}"
-        return local_path(self.out, "--out") if self.out else default_store_path(self.dataset, name)
-
-    def identity(self, backbone: Backbone, flip: bool) -> dict:
-        return {
-            "dataset": self.dataset,
-            **{k: v for k, v in backbone.describe().items() if k != "weights"},
-            "frames": self.frames,
-            "train_views": self.train_views,
-            "seed": self.seed,
-            "prompt_template": self.prompt_template,
-            "resize_ratio": self.resize_ratio,
-            "flip": flip,
-            "sampling": SAMPLING_DESCRIPTIONS[self.frame_sampling],
-            "frame_sampling": self.frame_sampling,
-            "normalize": self.normalize,
-            "crop": self.crop,
-            "save_frames": self.save_frames,
-            **reader_identity(),  # which frames come out of a file: the reader and the decoder's version
-        }
-
-
-def extract_config(preset: str | None = None, **given) -> ExtractConfig:
-    """The `ExtractConfig` of a command line: the preset's `extract` section first (`mdmf.pipeline.core.presets.load_preset`),
-    then the options given (None = not given), then the dataclass defaults."""
-    values = {}
-    if preset:
-        values = dict(load_preset(preset).extract)
-        known = {f.name for f in fields(ExtractConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise MdmfError(f"--preset {preset}: unknown extract settings {unknown}; the extract section takes "
-                            f"{', '.join(sorted(known))}")
-        for name in ("splits", "shard"):
-            if isinstance(values.get(name), list):
-                values[name] = tuple(values[name])
-    values.update({k: v for k, v in given.items() if v is not None})
-    values.setdefault("root", None)
-    return ExtractConfig(**values)
-
-
 @dataclass
 class ExtractSummary:
     store: str

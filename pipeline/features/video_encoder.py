@@ -1,7 +1,7 @@
 """Encode loose video files exactly as extraction encodes val/test videos, for `mdmf predict` and friends.
 
-The recipe (backbone, weights, T, resize ratio, frame sampling, crop, normalisation, prompt template) comes from a
-feature store, so that new videos land in the same feature space as the videos a run was trained on: the store's
+The recipe (`mdmf.pipeline.features.recipe.EncodeRecipe`: backbone, weights, T, resize ratio, frame sampling, crop,
+normalisation, prompt template) comes from a feature store, so that new videos land in the same feature space as the videos a run was trained on: the store's
 eval-view indices (`frame_indices` without a generator: TSN segment centres, or the reference `linspace(1, n-2, T)`),
 centre crop without flip (`ViewAugment()`), the store's normalisation (`FramePreprocessor`: model mean/std or none),
 the same CLIP image embedding, rounded through float16 as the store keeps it.
@@ -9,7 +9,6 @@ the same CLIP image embedding, rounded through float16 as the store keeps it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,57 +16,9 @@ import torch
 
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.data.splits import prompt_for
-from mdmf.pipeline.data.transforms import FramePreprocessor
 from mdmf.pipeline.data.views import FAILED, decode_views
-from mdmf.pipeline.features.backbones import BACKBONE_ALIASES, Backbone, load_backbone, register_tiny, resolve_backbone
-
-
-@dataclass(frozen=True)
-class EncodeRecipe:
-    """How videos and class names become features. `weights_sha256`: when set, the loaded weights must match it."""
-
-    backbone: str
-    weights: str | None = None  # None: the backbone's default weights
-    frames: int = 8
-    resize_ratio: float = 256 / 224
-    prompt_template: str = "a photo of {}"
-    weights_sha256: str | None = None
-    frame_sampling: str = "tsn"  # the store's `ExtractConfig` choices (pipeline/data/sampling.py, pipeline/data/transforms.py)
-    crop: str = "tsn"
-    normalize: str = "clip"
-
-    @classmethod
-    def from_store(cls, store, weights: str | None = None, config_file: str | None = None) -> "EncodeRecipe":
-        """The recipe a store was extracted with. `weights` replaces the recorded weights location (the file may have
-        moved; the hash must still match); `config_file` is the open_clip model config `.json` of a store made with
-        `--backbone FILE.json` (the store records only the model name)."""
-        meta = store.meta
-        backbone, identity = meta.get("backbone", {}), meta.get("identity", {})
-        if "open_clip_model" not in backbone:
-            raise MdmfError(f"{store.path}: this store records no CLIP backbone ({backbone.get('backbone')!r}), so new "
-                            "videos cannot be encoded like its videos; use a store made by `mdmf extract`")
-        name = backbone["backbone"]
-        if config_file:
-            if Path(config_file).stem != name:
-                raise MdmfError(f"--backbone {config_file}: the run's store was made with backbone {name!r}; give "
-                                f"that model's config file ({name}.json)")
-            name = config_file
-        elif not _known_model(name):
-            raise MdmfError(f"the run's store was made with backbone {name!r} from a model config file; pass "
-                            f"--backbone PATH/{name}.json")
-        return cls(backbone=name, weights=weights or backbone["weights"], frames=int(meta["frames"]),
-                   resize_ratio=float(identity.get("resize_ratio", 256 / 224)),
-                   prompt_template=identity.get("prompt_template", "a photo of {}"),
-                   weights_sha256=backbone.get("weights_sha256"),
-                   frame_sampling=identity.get("frame_sampling", "tsn"), crop=identity.get("crop", "tsn"),
-                   normalize=identity.get("normalize", "clip"))
-
-
-def _known_model(name: str) -> bool:
-    import open_clip
-
-    register_tiny()
-    return BACKBONE_ALIASES.get(name, name) in open_clip.list_models()
+from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
+from mdmf.pipeline.features.recipe import EncodeRecipe, check_weights, frame_preprocessor
 
 
 class VideoEncoder:
@@ -77,15 +28,10 @@ class VideoEncoder:
                  backbone: Backbone | None = None):
         self.recipe, self.device, self.batch_frames = recipe, torch.device(device), batch_frames
         self.backbone = backbone or load_backbone(resolve_backbone(recipe.backbone, recipe.weights), device=self.device)
-        if recipe.weights_sha256 and self.backbone.weights_sha256 != recipe.weights_sha256:
-            raise MdmfError(
-                f"the {recipe.backbone} weights {self.backbone.spec.weights} (sha256 {self.backbone.weights_sha256[:12]}…) "
-                f"are not the ones the run's feature store was made with (sha256 {recipe.weights_sha256[:12]}…); "
-                "pass --weights PATH to the same weights file"
-            )
+        check_weights(self.backbone, recipe.weights_sha256,
+                      f"the {recipe.backbone} weights {self.backbone.spec.weights}", "the ones the run's feature store was made with", "pass --weights PATH to the same weights file")
         b = self.backbone
-        self.pre = FramePreprocessor(b.image_size, b.mean, b.std, recipe.resize_ratio, b.interpolation,
-                                     crop_mode=recipe.crop, normalization=recipe.normalize)
+        self.pre = frame_preprocessor(recipe, b.image_size, b.mean, b.std, b.interpolation)
 
     @property
     def dim(self) -> int:

@@ -4,7 +4,8 @@ The heads are the same model class as in the head stage; in front of them sits `
 (model code, pure torch), which computes exactly what stage one computed for a crop (the store's normalisation, then
 `model.visual`). Everything else comes from the stage-one store: the split files' videos and labels, the train
 views' augmentation (seed), the prompt embeddings (the text encoder is never run again), and the weights the visual
-encoder starts from (checked by their sha256).
+encoder starts from (checked by their sha256): all read through `mdmf.pipeline.features.recipe`, the one description
+of how a store was made, which the evaluation of e2e runs reads too.
 
 Decisions, each an option of `E2EConfig`:
 * Learning rates: Adam, `backbone_lr` 1e-5 (the paper's single rate); the heads' rate is the run's `--lr` (1e-5 too
@@ -21,19 +22,23 @@ Decisions, each an option of `E2EConfig`:
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mdmf.visual_encoder import VisualEncoder
+from mdmf.pipeline.core.checkpoint import save_atomic
 from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
-from mdmf.pipeline.train.frame_sources import (AUGMENTS, SOURCES, DecodedFrames, EpisodeFrames, SplitFrames, SplitVideos,
-                                              StoredFrames, loader)
-from mdmf.pipeline.data.transforms import FramePreprocessor
+from mdmf.pipeline.features.backbones import run_base_record
+from mdmf.pipeline.features.frames import AUGMENTS, SOURCES, encode_videos, loader
+from mdmf.pipeline.features.recipe import frame_source, load_store_backbone, preprocessor_of, split_videos
+from mdmf.pipeline.features.store import SplitFeatures
 from mdmf.pipeline.runs import RunDir
+from mdmf.pipeline.train.frame_sources import EpisodeFrames
 from mdmf.pipeline.train.inputs import EpisodeInput
+from mdmf.visual_encoder import VisualEncoder
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 BN_MODES = ("frozen", "train")
@@ -76,98 +81,6 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return amp
 
 
-# ---- the store and the backbone it was made with -----------------------------------------------------------------
-
-def extract_config_of(store):
-    """The `ExtractConfig` a store was made with (runtime settings at their defaults)."""
-    from mdmf.pipeline.features.extract import ExtractConfig
-
-    data = dict(store.meta["config"])
-    data["splits"] = tuple(data.get("splits", ()))
-    return ExtractConfig(**data)
-
-
-def load_store_backbone(store, cfg: E2EConfig, device: torch.device):
-    """The backbone the store's features were made with, after checking it against what the user asked for."""
-    from mdmf.pipeline.features.backbones import _base_name, load_backbone, resolve_backbone
-
-    meta, ecfg = store.meta, extract_config_of(store)
-    made_with = meta["backbone"]
-    if cfg.frames is not None and cfg.frames != int(meta["frames"]):
-        raise MdmfError(f"--frames {cfg.frames}: the store {store.path} holds T={meta['frames']} frames per video; "
-                        f"extract a store with --frames {cfg.frames} (into a new --out) or leave --frames out")
-    name = ecfg.resolved_backbone()
-    if cfg.backbone is not None and _base_name(cfg.backbone) != _base_name(made_with["backbone"]):
-        raise MdmfError(f"--backbone {cfg.backbone}: the store {store.path} was extracted with "
-                        f"{made_with['backbone']}; extract one with --backbone {cfg.backbone}, or give its --cache")
-    weights = cfg.weights if cfg.weights is not None else ecfg.weights
-    backbone = load_backbone(resolve_backbone(name, weights), device=device)
-    if backbone.weights_sha256 != made_with["weights_sha256"]:
-        asked = f"--weights {cfg.weights}" if cfg.weights is not None else f"the weights {made_with['weights']}"
-        raise MdmfError(f"{asked} (sha256 {backbone.weights_sha256[:12]}…) are not the weights the store {store.path} "
-                        f"was extracted with (sha256 {made_with['weights_sha256'][:12]}…, {made_with['weights']}); "
-                        "extract a store with these weights (new --out), or leave --weights out")
-    return backbone, ecfg
-
-
-def preprocessor_of(store, ecfg) -> FramePreprocessor:
-    """Stage one's crop and normalisation for `store` (its backbone's constants, its `crop`/`normalize` settings)."""
-    b = store.meta["backbone"]
-    return ecfg.preprocessor(b["image_size"], b["mean"], b["std"], b["interpolation"])
-
-
-def split_videos(store, split: str, data, root: str | None, ecfg) -> SplitVideos:
-    """The usable videos of `split` (as `data = store.load(split)` orders them) and their files.
-
-    With `root`, files are looked up again under it (the videos moved since extraction)."""
-    paths = store.strings(split, "paths")
-    paths = [paths[r] for r in data.rows]
-    if root:
-        from mdmf.pipeline.data.datasets import load_dataset
-        from mdmf.pipeline.data.splits import resolve_video
-
-        dataset = load_dataset(ecfg.dataset, root, ecfg.splits_dir, progress=False)
-        by_id = {e.video_id: e for e in dataset.entries[split]}
-        paths = [str(resolve_video(root, by_id[v], dataset.info) or "") for v in data.video_ids]
-    return SplitVideos(split, list(data.video_ids), paths, np.asarray(data.rows), np.asarray(data.labels))
-
-
-def frame_source(store, ecfg, pre: FramePreprocessor, frames_from: str, augment: str = "views", train_seed: int = 0,
-                 videos: list[SplitVideos] = ()):
-    """The frame source for a store: its frame store, or decoding (checked: the files are there)."""
-    has_frames = all("frames" in store.group(v.split) for v in videos) if videos else False
-    if frames_from == "auto":
-        frames_from = "store" if has_frames and augment == "views" else "decode"
-    if frames_from == "store":
-        if augment != "views":
-            raise MdmfError("--augment fresh draws new crops from the videos: use it with --frames-from decode")
-        if not has_frames:
-            raise MdmfError(f"{store.path} has no frame store: extract it with --save-frames, or use --frames-from decode")
-        return StoredFrames(str(store.path)), "store"
-    for v in videos:
-        missing = [v.video_ids[i] for i, p in enumerate(v.paths) if not p or not Path(p).is_file()]
-        if missing:
-            raise MdmfError(f"{len(missing)} {v.split} videos are not where the store says (e.g. {missing[0]}); "
-                            "give the videos' folder with --root, or train from the frame store (--save-frames)")
-    flip = bool(store.meta["identity"].get("flip", True))
-    return DecodedFrames(int(store.meta["frames"]), pre, int(ecfg.seed), flip, augment, train_seed,
-                         sampling=ecfg.frame_sampling), "decode"
-
-
-@torch.no_grad()
-def encode_videos(encoder: VisualEncoder, source, videos: SplitVideos, indices: list[int], device: torch.device,
-                  batch_videos: int, workers: int) -> np.ndarray:
-    """Eval-view features `(len(indices), T, D)` of `videos[indices]`, rounded to float16 as the store holds them."""
-    was_training = encoder.training
-    encoder.eval()
-    out = []
-    for frames in loader(SplitFrames(source, videos, indices), workers, batch_size=batch_videos,
-                         pin=device.type == "cuda"):
-        out.append(encoder(frames.to(device, non_blocking=True)).cpu())
-    encoder.train(was_training)
-    return torch.cat(out).numpy().astype(np.float16) if out else np.zeros(0, np.float16)
-
-
 class FrameInput(EpisodeInput):
     """E2E stage: an episode's frames are decoded (or read from the frame store) in worker processes, and the visual
     encoder, trained with the heads, turns them into features (`mdmf.pipeline.train.inputs.EpisodeInput`)."""
@@ -187,7 +100,7 @@ class FrameInput(EpisodeInput):
         root = e.root
         self.train_videos = split_videos(store, "train", self.train, root, self.ecfg)
         self.val_videos = split_videos(store, "val", self.val, root, self.ecfg)
-        self.source, self.source_kind = frame_source(store, self.ecfg, self.pre, e.frames_from, e.augment, cfg.seed,
+        self.source, _ = frame_source(store, self.ecfg, self.pre, e.frames_from, e.augment, cfg.seed,
                                                      [self.train_videos, self.val_videos])
         self.views = store.views("train")
 
@@ -206,8 +119,6 @@ class FrameInput(EpisodeInput):
 
     def val_split(self, ctx):
         """The val split with features from the current encoder; the videos are shared out over the processes."""
-        from mdmf.pipeline.features.store import SplitFeatures
-
         n = len(self.val_videos.video_ids)
         mine = np.array_split(np.arange(n), ctx.world)[ctx.rank].tolist()
         part = encode_videos(self.encoder, self.source, self.val_videos, mine, ctx.device,
@@ -226,11 +137,6 @@ class FrameInput(EpisodeInput):
 
     def save_best(self, run: RunDir, step: int) -> None:
         """`visual.pt`: the visual encoder of best.pt, and what it started from (`--weights runs/<name>`)."""
-        import shutil
-
-        from mdmf.pipeline.features.backbones import run_base_record
-        from mdmf.pipeline.core.checkpoint import save_atomic
-
         config_file = None
         arg = self.ecfg.resolved_backbone()
         if arg.endswith(".json"):  # the run carries its model config, so it stands alone
