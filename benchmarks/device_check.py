@@ -270,7 +270,7 @@ def heads(ctx: Context) -> dict:
     elif not ctx.cuda:
         return needs(ctx, "CUDA")
     else:
-        args = ["--device", "cuda", "--dims", "1024,512", "--shots", "1,5", "--steps", "8"]
+        args = ["--device", "cuda", "--dims", "1024,512", "--shots", "1,5", "--steps", "6"]
     run = ctx.bench("4-heads", [str(BENCH / "heads.py"), *args, "--json", str(path)], path)
     data = run["data"] or {}
     rows = [{"head": r["head"], "D": r["dim"], "shot": r["shot"],
