@@ -155,7 +155,8 @@ def main() -> None:
         record({"part": "process group", "processes": 1, "wall_s": time.perf_counter() - t, **w,
                 "summary": f"{w['backend']} process group, 1 process: init {w['init_process_group_s']:.2f} s, DDP "
                            f"steps {w['first_step_s']:.3f} / {w['second_step_s']:.3f} s, all-reduce of 4 MB "
-                           f"{w['all_reduce_4mb_s'] * 1e3:.1f} ms, {'correct' if w['all_reduce_correct'] else 'WRONG'}"})
+                           f"{w['all_reduce_4mb_s'] * 1e3:.1f} ms, "
+                           f"{'correct' if w['all_reduce_correct'] else 'WRONG'}"})
 
         if args.group_only:
             return

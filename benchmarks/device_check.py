@@ -349,7 +349,8 @@ def markdown(number: int, section: Section, result: dict, header: dict) -> str:
     for run in result.get("runs", []):
         lines.append(f"* `{run.get('command', '')}`: {run['status']}"
                      + (f" in {run['seconds']} s" if "seconds" in run else "")
-                     + (f" ({run['why']})" if run.get("why") else "") + (f": {run['error']}" if run.get("error") else ""))
+                     + (f" ({run['why']})" if run.get("why") else "")
+                     + (f": {run['error']}" if run.get("error") else ""))
     if result.get("why"):
         lines.append(f"* {result['why']}")
     for key in ("rows", "loading"):
@@ -383,7 +384,8 @@ PROBE = """
 import json, os, platform, torch, torch.distributed as dist
 cuda = torch.cuda.is_available()
 print(json.dumps({"torch": torch.__version__, "cuda": cuda, "gpus": torch.cuda.device_count() if cuda else 0,
-                  "gpu_names": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+                  "gpu_names": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+                               if cuda else [],
                   "cuda_version": torch.version.cuda, "nccl": bool(cuda and dist.is_nccl_available()),
                   "cpu_count": os.cpu_count(), "python": platform.python_version(),
                   "host": platform.node(), "cpu": platform.processor() or platform.machine()}))

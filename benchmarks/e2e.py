@@ -7,8 +7,8 @@
    (`mdmf.pipeline.train.loop.train`, frames from the frame store, 5-way, 5 queries per class, one episode per forward pass):
    seconds per episode (steady state: the first optimizer step is left out) and peak GPU memory. A config that runs
    out of GPU memory is reported as OOM and the next one runs.
-3. Data loading (measured before 2.): seconds per 5-way episode decoded in the loader (the exact reader, `pipeline/data/decode.py`) vs read
-   from the frame store, in one process and with `--workers` loader processes.
+3. Data loading (measured before 2.): seconds per 5-way episode decoded in the loader (the exact reader,
+   `pipeline/data/decode.py`) vs read from the frame store, in one process and with `--workers` loader processes.
 
 Prints a table last and writes everything as JSON (`--json`), rewritten after every measurement so that an
 interrupted run (a time limit) keeps what it measured.
