@@ -7,10 +7,11 @@
    (`mdmf.pipeline.train.loop.train`, frames from the frame store, 5-way, 5 queries per class, one episode per forward pass):
    seconds per episode (steady state: the first optimizer step is left out) and peak GPU memory. A config that runs
    out of GPU memory is reported as OOM and the next one runs.
-3. Data loading: seconds per 5-way episode from decord (decoding in the loader) vs the frame store, in one process
-   and with `--workers` loader processes.
+3. Data loading (measured before 2.): seconds per 5-way episode decoded in the loader (the exact reader,
+   `pipeline/data/decode.py`) vs read from the frame store, in one process and with `--workers` loader processes.
 
-Prints a table last and writes everything as JSON (`--json`).
+Prints a table last and writes everything as JSON (`--json`), rewritten after every measurement so that an
+interrupted run (a time limit) keeps what it measured.
 
     python benchmarks/e2e.py --json e2e.json                                       # on a GPU machine, ~5 min on an H100
     python benchmarks/e2e.py --backbones tests/assets/mdmf-micro.json --device cpu --shots 1 --amp off \\
@@ -64,11 +65,20 @@ def write_clip(path: Path, frames: int, width: int, height: int, seed: int, four
         container.mux(stream.encode())
 
 
+def save(report: dict, path: Path | None) -> None:
+    """Write the report so far (atomically: a run killed mid-write leaves the previous version)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".partial")
+        part.write_text(json.dumps(report, indent=2))
+        part.replace(path)
+
+
 def make_dataset(root: Path, splits: Path, frames: int, width: int, height: int) -> None:
     from mdmf.pipeline.data.decode import VideoReadError, open_video, read_frames
 
     probe = root.parent / "probe.avi"
-    for fourcc in ("mp4v", "MJPG"):  # whichever codec this OpenCV writes and decord reads back
+    for fourcc in ("mp4v", "MJPG"):  # whichever codec this OpenCV writes and the reader reads back
         write_clip(probe, frames, width, height, 0, fourcc)
         try:
             read_frames(open_video(probe), np.arange(0, frames, max(frames // 8, 1))[:8])
@@ -76,7 +86,7 @@ def make_dataset(root: Path, splits: Path, frames: int, width: int, height: int)
         except VideoReadError as err:
             print(f"generated {fourcc} clips do not decode ({err}); trying the next codec", flush=True)
     else:
-        raise SystemExit("cannot write clips that decord reads back")
+        raise SystemExit("cannot write clips that the reader reads back")
     splits.mkdir(parents=True, exist_ok=True)
     for split, classes, per_class in (("train", 5, 10), ("val", 5, 2)):
         names, lines = [f"{split}class{c}" for c in range(classes)], []
@@ -199,15 +209,7 @@ def main() -> None:
                                       device=str(device), progress=False))
             print(f"extracted the store for {short_name(b)} in {time.perf_counter() - t:.1f} s", flush=True)
 
-        for b in backbones:
-            for shot in shots:
-                for amp in amps:
-                    for ckpt in ckpts:
-                        r = {"backbone": short_name(b), "shot": shot, "amp": amp, "checkpointing": ckpt}
-                        r |= time_training(stores[b], work, shot, amp, ckpt, args, device)
-                        report["training"].append(r)
-                        print(json.dumps(r), flush=True)
-
+        # loading first: it is short, and a run stopped at a time limit keeps it
         first = stores[backbones[0]]
         for shot in shots:
             for source in ("decode", "store"):
@@ -217,13 +219,22 @@ def main() -> None:
                     r[f"s_per_episode_{args.workers}workers"] = time_loading(first, shot, source, args.workers,
                                                                              4 * args.load_episodes)
                 report["loading"].append(r)
+                save(report, args.json)
                 print(json.dumps(r), flush=True)
+
+        for b in backbones:
+            for shot in shots:
+                for amp in amps:
+                    for ckpt in ckpts:
+                        r = {"backbone": short_name(b), "shot": shot, "amp": amp, "checkpointing": ckpt}
+                        r |= time_training(stores[b], work, shot, amp, ckpt, args, device)
+                        report["training"].append(r)
+                        save(report, args.json)
+                        print(json.dumps(r), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    save(report, args.json)
     print_tables(report, args.workers)
 
 
@@ -236,7 +247,7 @@ def print_tables(report: dict, workers: int) -> None:
         fits = "" if peak is None else ("yes" if peak <= 24 and r["status"] == "ok" else "no")
         print(f"{r['backbone']:<14} {r['shot']:>4} {r['amp']:>5} {'on' if r['checkpointing'] else 'off':>5} {s:>10} "
               f"{'' if peak is None else f'{peak:.2f}':>9} {fits:>8}")
-    print(f"\nFrame loading per 5-way episode (seconds): decord vs the frame store")
+    print("\nFrame loading per 5-way episode (seconds): decoding (the exact reader) vs the frame store")
     head = f"{'source':<8} {'shot':>4} {'1 process':>10}" + (f" {f'{workers} workers':>11}" if workers else "")
     print(head)
     for r in report["loading"]:

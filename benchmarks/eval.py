@@ -197,7 +197,7 @@ def bench_eval(dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args, d
     # Alternating repeats; the fastest of each is kept: on a shared machine, the closest to an unloaded one.
     peaks, distinct_times, eval_times, distinct_cpu, eval_cpu = [], [], [], [], []
     for _ in range(args.repeats):
-        peaks.append(matmul_flops(device))
+        peaks.append(matmul_flops(device, n=args.matmul_size))
         wall, cpu, _ = timed_cpu(device, lambda: distinct_pass(model, frames, prompts, video_labels, pair_videos,
                                                                pair_classes, args.batch_videos))
         distinct_times.append(wall)
@@ -250,22 +250,13 @@ def bench_eval(dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args, d
 
 
 def bench_train(dim: int, shot: int, store, args, device: torch.device, work: Path) -> dict:
-    """Head-training episodes/s through `train.loop.train` (forward + backward + Adam, 5 queries per class)."""
-    from mdmf.pipeline.train.loop import TrainConfig, train
+    """Head-training episodes/s of MDMF through `train.loop.train` (benchmarks/heads.py: every registered head)."""
+    from heads import time_head
 
-    run = work / f"run-{dim}-{shot}"
-    cfg = TrainConfig(store=str(store.path), run_dir=str(run), shot=shot, queries=5, steps=args.train_steps,
-                      val_every=10**9, val_episodes=5, device=str(device), progress=False)
-    train(cfg)
-    records = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    seconds = [r["seconds"] for r in records if "seconds" in r]
-    per_step = float(np.median(np.diff(seconds)))  # the first step (warm-up) left out; the median resists a busy moment
-    shutil.rmtree(run, ignore_errors=True)
-    eps = cfg.episodes_per_step / per_step
-    print(f"  D={dim} {shot}-shot training: {per_step:.2f} s per step of {cfg.episodes_per_step} episodes = "
-          f"{eps:.2f} episodes/s", flush=True)
-    return {"dim": dim, "shot": shot, "queries_per_class": 5, "episodes_per_step": cfg.episodes_per_step,
-            "steps_timed": len(seconds) - 1, "seconds_per_step": per_step, "train_episodes_per_s": eps}
+    r = time_head("mdmf", dim, shot, store, args.train_steps, device, work)
+    print(f"  D={dim} {shot}-shot training: {r['seconds_per_step']:.2f} s per step of {r['episodes_per_step']} "
+          f"episodes = {r['train_episodes_per_s']:.2f} episodes/s", flush=True)
+    return r
 
 
 # ---- report ------------------------------------------------------------------------------------------------------
@@ -332,6 +323,8 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=None, help="default: 5 on CPU, 20 on CUDA (first is warm-up)")
     ap.add_argument("--repeats", type=int, default=2,
                     help="distinct pass and reused eval are each run this many times, alternating; the fastest counts")
+    ap.add_argument("--matmul-size", type=int, default=None,
+                    help="n of the n×n float32 matmul that measures the peak (default: 8192 on CUDA, 4096 on CPU)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args()
@@ -349,9 +342,9 @@ def main() -> None:
     print(machine, flush=True)
     result = {"machine": machine, "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "float32_matmul_precision": torch.get_float32_matmul_precision(),
-              "matmul_flops_per_s": {"float32": matmul_flops(device)}, "train": [], "eval": []}
+              "matmul_flops_per_s": {"float32": matmul_flops(device, n=args.matmul_size)}, "train": [], "eval": []}
     if device.type == "cuda":  # for reference only: evaluation runs in float32
-        result["matmul_flops_per_s"]["bfloat16"] = matmul_flops(device, torch.bfloat16)
+        result["matmul_flops_per_s"]["bfloat16"] = matmul_flops(device, torch.bfloat16, args.matmul_size)
     print("matmul GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in result["matmul_flops_per_s"].items()),
           flush=True)
 

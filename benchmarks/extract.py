@@ -14,6 +14,9 @@ which is 1.0 when decoding and encoding overlap perfectly and 2.0 when they run 
 
     python benchmarks/extract.py --compare-readers   # decode-only: the exact reader vs decord get_batch, same clips
 
+`--clips DIR` keeps the generated clips in DIR and reuses them when DIR already holds `--videos` of them (one set of
+clips for several backbones and worker counts, as benchmarks/device_check.py runs it).
+
 `--compare-readers` measures only decoding (open, read the 8 eval-view frames, crop, in `--workers` DataLoader
 workers) with the exact reader (`mdmf.pipeline.data.decode`) and with the reader it replaced (decord `get_batch` on the
 requested indices), on the same generated clips: UCF-like MPEG-4 AVIs with B-frames, 10 s 340×256 H.264 MP4s, 60 s
@@ -56,6 +59,13 @@ def make_videos(root: Path, splits: Path, count: int, frames: int, height: int, 
     (splits / "test_classes.txt").write_text("\n".join(f"class{c}" for c in range(5)) + "\n")
     (splits / "info.json").write_text(json.dumps({"name": "bench", "layout": "class_folders", "flip": True,
                                                   "extensions": ["avi"], "source": "benchmarks/extract.py"}))
+
+
+def reusable_clips(folder: Path, spec: dict) -> bool:
+    """Whether `folder` holds the clips a previous run generated there with these settings (clips.json, written
+    last, records them)."""
+    meta = folder / "clips.json"
+    return meta.is_file() and json.loads(meta.read_text()) == spec
 
 
 def idle_encoder(backbone, ms_per_frame: float) -> None:
@@ -200,6 +210,8 @@ def main() -> None:
                     help="torch threads of the main process (the encoder on a CPU); default: torch's own")
     ap.add_argument("--idle-encoder-ms", type=float, default=None,
                     help="stand-in encoder: wait this many ms per frame instead of computing (see above)")
+    ap.add_argument("--clips", type=Path, default=None,
+                    help="keep the generated clips in this folder and reuse them on the next run (same --videos)")
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args()
     if args.threads:
@@ -226,19 +238,27 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     device = resolve_device(args.device)
     work = Path(tempfile.mkdtemp(prefix="mdmf-bench-"))
+    clips = args.clips or work
     try:
         t = time.perf_counter()
-        make_videos(work / "videos", work / "splits", args.videos, args.frames, height, width)
-        print(f"generated {args.videos} videos ({args.size}, {args.frames} frames) in {time.perf_counter() - t:.1f} s")
+        spec = {"videos": args.videos, "frames": args.frames, "size": args.size}
+        if not reusable_clips(clips, spec):
+            shutil.rmtree(clips / "videos", ignore_errors=True)
+            make_videos(clips / "videos", clips / "splits", args.videos, args.frames, height, width)
+            (clips / "clips.json").write_text(json.dumps(spec))
+            print(f"generated {args.videos} videos ({args.size}, {args.frames} frames) in "
+                  f"{time.perf_counter() - t:.1f} s")
+        else:
+            print(f"reusing the {args.videos} clips in {clips}")
         backbone = load_backbone(resolve_backbone(args.backbone, args.weights), device=device)
         backbone.model.to(device)
         if args.idle_encoder_ms is not None:
             idle_encoder(backbone, args.idle_encoder_ms)
         pre = FramePreprocessor(backbone.image_size, backbone.mean, backbone.std, 256 / 224, backbone.interpolation)
-        dataset = load_dataset("bench", work / "videos", work / "splits", progress=False)
+        dataset = load_dataset("bench", clips / "videos", clips / "splits", progress=False)
         from mdmf.pipeline.data.splits import resolve_video
 
-        jobs = [DecodeJob("test", 0, i, e.video_id, str(resolve_video(work / "videos", e, dataset.info)), False)
+        jobs = [DecodeJob("test", 0, i, e.video_id, str(resolve_video(clips / "videos", e, dataset.info)), False)
                 for i, e in enumerate(dataset.entries["test"])]
 
         # decode only: the same worker dataset the extractor uses, no encoder
@@ -263,7 +283,7 @@ def main() -> None:
             encode_s = time.perf_counter() - t
 
         # full extraction into a fresh store
-        cfg = ExtractConfig(dataset="bench", root=str(work / "videos"), splits_dir=str(work / "splits"),
+        cfg = ExtractConfig(dataset="bench", root=str(clips / "videos"), splits_dir=str(clips / "splits"),
                             out=str(work / "store"), backbone=args.backbone, weights=args.weights, splits=("test",),
                             workers=args.workers, device=str(device), batch_frames=args.batch_frames, progress=False)
         t = time.perf_counter()

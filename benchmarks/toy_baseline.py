@@ -62,9 +62,9 @@ def split_features(model, pre: FramePreprocessor, root: Path, split: str, config
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`(V, views, T, D)` float32 image embeddings and `(V,)` labels. View 0 of val/test: segment centres; train views:
     a random frame per segment (the crop stays central: this is a check, not an augmentation study)."""
-    import decord
+    from mdmf.pipeline.data.decode import import_decord
 
-    decord.logging.set_level(decord.logging.QUIET)
+    decord = import_decord()  # the optional extra mdmf[decord]
     crops, labels = [], []
     rng = np.random.default_rng(seed)
     for label, name in enumerate(SPLIT_CLASSES[split]):

@@ -65,3 +65,32 @@ def test_random_view_augment_respects_flip_permission():
     assert not any(ViewAugment.random(rng, allow_flip=False).flip for _ in range(50))
     flips = [ViewAugment.random(rng, allow_flip=True).flip for _ in range(200)]
     assert 60 < sum(flips) < 140
+
+
+def test_decord_is_an_optional_extra_with_a_one_line_error_naming_it(monkeypatch, tmp_path):
+    """decord serves only the reader mdmf replaced (and the benchmark comparing with it): without it, one line that
+    names the extra; the installed metadata needs it only through an extra (decord has no aarch64 or arm64 wheels)."""
+    import sys
+    from importlib.metadata import requires
+
+    from mdmf.pipeline.core.errors import MdmfError
+    from mdmf.pipeline.data.decode import DecordBatchReader
+
+    monkeypatch.setitem(sys.modules, "decord", None)  # what a machine without decord gives: ImportError
+    with pytest.raises(MdmfError, match=r"pip install 'mdmf\[decord\]'") as err:
+        DecordBatchReader(tmp_path / "x.avi")
+    assert "\n" not in str(err.value)
+    monkeypatch.delitem(sys.modules, "decord")
+    needs_decord = [r for r in requires("mdmf") if r.lower().startswith("decord")]
+    assert needs_decord and all("extra ==" in r for r in needs_decord), needs_decord
+    assert not any(r.lower().startswith("decord") for r in requires("mdmf") if "extra ==" not in r)
+
+
+def test_the_decord_reader_reads_where_decord_is_installed(tmp_path):
+    pytest.importorskip("decord")
+    from mdmf.pipeline.data.decode import DecordBatchReader
+
+    path = tmp_path / "v.avi"
+    write_video(path, 12, 48, 64)
+    reader = DecordBatchReader(path)
+    assert len(reader) == 12 and reader.read([0, 11]).shape == (2, 48, 64, 3)

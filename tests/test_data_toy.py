@@ -33,7 +33,7 @@ def test_same_seed_same_frames_other_seed_other_frames():
 
 
 def test_workers_do_not_change_the_videos(tmp_path):
-    import decord
+    decord = pytest.importorskip("decord")  # the optional extra mdmf[decord] (in mdmf[test] on x86-64)
 
     root = generate_toy(tmp_path / "toy1", SMALL, progress=False, workers=1)
     other = generate_toy(tmp_path / "toy2", SMALL, progress=False, workers=2)
@@ -79,7 +79,7 @@ def test_class_names_read_as_prompts():
 
 
 def test_decord_reads_every_video_with_all_frames(toy_dataset):
-    import decord
+    decord = pytest.importorskip("decord")  # the optional extra mdmf[decord] (in mdmf[test] on x86-64)
 
     root, config = toy_dataset
     for classes in SPLIT_CLASSES.values():

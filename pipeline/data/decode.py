@@ -306,14 +306,31 @@ def read_frames(video: Video, indices) -> np.ndarray:
 
 
 # ---- the reader this one replaced, for benchmarks and for measuring how often it was wrong --------------------------
+DECORD_EXTRA = "pip install 'mdmf[decord]'"
+
+
+def import_decord():
+    """decord, quiet: an optional extra (`mdmf[decord]`), only for the reader this one replaced and the comparison.
+
+    It is not a dependency: its last release (0.6.0, 2021) has wheels for x86-64 only, so a required decord made
+    `pip install mdmf` fail on aarch64 Linux and Apple silicon, and nothing of mdmf's own pipeline reads with it.
+    """
+    try:
+        import decord
+    except ImportError:
+        from mdmf.pipeline.core.errors import MdmfError
+
+        raise MdmfError(f"the decord reader needs decord, an optional extra: {DECORD_EXTRA} (decord 0.6 has wheels "
+                        "for x86-64 only; mdmf's own reader is PyAV and needs nothing more)") from None
+    decord.logging.set_level(decord.logging.QUIET)
+    return decord
+
+
 class DecordBatchReader:
     """decord `get_batch` on the requested indices (mdmf's reader before `READER`); not exact on every file."""
 
     def __init__(self, path: Path):
-        import decord
-
-        decord.logging.set_level(decord.logging.QUIET)
-        self.reader = decord.VideoReader(str(path), num_threads=1)
+        self.reader = import_decord().VideoReader(str(path), num_threads=1)
 
     def __len__(self) -> int:
         return len(self.reader)
