@@ -97,3 +97,61 @@ def test_python_dash_m_mdmf_is_the_cli():
                           cwd="/")
     assert proc.returncode == 0 and "extract" in proc.stdout and "train" in proc.stdout
 
+
+
+# Apps that train (the demo trains its head, ablate trains each cell): the only ones that may import train/.
+TRAINING_APPS = {"demo", "ablate"}
+
+
+def test_evaluation_never_enters_train():
+    """Evaluating (evaluate/, and every app that does not itself train: eval, e2e eval, predict, report) imports
+    nothing from train/: how a store was made and how to reproduce it lives in features/recipe.py."""
+    wrong = []
+    for path in sorted((REPO / "pipeline" / "evaluate").glob("*.py")) + sorted((REPO / "pipeline" / "apps").glob("*.py")):
+        if path.parent.name == "apps" and path.stem in TRAINING_APPS:
+            continue
+        wrong += [f"{path.parent.name}/{path.name} imports {n}" for n in _imports(path)
+                  if n.startswith("mdmf.pipeline.train")]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = []
+    for root in ("pipeline", "cli", "mdmf"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > 80:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {length} lines")
+    assert not long, "\n".join(long)
+
+
+def _raw_store_reads(path: Path) -> list[str]:
+    """Where a module indexes a store's attributes by string (`x.meta["frames"]`, `x.meta.get(...)`) or reads the
+    Zarr attributes (`.attrs`) itself, instead of the fields of `StoreMeta`."""
+    found, where = [], path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "meta":
+            found.append(f"{where}:{node.lineno} indexes .meta")
+        elif (isinstance(node, ast.Attribute) and node.attr in ("get", "keys", "items")
+              and isinstance(node.value, ast.Attribute) and node.value.attr == "meta"):
+            found.append(f"{where}:{node.lineno} reads .meta.{node.attr}")
+        elif isinstance(node, ast.Attribute) and node.attr == "attrs":
+            found.append(f"{where}:{node.lineno} reads .attrs")
+    return found
+
+
+def test_only_the_store_reads_its_raw_attributes():
+    wrong = []
+    for root in ("pipeline", "cli", "mdmf"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            if path != REPO / "pipeline" / "features" / "store.py":
+                wrong += _raw_store_reads(path)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_raw_attribute_check_can_fail(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f(store):\n    return store.meta['frames'], store.meta.get('dim'), store.root.attrs\n")
+    assert len(_raw_store_reads(sample)) == 3

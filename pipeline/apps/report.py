@@ -21,7 +21,13 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
+from mdmf.pipeline.apps.report_data import attention_examples, tsne_subset, video_embeddings
+from mdmf.pipeline.apps.report_summary import write_summary
+from mdmf.pipeline.apps.tsne import choose_backend, embed
+from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.evaluate.predictions import predict_episodes, predictions_of
 from mdmf.pipeline.runs import RunDir
 
 
@@ -67,15 +73,24 @@ def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out:
     return result, "computed for this report"
 
 
+def _tsne(model, data, frames: torch.Tensor, prompts: torch.Tensor, cfg: ReportConfig,
+          backend: str) -> tuple[np.ndarray, dict]:
+    """(the videos shown, view -> their 2-D t-SNE points) for the report's t-SNE panels."""
+    rows = tsne_subset(data.labels, cfg.tsne_classes, cfg.tsne_per_class, cfg.seed)
+    embeddings = video_embeddings(model, frames[rows], prompts)
+    points = {}
+    with progress_bar(cfg.progress, f"t-SNE of {len(rows)} videos ({backend})", total=len(embeddings),
+                      unit="panels") as advance:
+        for name, vectors in embeddings.items():
+            points[name] = embed(vectors.cpu(), backend, iterations=cfg.tsne_iterations, seed=cfg.seed).points
+            advance(1)
+    return rows, points
+
+
 def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     """Write the figures and the summary; returns the summary (also `report.json`)."""
-    from mdmf.pipeline.evaluate.predictions import predict_episodes, predictions_of
-    from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.pipeline.core.progress import progress_bar
-    from mdmf.pipeline.apps.report_data import attention_examples, tsne_subset, video_embeddings
+    # Imported here: the figures load matplotlib, only when a report is made.
     from mdmf.pipeline.apps.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
-    from mdmf.pipeline.apps.report_summary import write_summary
-    from mdmf.pipeline.apps.tsne import choose_backend, embed
 
     console = console or Console()
     run = RunDir(cfg.run)
@@ -111,18 +126,11 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     figures["confusion"] = confusion(matrix, data.class_names, out / "confusion.png",
                                      f"confusion ({split_title}, {episodes} episodes)")
 
-    rows = tsne_subset(data.labels, cfg.tsne_classes, cfg.tsne_per_class, cfg.seed)
     frames = torch.as_tensor(data.features[:, 0], dtype=torch.float32, device=device)  # (V, T, D)
     prompts = torch.as_tensor(data.prompt_embeddings, dtype=torch.float32, device=device)  # (C, D)
-    embeddings = video_embeddings(model, frames[rows], prompts)
-    points = {}
     if warning:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    with progress_bar(cfg.progress, f"t-SNE of {len(rows)} videos ({backend})", total=len(embeddings),
-                      unit="panels") as advance:
-        for name, vectors in embeddings.items():
-            points[name] = embed(vectors.cpu(), backend, iterations=cfg.tsne_iterations, seed=cfg.seed).points
-            advance(1)
+    rows, points = _tsne(model, data, frames, prompts, cfg, backend)
     figures["tsne"] = tsne_panels(points, data.labels[rows], data.class_names, out / "tsne.png")
 
     examples, note = attention_examples(model, frames, prompts, preds, data.class_names, data.video_ids,

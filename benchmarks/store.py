@@ -1,0 +1,110 @@
+"""FeatureStore at SSv2-Full size: `load`'s memory peak and time, and the status reads of a rerun with nothing to do.
+
+Synthesises (once, then reuses) a store with SSv2-Full's train split: 67,013 videos, 2 views, T=8, D=1024 float16
+(2.05 GiB of features), chunks of 16 videos, 1 % of the videos failed. Then, in one run, each measured the same way:
+
+* `load("train")` as it is (the kept rows read block by block) and as it was (`features[:][rows]`): seconds and the
+  tracemalloc peak (numpy's allocations are traced) over the features array it returns;
+* a whole read of the status array opened as `FeatureStore.array` opens it (all chunks decoded in one batch) and as
+  Zarr opens it by default (one chunk per batch), and what a rerun with nothing to do reads: `pending_units`,
+  `progress`, `failures`.
+
+    python benchmarks/store.py [--path /tmp/mdmf-ssv2-size-store] [--videos 67013]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from mdmf.pipeline.features.store import FAILED, OK, FeatureStore, SplitLayout
+
+VIEWS, T, D, CHUNK = 2, 8, 1024, 16
+
+
+def synthesise(path: Path, videos: int) -> FeatureStore:
+    if (path / "zarr.json").is_file():
+        return FeatureStore.open(path)
+    layout = SplitLayout(video_ids=[f"v{i}" for i in range(videos)], paths=[""] * videos,
+                         labels=np.arange(videos) % 64, class_names=[f"c{c}" for c in range(64)],
+                         prompts=[f"a photo of c{c}" for c in range(64)], views=VIEWS)
+    store = FeatureStore.create_or_open(path, meta={"backbone": {"backbone": "synthetic"}},
+                                        identity={"dataset": "synthetic-ssv2-full-size"}, layouts={"train": layout},
+                                        frames=T, dim=D, chunk_videos=CHUNK)
+    group = zarr.open_group(str(path), mode="r+")["train"]
+    rng = np.random.default_rng(0)
+    block = 4096  # videos per write, a multiple of the chunk
+    pattern = rng.normal(size=(block, VIEWS, T, D)).astype(np.float16)
+    for start in range(0, videos, block):
+        stop = min(start + block, videos)
+        group["features"][start:stop] = pattern[: stop - start]
+        group["frame_indices"][start:stop] = np.zeros((stop - start, VIEWS, T), np.int32)
+    status = np.full(videos, OK, np.int8)
+    status[rng.choice(videos, videos // 100, replace=False)] = FAILED
+    group["errors"][:] = np.where(status == FAILED, "synthetic failure", "")
+    group["status"][:] = status
+    store.write_prompt_embeddings("train", rng.normal(size=(64, D)).astype(np.float32))
+    return FeatureStore.open(path)
+
+
+def traced(fn):
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        out = fn()
+        return out, time.perf_counter() - t, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def old_load(store: FeatureStore):
+    g = store.group("train")
+    status = g["status"][:]
+    rows = np.flatnonzero(status != FAILED)
+    return g["features"][:][rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--path", default="/tmp/mdmf-ssv2-size-store")
+    parser.add_argument("--videos", type=int, default=67_013)
+    args = parser.parse_args()
+    t = time.perf_counter()
+    store = synthesise(Path(args.path), args.videos)
+    print(f"store {args.path}: {args.videos} train videos ({time.perf_counter() - t:.1f} s to open or synthesise)")
+
+    data, seconds, peak = traced(lambda: FeatureStore.open(args.path).load("train"))
+    size = data.features.nbytes
+    print(f"load (kept rows, blocks)  {seconds:6.1f} s   peak {peak / size:.2f}x the {size / 2**30:.2f} GiB features")
+    del data
+    feats, seconds, peak = traced(lambda: old_load(FeatureStore.open(args.path)))
+    print(f"load (features[:][rows]) {seconds:6.1f} s   peak {peak / feats.nbytes:.2f}x")
+    del feats
+
+    fresh = FeatureStore.open(args.path)
+    t = time.perf_counter()
+    fresh.status("train")
+    batched = time.perf_counter() - t
+    plain = zarr.open_group(args.path, mode="r")["train"]["status"]
+    t = time.perf_counter()
+    plain[:]
+    default = time.perf_counter() - t
+    print(f"status read whole: one batch {batched:.2f} s, Zarr's default batches {default:.2f} s "
+          f"(ratio {default / batched:.2f})")
+    fresh = FeatureStore.open(args.path)
+    t = time.perf_counter()
+    fresh.pending_units("train")
+    pending = time.perf_counter() - t
+    t = time.perf_counter()
+    fresh.progress(), fresh.failures("train")
+    print(f"rerun with nothing to do: pending_units {pending:.2f} s, progress + failures "
+          f"{time.perf_counter() - t:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
