@@ -38,7 +38,7 @@ def train(
     backbone: str = typer.Option(None, help="backbone part of the default store path (e2e: must be the store's)"),
     name: str = typer.Option(None, help="run name: the run is written to runs/<name> (default <dataset>-<model>-<way>w<shot>s[-e2e])"),
     runs: Path = typer.Option(Path("runs"), help="folder of runs"),
-    model: str = typer.Option(None, help=f"{', '.join(trainable_models())} (default {trainable_models()[0]})"),
+    model: str = typer.Option(None, help=f"{', '.join(trainable_models())} (default {trainable_models()[0]}; docs/HEADS.md; the authors' settings of a head: --preset reference-<name>)"),
     preset: str = typer.Option(None, help="settings preset: a shipped name (reference, clip-fsar-hmdb51, ...) or a JSON file; explicit options override it"),
     set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable): views=local, pps=false, distill_condition=text, ..."),
     way: int = typer.Option(None, help="classes per episode [5]"), shot: int = typer.Option(None, help="support videos per class [1]"),

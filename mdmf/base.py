@@ -79,6 +79,10 @@ class Scores:
     text_logits: dict[str, torch.Tensor] | None = None
     prompt_choice: torch.Tensor | None = None
     video_text: VideoTextLogits | None = None
+    # Method-specific tensors that `score` computes for its `auxiliary_losses` (HyRSM's frame classifier logits),
+    # and the episodes' classes among the training classes `(E, N)` when `forward` got `ClassTexts`.
+    extras: dict[str, torch.Tensor] | None = None
+    episode_classes: torch.Tensor | None = None
 
 
 def episode_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -111,7 +115,7 @@ class FewShotMethod(nn.Module, abc.ABC):
     # True: `score` needs every support video's tokens `(E, N, K, L, D)`, not only their class mean (a mean of per-shot
     # similarities, attention over all shots' tuples): evaluation then gathers them and calls `score`, never
     # `score_prototypes`. Such a method scores each class from that class's shots alone (uneven shots: `score_classes`
-    # scores one class at a time).
+    # scores one class at a time), unless it overrides `score_classes` (HyRSM's inter-relation spans all classes).
     scores_shots: bool = False
 
     def attention(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
@@ -277,6 +281,7 @@ class FewShotMethod(nn.Module, abc.ABC):
         scores.prompt_choice = choice
         if class_texts is not None:
             scores.video_text = self.video_text_logits(support, query, class_texts)
+            scores.episode_classes = class_texts.episode_classes
         return scores
 
     # ---- training objective ------------------------------------------------------------------------------------

@@ -53,6 +53,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     # protonet: cosine: the mean of the query's cosines (eps 0.01) to a class's support videos (CNN_TSN, the code);
     # squared-euclidean: -‖query − class prototype‖² (its norm_sq_dist branch, the ProtoNet paper).
     "protonet_metric": ("cosine", "squared-euclidean"),
+    # CrossTransformer's comparison of the aligned prototype with the query: cosine: the mean over frames of their
+    # cosine (the authors' code); sq-euclidean: minus the mean squared Euclidean distance (the paper).
+    "crosstransformer_distance": ("cosine", "sq-euclidean"),
+    # HyRSM with K > 1 shots: prototype: a class's K intra-relation outputs are averaged before the inter-relation
+    # (CNN_HyRSM_5shot); videos: every support video joins the inter-relation and the set-matching distances are
+    # averaged over a class's videos (CNN_HyRSM_1shot run with K shots). Both are the same at K = 1.
+    "hyrsm_shots": ("prototype", "videos"),
+    # HyRSM's Bi-MHM: sum: the minima summed over frames (the authors' code); mean: averaged (Mean Hausdorff).
+    "hyrsm_set_reduction": ("sum", "mean"),
 }
 
 CONFIG_VERSION = 2
@@ -129,6 +138,32 @@ class ModelConfig:
     strm_distance_weight: float = 0.1
     strm_dropout: float = 0.1
     strm_learn_distance: bool = False
+    # C: the number of training classes, for heads with a classifier over them (HyRSM's frame classifier). Taken
+    # from the store's train split when training starts, like dim and frames; 0: no such classifier.
+    train_classes: int = 0
+    # CrossTransformer (docs HEADS.md): width H of its key/value heads (the authors' v2: 1024; 1/√H scales the
+    # attention) and the comparison of the aligned prototype with the query.
+    crosstransformer_hidden: int = 1024
+    crosstransformer_distance: str = "cosine"
+    # HyRSM (docs HEADS.md): heads of both relation modules, the sinusoidal positions `x·√(D/a) + b·pe`, dropouts
+    # (positions, intra-relation output, inter-relation attention weights and output), the weight of the frame
+    # classification loss over the training classes (USE_CLASSIFICATION_VALUE; 0: none), the shot form, Bi-MHM.
+    hyrsm_heads: int = 8
+    hyrsm_position_a: float = 10.0
+    hyrsm_position_b: float = 1.0
+    hyrsm_position_dropout: float = 0.1
+    hyrsm_intra_dropout: float = 0.2
+    hyrsm_inter_attn_dropout: float = 0.1
+    hyrsm_inter_dropout: float = 0.05
+    hyrsm_class_weight: float = 0.15
+    hyrsm_shots: str = "prototype"
+    hyrsm_set_reduction: str = "sum"
+    # HyRSM++: the temporal coherence regulariser's weight (TEMPORAL_LOSS_WEIGHT; 0: plain HyRSM), window,
+    # balance (TEMPORAL_BALANCE) and the weight of its outside-window term (BALANCE_COEFFICIENT).
+    hyrsm_temporal_weight: float = 0.0
+    hyrsm_temporal_window: int = 1
+    hyrsm_temporal_balance: float = 51.0
+    hyrsm_temporal_coefficient: float = 20.0
     config_version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -167,12 +202,14 @@ class ModelConfig:
                  self.tcn_dilations, "a non-empty list of positive integers")
         _require(self.tcn_kernel >= 1, "tcn_kernel", self.tcn_kernel, "a positive integer")
         _require(self.otam_smoothing > 0, "otam_smoothing", self.otam_smoothing, "positive")
-        for name in ("alpha_global", "alpha_local", "distill_weight", "fsar_text_weight"):
+        for name in ("alpha_global", "alpha_local", "distill_weight", "fsar_text_weight", "train_classes",
+                     "hyrsm_class_weight", "hyrsm_temporal_weight", "hyrsm_temporal_window",
+                     "hyrsm_temporal_coefficient", "hyrsm_position_b"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "non-negative")
         self._validate_heads()
 
     def _validate_heads(self) -> None:
-        """The fields of the CLIP-FSAR codebase's heads (protonet, trx, strm)."""
+        """The fields of the CLIP-FSAR codebase's heads (protonet, trx, strm, crosstransformer, hyrsm)."""
         _require(len(self.trx_cardinalities) >= 1 and len(set(self.trx_cardinalities)) == len(self.trx_cardinalities)
                  and all(1 <= c <= self.frames for c in self.trx_cardinalities), "trx_cardinalities",
                  self.trx_cardinalities, f"a non-empty list of distinct tuple sizes between 1 and frames={self.frames}")
@@ -180,6 +217,17 @@ class ModelConfig:
         for name in ("trx_dropout", "strm_dropout"):
             _require(0.0 <= getattr(self, name) < 1.0, name, getattr(self, name), "in [0, 1)")
         _require(self.strm_distance_weight >= 0, "strm_distance_weight", self.strm_distance_weight, "non-negative")
+        _require(self.crosstransformer_hidden >= 1, "crosstransformer_hidden", self.crosstransformer_hidden,
+                 "a positive integer")
+        for name in ("hyrsm_position_dropout", "hyrsm_intra_dropout", "hyrsm_inter_attn_dropout",
+                     "hyrsm_inter_dropout"):
+            _require(0.0 <= getattr(self, name) < 1.0, name, getattr(self, name), "in [0, 1)")
+        _require(self.hyrsm_position_a > 0, "hyrsm_position_a", self.hyrsm_position_a, "positive")
+        _require(self.hyrsm_temporal_balance > 0, "hyrsm_temporal_balance", self.hyrsm_temporal_balance, "positive")
+        if self.name == "hyrsm":  # its relation modules split D into heads; its sinusoids pair up dimensions
+            _require(self.hyrsm_heads >= 1 and self.dim % self.hyrsm_heads == 0, "hyrsm_heads", self.hyrsm_heads,
+                     f"a positive divisor of dim={self.dim}")
+            _require(self.dim % 2 == 0, "dim", self.dim, "even for hyrsm (its sinusoidal positions)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""

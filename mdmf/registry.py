@@ -9,6 +9,8 @@ from __future__ import annotations
 from mdmf.base import FewShotMethod
 from mdmf.baselines import CLIPFSAR, OTAMBaseline
 from mdmf.config import ModelConfig
+from mdmf.crosstransformer import CrossTransformer
+from mdmf.hyrsm import HyRSM
 from mdmf.model import MDMF
 from mdmf.protonet import ProtoNet
 from mdmf.strm import STRM
@@ -16,8 +18,9 @@ from mdmf.trx import TRX
 from mdmf.zeroshot import CLIPZeroShot
 
 MODELS: dict[str, type[FewShotMethod]] = {"mdmf": MDMF, "clip-fsar": CLIPFSAR, "otam": OTAMBaseline}
-# Heads of the CLIP-FSAR codebase (h21a; docs/HEADS.md).
+# Heads of the CLIP-FSAR codebase (h21a, h21b; docs/HEADS.md).
 MODELS |= {"protonet": ProtoNet, "clip-zeroshot": CLIPZeroShot, "trx": TRX, "strm": STRM}
+MODELS |= {"crosstransformer": CrossTransformer, "hyrsm": HyRSM}
 
 
 def build_model(config: ModelConfig) -> FewShotMethod:

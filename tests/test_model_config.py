@@ -75,18 +75,29 @@ ALTERNATIVES = {
     "fsar_text_weight": [0.5], "block": ["pre-ln"], "ff_dropout": [0.0], "prompt_cosine_eps": [0.0],
     "distill_none_reduction": ["weighted-mean"], "ce_reduction": ["mean"], "fsar_text_logits": ["clip-scale"],
     "fsar_merge_before": [True],
+    "crosstransformer_hidden": [16], "crosstransformer_distance": ["sq-euclidean"],
+    "train_classes": [9], "hyrsm_heads": [4], "hyrsm_position_a": [50.0], "hyrsm_position_b": [0.1],
+    "hyrsm_position_dropout": [0.0], "hyrsm_intra_dropout": [0.0], "hyrsm_inter_attn_dropout": [0.0],
+    "hyrsm_inter_dropout": [0.0], "hyrsm_class_weight": [0.6], "hyrsm_shots": ["videos"],
+    "hyrsm_set_reduction": ["mean"], "hyrsm_temporal_weight": [0.2], "hyrsm_temporal_window": [3],
+    "hyrsm_temporal_balance": [23.0], "hyrsm_temporal_coefficient": [10.0],
 }
 # The heads of docs/HEADS.md (h21a).
 ALTERNATIVES |= {"protonet_metric": ["squared-euclidean"], "trx_cardinalities": [(2,), (1, 3)], "trx_dim": [24],
                  "trx_dropout": [0.0, 0.5], "strm_distance_weight": [0.0, 1.0], "strm_dropout": [0.0, 0.5],
                  "strm_learn_distance": [True]}
-ALTERNATIVES["name"] += ["protonet", "clip-zeroshot", "trx", "strm"]
+ALTERNATIVES["name"] += ["protonet", "clip-zeroshot", "trx", "strm", "crosstransformer", "hyrsm"]
 # Fields of one model: fingerprinted on that model (the others ignore them).
 ONLY_FOR = {"fsar_text_weight": "clip-fsar", "fsar_text_logits": "clip-fsar", "fsar_merge_before": "clip-fsar"}
 ONLY_FOR |= {"protonet_metric": "protonet", "trx_cardinalities": "trx", "trx_dim": "trx", "trx_dropout": "trx"}
 ONLY_FOR |= {"strm_distance_weight": "strm", "strm_dropout": "strm", "strm_learn_distance": "strm"}
+# The heads of docs/HEADS.md (h21b): fingerprinted on their model, HyRSM with the fingerprint's 7 training classes.
+ONLY_FOR |= {f: "crosstransformer" for f in ("crosstransformer_hidden", "crosstransformer_distance")}
+ONLY_FOR |= {f: "hyrsm" for f in ALTERNATIVES if f.startswith("hyrsm_") or f == "train_classes"}
+HEAD_BASE = {"hyrsm": {"train_classes": 7}}
 # Options that act only together with another setting: the base config of their fingerprint has it.
-BASE_FOR = {"distill_none_reduction": {"distill_condition": "none"}}
+BASE_FOR = {"distill_none_reduction": {"distill_condition": "none"},
+            **{f"hyrsm_temporal_{k}": {"hyrsm_temporal_weight": 0.2} for k in ("window", "balance", "coefficient")}}
 # Not fingerprinted: ties between the views' scores do not occur on random inputs (tests/test_model_distillation.py builds
 # them by hand), and config_version has one valid value (tested below).
 NOT_FINGERPRINTED = {"reliability_ties", "config_version"}
@@ -142,7 +153,7 @@ def test_fingerprint_is_deterministic(name):
 @pytest.mark.parametrize("field,value", [(f, v) for f, values in ALTERNATIVES.items() for v in values])
 def test_every_option_changes_the_model(field, value):
     name = ONLY_FOR.get(field, "mdmf")
-    base = ModelConfig(name=name, **SMALL, **BASE_FOR.get(field, {}))
+    base = ModelConfig(name=name, **SMALL, **{**HEAD_BASE.get(name, {}), **BASE_FOR.get(field, {})})
     assert getattr(base, field) != value
     assert not same(fingerprint(base), fingerprint(dataclasses.replace(base, **{field: value})))
 

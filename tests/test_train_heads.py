@@ -16,7 +16,8 @@ from synthetic import make_store
 from test_train_e2e import config as e2e_config, dataset, extract  # noqa: F401  (dataset: the e2e videos fixture)
 
 # Small widths: the test is about the pipeline, the computation is checked in tests/test_model_<head>.py.
-TRAINABLE = {"trx": ["trx_dim=32"], "strm": ["trx_dim=32", "strm_learn_distance=true"]}
+TRAINABLE = {"trx": ["trx_dim=32"], "strm": ["trx_dim=32", "strm_learn_distance=true"],
+             "crosstransformer": ["crosstransformer_hidden=32"], "hyrsm": ["hyrsm_heads=4"]}
 UNTRAINED = ["protonet", "clip-zeroshot"]
 
 
@@ -67,7 +68,9 @@ def e2e_store(dataset, tmp_path_factory):
 
 
 @pytest.mark.parametrize("model", [{"name": "trx", "trx_dim": 16}, {"name": "strm", "trx_dim": 16},
-                                   {"name": "protonet"}, {"name": "clip-zeroshot"}])
+                                   {"name": "protonet"}, {"name": "clip-zeroshot"},
+                                   {"name": "crosstransformer", "crosstransformer_hidden": 16},
+                                   {"name": "hyrsm", "hyrsm_heads": 4, "hyrsm_temporal_weight": 0.2}])
 def test_e2e_stage_trains_the_backbone_through_the_head(e2e_store, tmp_path, capsys, model):
     """The same model under --stage e2e: a head with parameters (trx) and one without (protonet: only the backbone
     learns, as the codebase trains CNN_TSN). Then `mdmf eval --run` evaluates it on features of the tuned encoder."""

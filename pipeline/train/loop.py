@@ -189,12 +189,15 @@ def preset_warnings(preset: str | None, store_path: str | Path) -> list[str]:
 
 
 def build_head(store: FeatureStore, overrides: dict):
-    """The model for a store: D and T come from the store, everything else from `overrides` over the paper defaults."""
+    """The model for a store: D, T and the number of training classes (for heads with a classifier over them) come
+    from the store, everything else from `overrides` over the paper defaults."""
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
 
+    classes = len(store.strings("train", "class_names")) if "train" in store.splits else 0
     try:
-        cfg = ModelConfig.from_dict({**overrides, "dim": store.meta.dim, "frames": store.meta.frames})
+        cfg = ModelConfig.from_dict({**overrides, "dim": store.meta.dim, "frames": store.meta.frames,
+                                     "train_classes": classes})
         cfg.validate()
         return build_model(cfg)
     except ValueError as err:
