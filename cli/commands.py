@@ -4,6 +4,7 @@
 import mdmf.cli.ablate  # noqa: F401
 import mdmf.cli.cache  # noqa: F401
 import mdmf.cli.check_data  # noqa: F401
+import mdmf.cli.compare  # noqa: F401
 import mdmf.cli.demo  # noqa: F401
 import mdmf.cli.evaluate  # noqa: F401
 import mdmf.cli.extract  # noqa: F401
