@@ -8,6 +8,7 @@ import mdmf.cli.compare  # noqa: F401
 import mdmf.cli.demo  # noqa: F401
 import mdmf.cli.evaluate  # noqa: F401
 import mdmf.cli.extract  # noqa: F401
+import mdmf.cli.import_checkpoint  # noqa: F401
 import mdmf.cli.predict  # noqa: F401
 import mdmf.cli.report  # noqa: F401
 import mdmf.cli.train  # noqa: F401
