@@ -10,9 +10,10 @@ from rich.table import Table
 
 from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
 from mdmf.pipeline.apps.compare import CompareConfig
+from mdmf.pipeline.evaluate.episodic import EvalConfig
 from mdmf.pipeline.apps.compare_output import difference_cells, header_line
 
-D = CompareConfig
+D = EvalConfig  # the defaults of the episodes: the evaluator's
 
 
 def print_compare_table(summary: dict, console: Console, title: str = "methods on identical episodes") -> None:
@@ -36,7 +37,7 @@ def compare(
     backbone: str = typer.Option(None, help="backbone part of the default store path"),
     baseline: str = typer.Option(None, help="the method the differences are taken to (a run folder's name or a "
                                             "model's; default: the first --model, else the first --run)"),
-    split: str = typer.Option(D.split), way: int = typer.Option(D.way), shot: int = typer.Option(D.shot),
+    split: str = typer.Option(CompareConfig.split), way: int = typer.Option(D.way), shot: int = typer.Option(D.shot),
     queries: int = typer.Option(D.queries, help="query videos per class"),
     episodes: int = typer.Option(D.episodes), seed: int = typer.Option(D.seed),
     batch_episodes: int = typer.Option(D.batch_episodes),
@@ -49,10 +50,11 @@ def compare(
     from mdmf.pipeline.apps.compare import run_compare
 
     check_json_target(json_path)
+    episodes_cfg = EvalConfig(way=way, shot=shot, queries=queries, episodes=episodes, seed=seed,
+                              batch_episodes=batch_episodes, device=device, progress=not quiet and json_path != "-")
     cfg = CompareConfig(runs=tuple(str(r) for r in run), models=tuple(model), cache=str(cache) if cache else None,
-                        dataset=dataset, backbone=backbone, baseline=baseline, split=split, way=way, shot=shot,
-                        queries=queries, episodes=episodes, seed=seed, batch_episodes=batch_episodes, device=device,
-                        progress=not quiet and json_path != "-", out=str(out) if out else None)
+                        dataset=dataset, backbone=backbone, baseline=baseline, split=split, episodes=episodes_cfg,
+                        out=str(out) if out else None)
     summary, written = run_compare(cfg)
     write_json(summary, json_path)
     console = human_console(json_path)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.evaluate.episodic import EvalConfig
 
 TEST_NAME = "paired t-test on per-episode accuracies (normal approximation of t)"
 Z95 = 1.96
@@ -43,6 +44,9 @@ class Method:
 
 @dataclass
 class CompareConfig:
+    """What to compare and on which episodes: `episodes` is the evaluator's own config (way, shot, queries, episode
+    count, seed, batch size, device), one for all methods."""
+
     runs: tuple[str, ...] = ()  # run folders of `mdmf train` (or `mdmf import`)
     models: tuple[str, ...] = ()  # untrained models (needs_training False in MODELS), e.g. otam
     cache: str | None = None  # the store all methods are evaluated on (default: the first run's store)
@@ -50,16 +54,8 @@ class CompareConfig:
     backbone: str | None = None
     baseline: str | None = None  # a method's name; default: the first untrained model, else the first run
     split: str = "test"
-    way: int = 5
-    shot: int = 1
-    queries: int = 1
-    episodes: int = 10_000
-    seed: int = 0
-    batch_episodes: int = 500
-    device: str = "auto"
-    progress: bool = True
-    out: str | None = None  # path stem of the .json and .md written (default: runs/compare-<split>_<episodes tag>)
-    names: dict[str, str] = field(default_factory=dict)  # run folder -> display name (default: the folder's name)
+    episodes: EvalConfig = field(default_factory=EvalConfig)
+    out: str | None = None  # path stem of the .json and .md written (default: runs/compare-<split>_…)
 
 
 def paired_difference(method: np.ndarray, baseline: np.ndarray) -> dict:
@@ -172,7 +168,7 @@ def _methods(cfg: CompareConfig):
         model, _ = run.load_model()
         if not cfg.cache:
             _check_same_store(run, store)
-        methods.append(Method(cfg.names.get(str(run.path), run.name), str(run.path), model))
+        methods.append(Method(run.name, str(run.path), model))
     methods += [Method(name, "untrained", untrained_model(name, store)) for name in cfg.models]
     return methods, store
 
@@ -188,20 +184,21 @@ def _check_same_store(run, store) -> None:
 
 
 def default_out(cfg: CompareConfig) -> Path:
-    return Path("runs") / f"compare-{cfg.split}_{cfg.way}w{cfg.shot}s_seed{cfg.seed}"
+    e = cfg.episodes
+    return Path("runs") / f"compare-{cfg.split}_{e.way}w{e.shot}s_seed{e.seed}"
 
 
 def run_compare(cfg: CompareConfig) -> tuple[dict, Path]:
     """The comparison a `CompareConfig` asks for, written to `<out>.json` (with the per-episode accuracies) and
     `<out>.md`; returns (summary, the path stem)."""
+    from dataclasses import replace
+
     from mdmf.pipeline.apps.compare_output import to_markdown
     from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.pipeline.evaluate.episodic import EvalConfig
 
     methods, store = _methods(cfg)
     baseline = cfg.baseline or next((m.name for m in methods if m.source == "untrained"), methods[0].name)
-    ecfg = EvalConfig(way=cfg.way, shot=cfg.shot, queries=cfg.queries, episodes=cfg.episodes, seed=cfg.seed,
-                      batch_episodes=cfg.batch_episodes, device=str(resolve_device(cfg.device)), progress=cfg.progress)
+    ecfg = replace(cfg.episodes, device=str(resolve_device(cfg.episodes.device)))
     summary = compare_methods(methods, store, ecfg, baseline, cfg.split)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
