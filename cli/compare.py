@@ -32,7 +32,8 @@ def compare(
     model: list[str] = typer.Option([], help="an untrained model evaluated on the store's features, e.g. otam "
                                              "(repeatable)"),
     cache: Path = typer.Option(None, help="the store every method is evaluated on (default: the first run's; its "
-                                          "runs must all have been trained on it)"),
+                                          "runs must all have been trained on it, and e2e runs are evaluated on "
+                                          "the same videos re-extracted with their encoder)"),
     dataset: str = typer.Option(None, help="with only --model: the dataset whose default store to use"),
     backbone: str = typer.Option(None, help="backbone part of the default store path"),
     baseline: str = typer.Option(None, help="the method the differences are taken to (a run folder's name or a "
@@ -43,6 +44,8 @@ def compare(
     batch_episodes: int = typer.Option(D.batch_episodes),
     out: Path = typer.Option(None, help="path stem of the .json and .md written (default: "
                                         "runs/compare-<split>_<way>w<shot>s_seed<seed>)"),
+    root: Path = typer.Option(None, help="e2e runs: folder of the videos (default: where the store was extracted "
+                                         "from); their split is re-extracted with the run's encoder"),
     json_path: str = json_option("the comparison (with per-episode accuracies)"),
     device: str = typer.Option(D.device), quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
@@ -54,7 +57,7 @@ def compare(
                               batch_episodes=batch_episodes, device=device, progress=not quiet and json_path != "-")
     cfg = CompareConfig(runs=tuple(str(r) for r in run), models=tuple(model), cache=str(cache) if cache else None,
                         dataset=dataset, backbone=backbone, baseline=baseline, split=split, episodes=episodes_cfg,
-                        out=str(out) if out else None)
+                        out=str(out) if out else None, root=str(root) if root else None)
     summary, written = run_compare(cfg)
     write_json(summary, json_path)
     console = human_console(json_path)

@@ -222,3 +222,20 @@ def test_refused_and_unknown_checkpoints_are_one_line(fsar, tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "refused" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_compare_evaluates_an_imported_e2e_run_on_its_own_encoders_features(fsar, store, tmp_path):
+    from mdmf.pipeline.apps.compare import CompareConfig, run_compare
+    from mdmf.pipeline.evaluate.episodic import EvalConfig
+
+    _, _, path = fsar
+    import_checkpoint(ImportRequest(str(path), str(tmp_path / "fsar"), cache=str(store.path)))
+    episodes = EvalConfig(way=2, episodes=20, device="cpu", progress=False)
+    own, _ = run_compare(CompareConfig(runs=(str(tmp_path / "fsar"),), models=("otam",), episodes=episodes,
+                                       out=str(tmp_path / "own")))
+    raw, _ = run_compare(CompareConfig(runs=(str(tmp_path / "fsar"),), models=("otam",), episodes=episodes,
+                                       cache=str(store.path), out=str(tmp_path / "raw")))
+    features = {s["methods"][0]["features"] for s in (own, raw)}
+    assert str(store.path) in features and any("/stores/test-" in f for f in features)
+    assert own["methods"][1] == raw["methods"][1]  # otam on the store's raw features either way
+    assert own["episodes_sha256"] == raw["episodes_sha256"]

@@ -1,7 +1,8 @@
 """`mdmf compare`: several methods evaluated on identical episodes, with paired differences to a baseline.
 
 Every method (a trained run, or an untrained model such as `otam` built on the store's features) is evaluated by
-`evaluate.episodic.evaluate` on one split of one store with one `EvalConfig`: episode `i` is a pure function of
+`evaluate.episodic.evaluate` on one split of one store with one `EvalConfig` (an e2e run, as `mdmf eval --run` does
+it, on the same videos re-extracted with its fine-tuned encoder, unless `--cache` names one store for all): episode `i` is a pure function of
 `(seed, i)` (`episodes.sampler`), and the PPS draws of a batch of episodes come from a generator seeded the same way,
 so all methods see the same classes, support and query videos and the same prompt draws. What a paper's table cannot
 give is then possible: each method's difference to the baseline measured episode by episode.
@@ -40,6 +41,7 @@ class Method:
     name: str
     source: str  # the run folder, or "untrained"
     model: object  # a FewShotMethod
+    store: object = None  # its features' store when not the comparison's (an e2e run: its own encoder's features)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class CompareConfig:
     split: str = "test"
     episodes: EvalConfig = field(default_factory=EvalConfig)
     out: str | None = None  # path stem of the .json and .md written (default: runs/compare-<split>_…)
+    root: str | None = None  # e2e runs: the videos' folder, when they moved since extraction
 
 
 def paired_difference(method: np.ndarray, baseline: np.ndarray) -> dict:
@@ -121,7 +124,7 @@ def compare_methods(methods: list[Method], store, cfg, baseline: str, split: str
     data = store.load(split)
     accuracies, rows = {}, []
     for method in methods:
-        accuracies[method.name], result = per_episode_accuracy(method.model, data, cfg)
+        accuracies[method.name], result = per_episode_accuracy(method.model, _features(method, data, split), cfg)
         if on_result is not None:
             on_result(method, result)
     base = accuracies[baseline]
@@ -129,11 +132,24 @@ def compare_methods(methods: list[Method], store, cfg, baseline: str, split: str
         acc, ci = accuracy_interval(accuracies[method.name])
         diff = None if method.name == baseline else paired_difference(accuracies[method.name], base)
         rows.append({"name": method.name, "source": method.source, "model": method.model.config.name,
-                     "accuracy": acc, "ci95": ci, "difference": diff})
+                     "features": str((method.store or store).path), "accuracy": acc, "ci95": ci,
+                     "difference": diff})
     return {"split": split, "way": cfg.way, "shot": cfg.shot, "queries": cfg.queries, "episodes": cfg.episodes,
             "seed": cfg.seed, "store": str(store.path), "baseline": baseline, "test": TEST_NAME,
             "episodes_sha256": episodes_sha256(data.labels, cfg), "methods": rows,
             "per_episode": {name: acc.tolist() for name, acc in accuracies.items()}}
+
+
+def _features(method: Method, common, split: str):
+    """The split's features a method is evaluated on: the comparison's, or its own store's when they are the same
+    videos with the same labels (so that episode i is the same videos for every method)."""
+    if method.store is None:
+        return common
+    own = method.store.load(split)
+    if list(own.video_ids) != list(common.video_ids) or not np.array_equal(own.labels, common.labels):
+        raise MdmfError(f"{method.source}: its features of {split} ({method.store.path}) hold other videos than the "
+                        "comparison's store; the episodes would differ. Compare it on one store with --cache PATH")
+    return own
 
 
 def untrained_model(name: str, store):
@@ -165,10 +181,16 @@ def _methods(cfg: CompareConfig):
         store = runs[0].open_store()
     methods = []
     for run in runs:
-        model, _ = run.load_model()
+        model, state = run.load_model()
+        own = None
         if not cfg.cache:
             _check_same_store(run, store)
-        methods.append(Method(run.name, str(run.path), model))
+            if state["train_config"].get("stage") == "e2e":  # as `mdmf eval --run`: its fine-tuned encoder's features
+                from mdmf.pipeline.apps.e2e_eval import extract_run_store
+
+                own = extract_run_store(run, cfg.split, cfg.root, device=cfg.episodes.device,
+                                        progress=cfg.episodes.progress)
+        methods.append(Method(run.name, str(run.path), model, own))
     methods += [Method(name, "untrained", untrained_model(name, store)) for name in cfg.models]
     return methods, store
 
