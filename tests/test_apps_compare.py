@@ -102,7 +102,7 @@ def test_methods_see_identical_episodes_and_prompt_draws(setup, tmp_path):
 def store_config(store):
     from mdmf.config import ModelConfig
 
-    return ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"]))
+    return ModelConfig(name="otam", dim=store.meta.dim, frames=store.meta.frames)
 
 
 def test_user_errors_are_one_line(setup, tmp_path):

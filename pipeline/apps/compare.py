@@ -161,7 +161,7 @@ def untrained_model(name: str, store):
     if name not in fixed:
         raise MdmfError(f"--model {name}: only models with nothing to train can be compared without a run "
                         f"({', '.join(fixed)}); train the others first (`mdmf train`) and give their --run")
-    return build_model(ModelConfig(name=name, dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
+    return build_model(ModelConfig(name=name, dim=store.meta.dim, frames=store.meta.frames))
 
 
 def _methods(cfg: CompareConfig):
@@ -197,10 +197,8 @@ def _methods(cfg: CompareConfig):
 
 def _check_same_store(run, store) -> None:
     """Without --cache, every run must have been trained on the store the comparison uses (the first run's)."""
-    from mdmf.pipeline.features.store import IDENTITY_DEFAULTS
-
     identity = run.best_state().get("store_identity")
-    if identity is not None and {**IDENTITY_DEFAULTS, **identity} != store.meta["identity"]:
+    if identity is not None and not store.meta.made_as(identity):
         raise MdmfError(f"{run}: trained on another store than {store.path}; give the store to evaluate all runs on "
                         "with --cache PATH")
 

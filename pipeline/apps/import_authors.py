@@ -117,7 +117,7 @@ def model_settings(kmap: KeyMap, cfg: dict | None, ours: dict, store, preset: st
     settings.update({k: v for k, v in sizes.items() if v is not None})
     if store is not None:
         for name in ("dim", "frames"):
-            have = int(store.meta[name])
+            have = getattr(store.meta, name)
             if name in settings and settings[name] != have:
                 raise MdmfError(f"--cache {store.path}: its features have {name}={have}, the checkpoint's head "
                                 f"{name}={settings[name]}; give the store extracted with the authors' backbone")
@@ -198,7 +198,7 @@ def _write_run(run, model, store, step: int, imported: dict, cfg: dict | None, v
     tcfg = TrainConfig(stage="e2e" if visual is not None else "head", store=str(store.path) if store else "",
                        run_dir=str(run), model=model.config.to_dict(), steps=step,
                        **{k: int(v) for k, v in train.items() if isinstance(v, int)})
-    identity = store.meta["identity"] if store else None
+    identity = store.meta.identity if store else None
     location = run.store_location(store.path) if store else None
     run.start({"train": asdict(tcfg), "model": model.config.to_dict(), "store": identity,
                "store_location": location, "imported": imported})
@@ -221,6 +221,6 @@ def _write_visual(run, visual: dict, step: int, store) -> None:
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:240]
         raise MdmfError(f"the checkpoint's visual encoder does not fit the store's backbone "
-                        f"{store.meta['backbone'].get('backbone')} ({detail}); give the "
+                        f"{store.meta.backbone.get('backbone')} ({detail}); give the "
                         "store extracted with the backbone the authors fine-tuned, or --no-backbone") from None
     save_run_visual(run, backbone.model.visual.state_dict(), step, backbone.spec, backbone.weights_sha256, ecfg)
