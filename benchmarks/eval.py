@@ -1,25 +1,31 @@
-"""Stage-two throughput, measured in one run: head training and evaluation on cached features.
+"""Stage-two throughput, measured in one run: head training and evaluation on cached features, for every head.
 
-For each width D (1024: RN50, 512: ViT-B/16) and each shot (5-way 1-shot and 5-shot), on synthetic features of a real
-test split's size (default: UCF101 test, 2,745 videos in 21 classes, class sizes read from splits/ucf101/test.txt):
+For each head of `mdmf.registry.MODELS` (`--models`; a head's `reference-<name>` preset gives its model settings
+where one is shipped, else the defaults), each width D (1024: RN50, 512: ViT-B/16) and each shot (5-way 1-shot and
+5-shot), on synthetic features of a real test split's size (default: UCF101 test, 2,745 videos in 21 classes, class
+sizes read from splits/ucf101/test.txt):
 
 * matmul throughput: a large float32 matmul on the device (the precision evaluation uses), measured again before
   every distinct pass so that the ratio compares numbers taken minutes apart, not half an hour apart;
 * the distinct pass: `encode` of every video, `fuse` of every video with its class prompt (supports) and `fuse` of
   every distinct (video, prompt) pair the episodes' queries ask for, timed alone; its FLOPs are counted from the
-  model config (convolutions, attention projections and products, MLP) and checked with torch's FlopCounterMode;
+  model config for mdmf (convolutions, attention projections and products, MLP) and checked with torch's
+  FlopCounterMode, which alone counts them for the other heads;
 * the evaluation of `--episodes` episodes with reuse (what `mdmf eval` runs) and without (the model's full `forward` on
   every episode); the naive one may be timed on the first `--naive-episodes` episodes and extrapolated linearly, and
   its predictions are compared with the reused run's on the same episodes. The distinct pass and the reused eval are
   run `--repeats` times, alternating, and the fastest of each counts; their CPU seconds are reported too (on a shared
   CPU the wall time of a pass depends on what else runs);
-* head training: optimizer steps of `mdmf.pipeline.train.loop.train` (forward, backward, Adam; 5 queries per class) on a
-  small synthetic store, step times read from the run's metrics.jsonl (the first step is left out as warm-up).
+* head training (heads with something to train): optimizer steps of `mdmf.pipeline.train.loop.train` (forward,
+  backward, Adam; 5 queries per class) on a small synthetic store, step times read from the run's metrics.jsonl (the
+  first step is left out as warm-up).
 
 Targets (issue 4): eval time <= 1.5 x distinct-pass time; distinct pass >= 50 % of measured matmul FLOP/s.
 
     python benchmarks/eval.py --device cpu --naive-episodes 500 --json bench-eval-cpu.json   # 2 cores: ~35 min
-    python benchmarks/eval.py --device cuda --json bench-eval-cuda.json   # an H100: about 2 min, naive on all episodes
+    python benchmarks/eval.py --device cuda --json bench-eval-cuda.json   # an H100: about 2 min per head
+    python benchmarks/eval.py --device cpu --dims 64 --shots 1 --episodes 200 --naive-episodes 100 --repeats 1 \
+        --train-steps 2   # a smoke run of every head (minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from mdmf.config import ModelConfig  # noqa: E402
-from mdmf.registry import build_model  # noqa: E402
+from mdmf.registry import MODELS, build_model  # noqa: E402
 from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec  # noqa: E402
 from mdmf.pipeline.episodes.scoring import EpisodeIndependentWork, PairTable, plan_queries, pps_similarity  # noqa: E402
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate  # noqa: E402
@@ -172,9 +178,26 @@ def distinct_pass(model, frames, prompts, labels, pair_videos, pair_classes, bat
     work.finish()
 
 
-def bench_eval(dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args, device: torch.device) -> dict:
+def head_config(name: str, dim: int) -> ModelConfig:
+    """The benchmarked config of a head: its `reference-<name>` preset's model settings where shipped, at width D."""
+    from mdmf.pipeline.apps.demo_compare import head_settings
+
+    return ModelConfig.from_dict({**head_settings(name)[0], "dim": dim})
+
+
+def per_video_flops(model, device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """(FLOPs per video used for the ratios, FlopCounterMode's): the analytic count where written (mdmf)."""
+    counted = counted_flops(model, device)
+    try:
+        return analytic_flops(model.config), counted
+    except ValueError:
+        return counted, counted
+
+
+def bench_eval(name: str, dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args,
+               device: torch.device) -> dict:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(dim=dim)).to(device).eval()
+    model = build_model(head_config(name, dim)).to(device).eval()
     feats, labels, prompt_np = synthetic_split(sizes, dim, prompt_kind)
     frames = torch.as_tensor(feats[:, 0], dtype=torch.float32, device=device)
     prompts = torch.as_tensor(prompt_np, device=device)
@@ -183,8 +206,7 @@ def bench_eval(dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args, d
     base = dict(way=5, shot=shot, queries=1, seed=0, batch_episodes=args.batch_episodes,
                 batch_videos=args.batch_videos, device=str(device), progress=False)
 
-    flops = analytic_flops(model.config)
-    counted = counted_flops(model, device)
+    flops, counted = per_video_flops(model, device)
     plan_s, (pair_videos, pair_classes, own_rate) = timed(device, lambda: query_pairs(
         model, labels, frames, prompts, EvalConfig(**base, episodes=args.episodes)))
     P = len(pair_videos)
@@ -208,7 +230,7 @@ def bench_eval(dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args, d
         eval_times.append(wall)
         eval_cpu.append(cpu)
     peak, distinct_s, eval_s = max(peaks), min(distinct_times), min(eval_times)
-    print(f"  D={dim} {shot}-shot, {prompt_kind} prompts: {P} distinct query pairs ({P / V:.2f} per video); "
+    print(f"  {name} D={dim} {shot}-shot, {prompt_kind} prompts: {P} distinct query pairs ({P / V:.2f} per video); "
           f"distinct pass {distinct_flops / 1e12:.2f} TFLOP in {distinct_s:.2f} s; reused eval of {args.episodes} "
           f"episodes {eval_s:.2f} s, accuracy {reused.accuracy:.4f} %", flush=True)
 
@@ -224,7 +246,7 @@ def bench_eval(dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args, d
           + (f" (x{args.episodes / n:g} = {naive_full_s:.0f} s extrapolated)" if n < args.episodes else "")
           + f", predictions identical: {bool(same.all())}", flush=True)
     return {
-        "dim": dim, "shot": shot, "prompts": prompt_kind, "videos": V, "classes": len(sizes),
+        "model": name, "dim": dim, "shot": shot, "prompts": prompt_kind, "videos": V, "classes": len(sizes),
         "episodes": args.episodes, "distinct_query_pairs": P, "pairs_per_video": P / V,
         "pps_own_class_rate": own_rate,
         "flops_per_video": flops, "flops_per_video_flopcounter": counted,
@@ -249,12 +271,14 @@ def bench_eval(dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args, d
     }
 
 
-def bench_train(dim: int, shot: int, store, args, device: torch.device, work: Path) -> dict:
-    """Head-training episodes/s of MDMF through `train.loop.train` (benchmarks/heads.py: every registered head)."""
+def bench_train(name: str, dim: int, shot: int, store, args, device: torch.device, work: Path) -> dict:
+    """Head-training episodes/s of one head through `train.loop.train` (`benchmarks/heads.py`'s `time_head`), with
+    the model settings this benchmark evaluates it with."""
     from heads import time_head
 
-    r = time_head("mdmf", dim, shot, store, args.train_steps, device, work)
-    print(f"  D={dim} {shot}-shot training: {r['seconds_per_step']:.2f} s per step of {r['episodes_per_step']} "
+    settings = {k: v for k, v in head_config(name, dim).to_dict().items() if k not in ("name", "dim", "frames")}
+    r = time_head(name, dim, shot, store, args.train_steps, device, work, settings) | {"model": name}
+    print(f"  {name} D={dim} {shot}-shot training: {r['seconds_per_step']:.2f} s per step of {r['episodes_per_step']} "
           f"episodes = {r['train_episodes_per_s']:.2f} episodes/s", flush=True)
     return r
 
@@ -266,25 +290,25 @@ def print_tables(result: dict) -> None:
 
     console = Console(width=170)
     train = Table(title="head training (forward + backward + Adam, 5-way, 5 queries/class)")
-    for col in ("D", "shot", "episodes/s", "s/step (16 episodes)"):
+    for col in ("model", "D", "shot", "episodes/s", "s/step (16 episodes)"):
         train.add_column(col, justify="right")
     for r in result["train"]:
-        train.add_row(str(r["dim"]), str(r["shot"]), f"{r['train_episodes_per_s']:.2f}", f"{r['seconds_per_step']:.2f}")
+        train.add_row(r["model"], str(r["dim"]), str(r["shot"]), f"{r['train_episodes_per_s']:.2f}", f"{r['seconds_per_step']:.2f}")
     console.print(train)
     first = result["eval"][0]
     where = (f"{first['episodes']} episodes, 5-way, 1 query/class, {first['videos']} videos in "
              f"{first['classes']} classes")
     work = Table(title=f"evaluation: the distinct pass ({where})")
     timing = Table(title=f"evaluation: time and equality ({where})")
-    for col in ("D", "shot", "prompts", "pairs/video", "distinct TFLOP", "naive TFLOP", "matmul GFLOP/s",
+    for col in ("model", "D", "shot", "prompts", "pairs/video", "distinct TFLOP", "naive TFLOP", "matmul GFLOP/s",
                 "distinct s", "distinct GFLOP/s", "distinct/matmul"):
         work.add_column(col, justify="right")
-    for col in ("D", "shot", "prompts", "eval s", "eval/distinct", "same, CPU s", "eval ep/s", "naive s",
+    for col in ("model", "D", "shot", "prompts", "eval s", "eval/distinct", "same, CPU s", "eval ep/s", "naive s",
                 "naive ep/s", "naive/eval", "acc reuse %", "acc naive %", "same preds"):
         timing.add_column(col, justify="right")
     mark = lambda ok: "" if ok else " ✗"  # noqa: E731
     for r in result["eval"]:
-        key = (str(r["dim"]), str(r["shot"]), r["prompts"])
+        key = (r["model"], str(r["dim"]), str(r["shot"]), r["prompts"])
         work.add_row(*key, f"{r['pairs_per_video']:.2f}", f"{r['distinct_pass_flops'] / 1e12:.2f}",
                      f"{r['naive_flops'] / 1e12:.1f}", f"{r['matmul_flops_per_s'] / 1e9:.0f}",
                      f"{r['distinct_pass_s']:.2f}", f"{r['distinct_pass_flops_per_s'] / 1e9:.0f}",
@@ -310,6 +334,7 @@ def print_tables(result: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    ap.add_argument("--models", default=None, help="heads to measure, comma-separated (default: every head of MODELS)")
     ap.add_argument("--dims", default="1024,512", help="feature widths: 1024 = RN50, 512 = ViT-B/16")
     ap.add_argument("--shots", default="1,5")
     ap.add_argument("--prompts", default=",".join(PROMPTS), help="synthetic prompt settings (see synthetic_split)")
@@ -333,6 +358,10 @@ def main() -> None:
                           ("cpu" if args.device == "auto" else args.device))
     args.batch_videos = args.batch_videos or (4096 if device.type == "cuda" else 1024)
     args.train_steps = max(2, args.train_steps or (20 if device.type == "cuda" else 5))
+    models = args.models.split(",") if args.models else list(MODELS)
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        ap.error(f"--models: unknown {', '.join(unknown)}; heads: {', '.join(MODELS)}")
     dims = [int(d) for d in args.dims.split(",")]
     shots = [int(s) for s in args.shots.split(",")]
     sizes = split_class_sizes(args.split_file, 2745, 21)
@@ -355,14 +384,16 @@ def main() -> None:
 
             for dim in dims:
                 store = make_store(work / f"store-{dim}", per_class=20, dim=dim)
+                for name in (m for m in models if MODELS[m].needs_training):
+                    for shot in shots:
+                        result["train"].append(bench_train(name, dim, shot, store, args, device, work))
+        for name in models:
+            for dim in dims:
                 for shot in shots:
-                    result["train"].append(bench_train(dim, shot, store, args, device, work))
-        for dim in dims:
-            for shot in shots:
-                for kind in args.prompts.split(","):
-                    result["eval"].append(bench_eval(dim, shot, kind, sizes, args, device))
-                if args.json:  # partial results survive an interrupted run
-                    args.json.write_text(json.dumps(result, indent=2))
+                    for kind in args.prompts.split(","):
+                        result["eval"].append(bench_eval(name, dim, shot, kind, sizes, args, device))
+                    if args.json:  # partial results survive an interrupted run
+                        args.json.write_text(json.dumps(result, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

@@ -24,6 +24,7 @@ def ablate(
     val_every: int = typer.Option(25), val_episodes: int = typer.Option(1000),
     episodes_per_step: int = typer.Option(16, help="episodes whose gradients are accumulated per step"),
     lr: float = typer.Option(None, help="default: the head stage's"),
+    baseline: str = typer.Option(None, help="the cell whose paired differences the table gives (default: the first)"),
     seed: int = typer.Option(0), device: str = typer.Option("auto"),
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
@@ -36,5 +37,5 @@ def ablate(
     config = AblateConfig(dataset=dataset, table=table, cache=str(cache) if cache else None, backbone=backbone,
                           runs=str(runs), cells=tuple(cell), shot=shot, way=way, steps=steps, episodes=episodes,
                           seed=seed, val_every=val_every, val_episodes=val_episodes,
-                          episodes_per_step=episodes_per_step, lr=lr, device=device, progress=not quiet)
+                          episodes_per_step=episodes_per_step, lr=lr, baseline=baseline, device=device, progress=not quiet)
     run_ablation(config, console, show_table=lambda summary: print_ablation_table(summary, console))

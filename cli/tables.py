@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mdmf.pipeline.apps.ablate_output import CAVEAT, PAPER_COLUMNS, paper_delta
+from mdmf.pipeline.apps.compare_output import difference_cells
 
 
 def print_extract_summary(summary, console: Console, first_failures: int = 5) -> None:
@@ -81,17 +82,21 @@ def print_ablation_table(summary: dict, console: Console) -> None:
     ds = summary["dataset"]
     table = Table(title=f"Table {summary['table']}: {summary['title']} — {ds}, {summary['way']}-way "
                         f"{summary['shot']}-shot, {summary['episodes']} test episodes")
-    for col in ("cell", "setting", "ours %"):
-        table.add_column(col, justify="right" if col == "ours %" else "left")
+    base = summary.get("baseline")
+    for col in ("cell", "setting", "ours %") + ((f"Δ to {base} (pp)", "p") if base else ()):
+        table.add_column(col, justify="left" if col in ("cell", "setting") else "right")
     for key, name in PAPER_COLUMNS.items():
         table.add_column(f"paper {name}", justify="right", style="bold" if key == ds else "dim")
     table.add_column("Δ paper", justify="right")
     for row in summary["cells"]:
         table.add_row(row["cell"], row["label"],
-                      f"{row['accuracy']:.2f} ± {row['ci95']:.2f}",
+                      f"{row['accuracy']:.2f} ± {row['ci95']:.2f}", *(difference_cells(row) if base else ()),
                       *(f"{row['paper'][k]:.1f}" if k in row["paper"] else "-" for k in PAPER_COLUMNS),
                       paper_delta(row, ds))
     console.print(table)
     if summary.get("note"):
         console.print(summary["note"], style="dim", highlight=False)
+    if base:
+        console.print(f"Δ to {base}: paired difference over the same test episodes; p: {summary['test']}",
+                      style="dim", highlight=False)
     console.print(CAVEAT, style="dim", highlight=False)

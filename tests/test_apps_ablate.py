@@ -5,9 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-import mdmf.pipeline.evaluate.episodic
+import mdmf.pipeline.apps.compare
 import mdmf.pipeline.train.loop
 from mdmf.config import ModelConfig
 from mdmf.pipeline.apps.ablate import AblateConfig, cell_state, load_table, run_ablation
@@ -45,18 +46,18 @@ def test_presets_hold_the_papers_grids():
 def counted(monkeypatch):
     """Records every train and evaluate_split call the grid makes."""
     calls = {"train": [], "eval": 0}
-    real_train, evaluate = mdmf.pipeline.train.loop.train, mdmf.pipeline.evaluate.episodic.evaluate_split
+    real_train, evaluate = mdmf.pipeline.train.loop.train, mdmf.pipeline.apps.compare.per_episode_accuracy
 
     def train(cfg, resume=False, steps=None):
         calls["train"].append((Path(cfg.run_dir).name, resume))
         return real_train(cfg, resume=resume, steps=steps)
 
-    def evaluate_split(*args, **kw):
+    def per_episode_accuracy(*args, **kw):
         calls["eval"] += 1
         return evaluate(*args, **kw)
 
     monkeypatch.setattr(mdmf.pipeline.train.loop, "train", train)
-    monkeypatch.setattr(mdmf.pipeline.evaluate.episodic, "evaluate_split", evaluate_split)
+    monkeypatch.setattr(mdmf.pipeline.apps.compare, "per_episode_accuracy", per_episode_accuracy)
     return calls
 
 
@@ -77,6 +78,17 @@ def test_finished_cells_are_skipped_and_only_missing_work_is_redone(store, tmp_p
     assert counted["eval"] == 2 and [r["state"] for r in first["cells"]] == ["train", "train"]
     assert json.loads((tmp_path / "ablate-synthetic-t4.json").read_text())["cells"] == first["cells"]
     assert "| pps |" in (tmp_path / "ablate-synthetic-t4.md").read_text()
+    # the cells' paired difference to the first one, from the per-episode accuracies kept beside each eval file
+    base, other = first["cells"]
+    assert first["baseline"] == base["cell"] and base["difference"] is None
+    per_episode = [np.array(json.loads(Path(r["result"]).with_suffix(".episodes.json").read_text()))
+                   for r in (base, other)]
+    d = per_episode[1] - per_episode[0]
+    assert len(d) == 60 and np.mean(per_episode[0]) == pytest.approx(base["accuracy"])
+    assert other["difference"]["mean"] == pytest.approx(d.mean())
+    assert other["difference"]["ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(60))
+    flipped = run_ablation(grid(store, tmp_path, baseline=other["cell"]))
+    assert flipped["cells"][0]["difference"]["mean"] == pytest.approx(-d.mean()) and counted["eval"] == 2
 
     again = run_ablation(grid(store, tmp_path))
     assert len(counted["train"]) == 2 and counted["eval"] == 2  # nothing redone

@@ -32,3 +32,25 @@ def test_each_seed_gets_its_own_store_and_run_and_a_rerun_reuses_them(toy_datase
 
     again, printed = demo(0)  # same seed again: the finished extraction and training are reused
     assert again == {m: {s: {**r, "seconds": again[m][s]["seconds"]} for s, r in by.items()} for m, by in first.items()}
+
+
+def test_demo_compare_trains_every_head_and_compares_them_on_the_same_episodes(toy_dataset, tmp_path, monkeypatch):
+    from mdmf.pipeline.apps.demo_compare import demo_heads, run_demo_compare
+    from mdmf.registry import MODELS
+
+    monkeypatch.chdir(tmp_path)
+    root, _ = toy_dataset
+    out = io.StringIO()
+    cfg = DemoConfig(data_root=str(root), steps=1, episodes=30, shots=(1,), seed=0, workers=0, progress=False)
+    result = run_demo_compare(cfg, Console(file=out, width=160),
+                              show_compare=lambda s, c: c.print(", ".join(r["name"] for r in s["methods"])))
+    trainable, fixed = demo_heads()
+    assert sorted(trainable + fixed) == sorted(MODELS) and "otam" in fixed
+    assert set(result["heads"]) == set(trainable)
+    summary = result["shots"]["1"]
+    assert [r["name"] for r in summary["methods"]] == trainable + fixed and summary["baseline"] == "otam"
+    for row in summary["methods"]:
+        assert (row["difference"] is None) == (row["name"] == "otam")
+        assert (tmp_path / "runs" / f"demo-compare-{row['name']}").is_dir() == (row["name"] in trainable)
+    assert ", ".join(trainable + fixed) in out.getvalue()
+    assert json.loads((tmp_path / "runs" / "demo-compare.json").read_text()) == result

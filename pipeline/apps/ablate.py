@@ -6,6 +6,11 @@ it (only overrides of the paper defaults) and the paper's numbers. Every cell is
 (`<run>/eval/test_<way>w<shot>s_seed<seed>.json`, as `mdmf eval` writes it) marks the cell done. Running the command
 again skips done cells, resumes a cell whose training was interrupted (from its `last.pt`), and only re-evaluates a
 trained cell whose eval is missing, older than its `best.pt`, or of another episode count.
+
+All cells are evaluated on the same store, split, seed and episode count, so on identical episodes
+(`apps.compare`): beside its eval JSON each cell keeps its per-episode accuracies
+(`<run>/eval/test_<way>w<shot>s_seed<seed>.episodes.json`), and the table gives every cell's paired difference to a
+baseline cell (`--baseline`, default the first) with its 95 % interval and p-value, without evaluating a done cell again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from mdmf.pipeline.apps.compare import TEST_NAME, paired_difference
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.data.datasets import default_store_path
 from mdmf.pipeline.runs import RunDir
@@ -64,6 +70,7 @@ class AblateConfig:
     val_episodes: int = 1000
     episodes_per_step: int = 16
     lr: float | None = None  # None: the head stage's default
+    baseline: str | None = None  # the cell the paired differences are taken to (None: the first cell shown)
     device: str = "auto"
     progress: bool = True
 
@@ -86,10 +93,16 @@ def cell_state(run: Path | RunDir, cfg: AblateConfig, shot: int) -> str:
     if steps < cfg.steps:
         return "resume"
     result, best = run.eval_path("test", cfg.way, shot, cfg.seed), run.best
-    if result.is_file() and best.is_file() and result.stat().st_mtime >= best.stat().st_mtime:
+    fresh = lambda p: p.is_file() and p.stat().st_mtime >= best.stat().st_mtime  # noqa: E731
+    if best.is_file() and fresh(result) and fresh(episodes_file(result)):
         if json.loads(result.read_text()).get("episodes") == cfg.episodes:
             return "done"
     return "evaluate"
+
+
+def episodes_file(result: Path) -> Path:
+    """Where a cell's per-episode accuracies are kept beside its eval JSON (for the paired differences)."""
+    return result.with_suffix(".episodes.json")
 
 
 def _check_same_cell(run: RunDir, cell: AblationCell, shot: int) -> None:
@@ -107,7 +120,8 @@ def _check_same_cell(run: RunDir, cell: AblationCell, shot: int) -> None:
 
 def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console) -> dict:
     """Bring one cell to done; returns its row (cell, label, overrides, run, state before, accuracy, ci95, paper)."""
-    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
+    from mdmf.pipeline.apps.compare import per_episode_accuracy
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, write_result
     from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.train.loop import TrainConfig, train
 
@@ -130,17 +144,35 @@ def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console)
     if state != "done":
         model, _ = run.load_model()
         store = run.open_store(cfg.cache)
-        result = evaluate_split(model, store, "test", EvalConfig(
+        per_episode, result = per_episode_accuracy(model, store.load("test"), EvalConfig(
             way=cfg.way, shot=shot, queries=1, episodes=cfg.episodes, seed=cfg.seed,
             device=str(resolve_device(cfg.device)), progress=cfg.progress))
         write_result(result, path, f"{run.name}: table {cfg.table}, {cell.label}")
+        episodes_file(path).write_text(json.dumps([round(float(a), 6) for a in per_episode]))
     return _row(cell, run, path, state)
 
 
 def _row(cell: AblationCell, run: RunDir, result: Path, state: str) -> dict:
     data = json.loads(result.read_text())
     return {"cell": cell.cell, "label": cell.label, "overrides": cell.overrides, "run": str(run), "state": state,
-            "accuracy": data["accuracy"], "ci95": data["ci95"], "episodes": data["episodes"], "paper": cell.paper}
+            "accuracy": data["accuracy"], "ci95": data["ci95"], "episodes": data["episodes"], "paper": cell.paper,
+            "result": str(result)}
+
+
+def add_paired_differences(rows: list[dict], baseline: str | None) -> str:
+    """Each row's paired difference to the baseline cell over the identical test episodes (`difference`: mean,
+    ci95, p_value, t; None for the baseline); returns the baseline's cell name."""
+    import numpy as np
+
+    cells = [r["cell"] for r in rows]
+    baseline = baseline or cells[0]
+    if baseline not in cells:
+        raise MdmfError(f"--baseline {baseline}: not a cell of this grid ({', '.join(cells)})")
+    per_episode = {r["cell"]: np.array(json.loads(episodes_file(Path(r["result"])).read_text())) for r in rows}
+    for row in rows:
+        row["difference"] = (None if row["cell"] == baseline
+                             else paired_difference(per_episode[row["cell"]], per_episode[baseline]))
+    return baseline
 
 
 def run_ablation(cfg: AblateConfig, console: Console | None = None,
@@ -164,9 +196,10 @@ def run_ablation(cfg: AblateConfig, console: Console | None = None,
         elif cell_state(cfg.run_dir(cell.cell), cfg, shot) == "done":  # not asked for, but finished earlier: show it
             run = RunDir(cfg.run_dir(cell.cell))
             rows.append(_row(cell, run, run.eval_path("test", cfg.way, shot, cfg.seed), "done"))
+    baseline = add_paired_differences(rows, cfg.baseline)
     summary = {"dataset": cfg.dataset, "table": cfg.table, "title": header["title"], "note": header.get("note"),
                "way": cfg.way, "shot": shot, "steps": cfg.steps, "episodes": cfg.episodes, "seed": cfg.seed,
-               "store": str(cfg.store()), "cells": rows}
+               "store": str(cfg.store()), "baseline": baseline, "test": TEST_NAME, "cells": rows}
     out = Path(cfg.runs) / f"ablate-{cfg.dataset}-t{cfg.table}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))

@@ -55,6 +55,19 @@ def accuracy_cell(accuracy: float, ci95: float) -> str:
     return f"{accuracy:.1f} ± {ci95:.1f}"
 
 
+def toy_store(cfg: DemoConfig, console: Console, show_extract: Callable[[object, Console], None] | None = None):
+    """The toy videos extracted with the tiny backbone into `cfg.store_path` (resumed when there); the store."""
+    from mdmf.pipeline.features.extract import run_extract
+    from mdmf.pipeline.features.recipe import ExtractConfig
+    from mdmf.pipeline.features.store import FeatureStore
+
+    summary = run_extract(ExtractConfig(dataset="toy", root=cfg.data_root, out=cfg.store_path, backbone="tiny",
+                                        train_views=4, workers=cfg.workers, progress=cfg.progress, seed=cfg.seed))
+    if show_extract is not None:
+        show_extract(summary, console)
+    return FeatureStore.open(cfg.store_path)
+
+
 def run_demo(cfg: DemoConfig, console: Console | None = None,
              show_extract: Callable[[object, Console], None] | None = None) -> dict:
     """The four steps; returns the results (also `cfg.results_path`). `show_extract(summary, console)` renders the
@@ -63,18 +76,11 @@ def run_demo(cfg: DemoConfig, console: Console | None = None,
     from mdmf.registry import build_model
     from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
     from mdmf.pipeline.runs import RunDir
-    from mdmf.pipeline.features.extract import run_extract
-    from mdmf.pipeline.features.recipe import ExtractConfig
-    from mdmf.pipeline.features.store import FeatureStore
     from mdmf.pipeline.train.loop import TrainConfig, train
 
     console = console or Console()
     console.rule("1/4 toy videos and features (tiny backbone)")
-    summary = run_extract(ExtractConfig(dataset="toy", root=cfg.data_root, out=cfg.store_path, backbone="tiny",
-                                        train_views=4, workers=cfg.workers, progress=cfg.progress, seed=cfg.seed))
-    if show_extract is not None:
-        show_extract(summary, console)
-    store = FeatureStore.open(cfg.store_path)
+    store = toy_store(cfg, console, show_extract)
 
     console.rule("2/4 untrained baseline: OTAM on the raw CLIP frame features")
     otam = build_model(ModelConfig(name="otam", dim=store.meta.dim, frames=store.meta.frames))

@@ -136,12 +136,18 @@ class FrameInput(EpisodeInput):
         self.encoder.visual.load_state_dict(state["visual"])
 
     def save_best(self, run: RunDir, step: int) -> None:
-        """`visual.pt`: the visual encoder of best.pt, and what it started from (`--weights runs/<name>`)."""
-        config_file = None
-        arg = self.ecfg.resolved_backbone()
-        if arg.endswith(".json"):  # the run carries its model config, so it stands alone
-            config_file = Path(arg).name
-            if not (run.path / config_file).is_file():
-                shutil.copyfile(arg, run.path / config_file)
-        save_atomic({"visual": self.encoder.visual.state_dict(), "step": step,
-                     "backbone": run_base_record(self.base_spec, self.base_sha, config_file)}, run.visual)
+        save_run_visual(run, self.encoder.visual.state_dict(), step, self.base_spec, self.base_sha, self.ecfg)
+
+
+def save_run_visual(run: RunDir, visual: dict, step: int, base_spec, base_sha: str, ecfg) -> None:
+    """`visual.pt`: a run's fine-tuned visual encoder (the state dict `visual`, of best.pt's `step`) and what it
+    started from, the store's backbone (`base_spec`, its weights' sha256, the store's `ExtractConfig`), so that
+    `--weights runs/<name>` rebuilds it. A JSON backbone config is copied into the run, so the run stands alone."""
+    config_file = None
+    arg = ecfg.resolved_backbone()
+    if arg.endswith(".json"):
+        config_file = Path(arg).name
+        if not (run.path / config_file).is_file():
+            shutil.copyfile(arg, run.path / config_file)
+    save_atomic({"visual": visual, "step": step, "backbone": run_base_record(base_spec, base_sha, config_file)},
+                run.visual)
