@@ -13,7 +13,7 @@
    and the training rows within 1e-4. On CUDA the runs have TF32 off (NVIDIA_TF32_OVERRIDE=0): cuDNN's TF32
    convolutions would differ by more than that between any two batchings.
 
-    python benchmarks/ddp.py --device cuda --json ddp.json      # a GPU machine: about 30 s (60 s with 2 GPUs)
+    python benchmarks/ddp.py --device cuda --json ddp.json      # a GPU machine (not yet run on one)
     python benchmarks/ddp.py --device cpu --dim 32 --set heads=4 --set mlp_dim=32   # gloo, a quick check
 """
 

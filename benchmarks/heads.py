@@ -7,7 +7,7 @@ warm-up). The list of heads is the registry's, never written here: a head added 
 nothing to train (`needs_training = False`, the OTAM baseline) is listed as such; a head whose run fails is listed
 with its error and the others go on.
 
-    python benchmarks/heads.py --device cuda --json heads.json        # a GPU: about 30 s for 3 heads
+    python benchmarks/heads.py --device cuda --json heads.json        # a GPU (not yet run on one)
     python benchmarks/heads.py --device cpu --dims 32 --shots 1 --steps 3 --set heads=4 --set mlp_dim=32   # quick
 """
 

@@ -115,3 +115,42 @@ def test_help_states_every_section_budget():
     for i, s in enumerate(device_check.SECTIONS, 1):
         assert f"{i} {s.key:<11} {s.budget_s:>3.0f} / {s.smoke_budget_s:.0f}" in text
     assert device_check.SETUP_BUDGET_S + sum(s.budget_s for s in device_check.SECTIONS) <= 8 * 60
+
+
+class _Parsed(Exception):
+    """Raised by the patched parse_args: the benchmark accepted its command line; nothing more runs."""
+
+
+def test_the_full_run_commands_are_accepted_by_the_benchmarks(tmp_path, monkeypatch):
+    """The GPU run cannot be run here, but its command lines can be parsed by the scripts' own argument parsers, so
+    that a typo does not cost a lent device its minutes."""
+    import argparse
+    import importlib.util
+
+    calls = []
+
+    def bench(self, name, argv, json_path, min_left=1.0):
+        calls.append(argv)
+        return {"status": "ok", "seconds": 0.0, "command": " ".join(argv), "data": None}
+
+    monkeypatch.setattr(device_check.Context, "bench", bench)
+    ctx = device_check.Context(out=tmp_path, smoke=False, machine={"cuda": True, "nccl": True, "cpu_count": 16,
+                                                                   "gpus": 1, "torch": "x"})
+    for section in device_check.SECTIONS:
+        assert section.run(ctx)["status"] == "ok", section.key
+    assert len(calls) == 4 + 4  # extraction: 2 backbones x 2 worker counts; one call for each other section
+    original = argparse.ArgumentParser.parse_args
+
+    def parse(self, args=None, namespace=None):
+        raise _Parsed(original(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse)
+    for argv in calls:
+        script = Path(argv[0])
+        spec = importlib.util.spec_from_file_location(f"bench_{script.stem}", script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        monkeypatch.setattr(sys, "argv", [str(script), *argv[1:]])
+        with pytest.raises(_Parsed) as parsed:
+            module.main()
+        assert parsed.value.args[0].device == "cuda", argv
