@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdmf.config import ModelConfig
-from mdmf.registry import build_model
 from mdmf.pipeline.core.checkpoint import load_checkpoint
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.features.backbones import RUN_VISUAL
 from mdmf.pipeline.features.store import FeatureStore
+from mdmf.registry import build_model
 
 
 @dataclass
@@ -156,11 +156,7 @@ class RunDir:
         """(the best model, best.pt's state); built once per `RunDir`."""
         state = self.best_state()
         if self._model is None:
-            try:
-                config = ModelConfig.from_saved(state["model_config"])
-            except ValueError as err:
-                raise MdmfError(f"{self.best}: its model config cannot be read: {err}") from None
-            model = build_model(config)
+            model = build_model(saved_model_config(state, str(self.best)))
             model.load_state_dict(state["model"])
             self._model = model
         return self._model, state
@@ -227,3 +223,12 @@ class RunDir:
         found = f"; {', '.join(others)} holds another store" if others else ""
         raise MdmfError(f"{self.path}: its feature store was not found (looked at {looked}){found}; give its "
                         "location with --cache PATH")
+
+
+def saved_model_config(state: dict, where: str) -> ModelConfig:
+    """The model config a checkpoint's `state` saved, read with `ModelConfig.from_saved` (a run saved before a default
+    changed keeps the model it was trained as); one that cannot be read is an `MdmfError` naming `where`."""
+    try:
+        return ModelConfig.from_saved(state["model_config"])
+    except ValueError as err:
+        raise MdmfError(f"{where}: its model config cannot be read: {err}") from None

@@ -4,6 +4,7 @@ is the whole product under `mdmf` only."""
 import ast
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
 import zipfile
@@ -155,3 +156,30 @@ def test_the_raw_attribute_check_can_fail(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f(store):\n    return store.meta['frames'], store.meta.get('dim'), store.root.attrs\n")
     assert len(_raw_store_reads(sample)) == 3
+
+
+def test_project_imports_are_sorted():
+    """Each module's top-level `from mdmf... import` statements in module order (one block, easy to scan and merge)."""
+    wrong = []
+    for root in ("pipeline", "cli", "mdmf"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            mods = [n.module for n in tree.body
+                    if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("mdmf")]
+            if mods != sorted(mods):
+                wrong.append(f"{path.relative_to(REPO)}: {mods}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_source_paths_named_in_the_docs_exist():
+    """A path like `pipeline/data/decode.py` in the README, docs/, splits/README.md, BENCHMARKS.md or pyproject.toml
+    names a file of the repository (a file that moved leaves no stale path behind)."""
+    docs = [REPO / "README.md", REPO / "BENCHMARKS.md", REPO / "pyproject.toml", REPO / "splits" / "README.md",
+            *sorted((REPO / "docs").glob("*.md"))]
+    stale = []
+    for doc in docs:
+        for path in sorted(set(re.findall(r"\b((?:pipeline|cli|mdmf|tests|benchmarks|scripts)/[\w/]+\.py)\b",
+                                          doc.read_text()))):
+            if not (REPO / path).is_file():
+                stale.append(f"{doc.relative_to(REPO)}: {path}")
+    assert not stale, "\n".join(stale)

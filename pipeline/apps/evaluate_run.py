@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdmf.config import ModelConfig
-from mdmf.registry import MODELS, build_model, untrained_models
 from mdmf.pipeline.apps.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
@@ -20,6 +19,7 @@ from mdmf.pipeline.data.datasets import default_store_path
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate_split, write_result
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.runs import RunDir
+from mdmf.registry import MODELS, build_model, untrained_models
 
 BASELINES = Path("runs") / "baselines"  # runs/baselines/<dataset>-<backbone>-<model>/eval/...
 

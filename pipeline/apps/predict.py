@@ -17,7 +17,14 @@ from pathlib import Path
 
 import torch
 
+from mdmf.config import ModelConfig
+from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.features.recipe import EncodeRecipe
+from mdmf.pipeline.features.video_encoder import VideoEncoder
+from mdmf.pipeline.runs import RunDir
+from mdmf.registry import build_model
 
 MAX_SHOT = 5  # the paper's (and this toolkit's) largest shot
 
@@ -95,12 +102,6 @@ def scan_support(folder: Path) -> dict[str, list[Path]]:
 
 def load_predictor(cfg: PredictConfig, device: torch.device):
     """(model in eval mode, VideoEncoder, run name or None) for `cfg`."""
-    from mdmf.config import ModelConfig
-    from mdmf.registry import build_model
-    from mdmf.pipeline.runs import RunDir
-    from mdmf.pipeline.features.recipe import EncodeRecipe
-    from mdmf.pipeline.features.video_encoder import VideoEncoder
-
     if cfg.run:
         run = RunDir(cfg.run)
         model, _ = run.load_model()
@@ -119,9 +120,6 @@ def load_predictor(cfg: PredictConfig, device: torch.device):
 
 def predict(cfg: PredictConfig) -> Prediction:
     """Encode the support folder and the query videos, score the queries; see the module docstring."""
-    from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.pipeline.core.progress import progress_bar
-
     if not cfg.queries:
         raise MdmfError("give at least one query video: --query VIDEO [VIDEO ...]")
     for q in cfg.queries:

@@ -27,6 +27,7 @@ from mdmf.pipeline.apps.tsne import choose_backend, embed
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, write_result
 from mdmf.pipeline.evaluate.predictions import predict_episodes, predictions_of
 from mdmf.pipeline.runs import RunDir
 
@@ -53,8 +54,6 @@ class ReportConfig:
 
 def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out: Path, run: RunDir, device: str):
     """(EvalResult, where it came from): a reusable eval JSON of the run, or a fresh evaluation written to `out`."""
-    from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, write_result
-
     own = run.eval_path(cfg.split, way, shot, cfg.seed)
     best_time = run.best.stat().st_mtime
     known = {f.name for f in fields(EvalResult)}

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from mdmf.pipeline.core.errors import MdmfError
+
 EVERY_ENV = "MDMF_PROGRESS_EVERY"
 DEFAULT_EVERY = 30.0  # seconds between plain progress lines
 
@@ -39,8 +41,6 @@ def progress_every() -> float:
     try:
         return max(0.0, float(text)) if text else DEFAULT_EVERY
     except ValueError:
-        from mdmf.pipeline.core.errors import MdmfError
-
         raise MdmfError(f"{EVERY_ENV}={text!r}: give the seconds between progress lines, e.g. 30") from None
 
 

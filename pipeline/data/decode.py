@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mdmf.pipeline.core.errors import MdmfError
+
 READER = "pyav-exact-v1"  # recorded in the store identity: a store read with another reader is never resumed
 LONG_FRAMES = 900  # above this many frames (36 s at 25 fps), the `seek` strategy
 HOLD_BYTES = 192 << 20  # at most this many bytes of decoded YUV frames held per open video
@@ -318,8 +320,6 @@ def import_decord():
     try:
         import decord
     except ImportError:
-        from mdmf.pipeline.core.errors import MdmfError
-
         raise MdmfError(f"the decord reader needs decord, an optional extra: {DECORD_EXTRA} (decord 0.6 has wheels "
                         "for x86-64 only; mdmf's own reader is PyAV and needs nothing more)") from None
     decord.logging.set_level(decord.logging.QUIET)
