@@ -95,3 +95,12 @@ def built_wheel(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = out.glob("mdmf-*.whl")
     return wheel
+
+
+# ---- training (test_train_loop, test_train_tracking) ----
+@pytest.fixture(scope="session")
+def train_store(tmp_path_factory):
+    """A synthetic store the training tests train on (read only)."""
+    from synthetic import make_store
+
+    return make_store(tmp_path_factory.mktemp("train") / "store", noise=2.5)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mdmf.pipeline.features.store import OK, FeatureStore, SplitLayout
+from mdmf.pipeline.train.loop import TrainConfig
 
 CLASSES = {"train": 8, "val": 5, "test": 6}
 
@@ -45,3 +46,13 @@ def make_store(path: Path, per_class: int = 8, frames: int = 8, dim: int = 32, t
                              np.full(n, OK), [""] * n)
         store.write_prompt_embeddings(split, prompts)
     return store
+
+
+# A small MDMF head and a short CPU training run on a synthetic store: what the training tests share.
+SMALL_HEADS = {"name": "mdmf", "heads": 4, "mlp_dim": 64}
+
+
+def small_train_config(store: FeatureStore, run_dir, **overrides) -> TrainConfig:
+    base = dict(store=str(store.path), run_dir=str(run_dir), model=SMALL_HEADS, steps=6, episodes_per_step=4,
+                batch_episodes=2, val_every=3, val_episodes=100, progress=False, device="cpu", lr=1e-3)
+    return TrainConfig(**{**base, **overrides})

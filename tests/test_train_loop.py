@@ -9,23 +9,21 @@ from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
 from mdmf.pipeline.runs import RunDir
 from mdmf.pipeline.train.loop import TrainConfig, build_head, train
-from synthetic import make_store
+from synthetic import SMALL_HEADS, make_store, small_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-SMALL = {"name": "mdmf", "heads": 4, "mlp_dim": 64}
+SMALL = SMALL_HEADS
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("train") / "store", noise=2.5)
+def store(train_store):
+    return train_store
 
 
 def cfg(store, run_dir, **kw):
-    base = dict(store=str(store.path), run_dir=str(run_dir), model=SMALL, steps=6, episodes_per_step=4,
-                batch_episodes=2, val_every=3, val_episodes=100, progress=False, device="cpu", lr=1e-3)
-    return TrainConfig(**{**base, **kw})
+    return small_train_config(store, run_dir, **kw)
 
 
 def test_run_folder_and_checkpoints(store, tmp_path):

@@ -12,22 +12,20 @@ import pytest
 
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.runs import read_curves
-from mdmf.pipeline.train.loop import TrainConfig, train
+from mdmf.pipeline.train.loop import train
 from mdmf.pipeline.train.tracking import check_trackers, open_trackers, tracker_names
-from synthetic import make_store
+from synthetic import SMALL_HEADS, small_train_config
 
-SMALL = {"name": "mdmf", "heads": 4, "mlp_dim": 64}
+SMALL = SMALL_HEADS
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("tracking") / "store", noise=2.5)
+def store(train_store):
+    return train_store
 
 
 def cfg(store, run_dir, **kw):
-    base = dict(store=str(store.path), run_dir=str(run_dir), model=SMALL, steps=6, episodes_per_step=4,
-                batch_episodes=2, val_every=3, val_episodes=40, progress=False, device="cpu", lr=1e-3)
-    return TrainConfig(**{**base, **kw})
+    return small_train_config(store, run_dir, **{"val_episodes": 40, **kw})
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict]]:
