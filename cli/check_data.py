@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
+from mdmf.cli.tables import print_check_data
 from mdmf.pipeline.data.check_data import check_data as run_check
 from mdmf.pipeline.data.splits import KNOWN_DATASETS
 
@@ -34,6 +35,6 @@ def check_data(
     report = run_check(load_splits(splits_dir(dataset, splits, root=root)), root, workers=workers,
                        progress=not quiet and json_path != "-", split_names=split or None)
     write_json(report.to_json(), json_path)
-    report.print(human_console(json_path))
+    print_check_data(report, human_console(json_path))
     if not report.ok:
         raise typer.Exit(1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
+from mdmf.cli.tables import print_prediction
 from mdmf.pipeline.apps.predict import PredictConfig
 
 D = PredictConfig  # the defaults: one value, in the dataclass the command fills
@@ -43,17 +43,4 @@ def predict(
                         seed=seed, device=device, progress=not quiet and json_path != "-")
     result = run_predict(cfg)
     write_json(result.to_json(), json_path)
-    console = human_console(json_path)
-    who = f"run {result.run} ({result.model})" if result.run else "untrained OTAM baseline on raw CLIP features"
-    shots = ", ".join(f"{name} ({k})" for name, k in result.shots.items())
-    console.print(f"{who}; backbone {result.encoder['backbone']}; {len(result.classes)} classes: {shots}",
-                  highlight=False)
-    for q in result.queries:
-        table = Table(title=f"{q.video}" + (f"  (PPS prompt: {q.prompt_class})" if q.prompt_class else ""))
-        table.add_column("rank", justify="right")
-        table.add_column("class")
-        table.add_column("probability", justify="right")
-        for rank, row in enumerate(q.ranking[:top], 1):
-            table.add_row(str(rank), row["class"], f"{100 * row['probability']:.1f} %")
-        console.print(table)
-    console.print(f"probabilities: {result.probability}", style="dim", highlight=False)
+    print_prediction(result, top, human_console(json_path))

@@ -1,10 +1,13 @@
 """Every rich table the CLI prints: the pipeline returns data (and writes its JSON / Markdown), these render it.
 
 `print_extract_summary` (`mdmf extract`, the demo), `print_store_info` (`mdmf cache info`), `print_eval_result`
-(`mdmf eval`), `print_ablation_table` (`mdmf ablate`).
+(`mdmf eval`), `print_ablation_table` (`mdmf ablate`), `print_check_data` (`mdmf check-data`), `print_prediction`
+(`mdmf predict`).
 """
 
 from __future__ import annotations
+
+import statistics
 
 from rich.console import Console
 from rich.table import Table
@@ -100,3 +103,57 @@ def print_ablation_table(summary: dict, console: Console) -> None:
         console.print(f"Δ to {base}: paired difference over the same test episodes; p: {summary['test']}",
                       style="dim", highlight=False)
     console.print(CAVEAT, style="dim", highlight=False)
+
+
+def check_data_table(report) -> Table:
+    """The per-split counts of `mdmf check-data` (a `pipeline.data.check_data.CheckReport`)."""
+    table = Table(title=f"{report.dataset}: videos under {report.root}")
+    for col in ("split", "listed", "found", "missing", "unreadable", "readable", "frames min / median"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for name, s in report.splits.items():
+        frames = f"{min(s.frames)} / {statistics.median(s.frames):g}" if s.frames else "-"
+        table.add_row(name, str(s.listed), str(s.found), _red(s.missing), _red(s.unreadable), str(s.readable),
+                      frames)
+    return table
+
+
+def print_check_data(report, console: Console) -> None:
+    """`mdmf check-data`: the table, then the first missing and unreadable videos of each split, then a one-line
+    verdict."""
+    console.print(check_data_table(report))
+    for name, s in report.splits.items():
+        if s.missing:
+            console.print(f"[yellow]{name}: {s.missing} missing[/], e.g. (expected at)")
+            for path in s.missing_examples:
+                console.print(f"  {path}", highlight=False)
+        if s.unreadable:
+            console.print(f"[yellow]{name}: {s.unreadable} unreadable[/], e.g.")
+            for path, reason in s.unreadable_examples:
+                console.print(f"  {path}: {reason}", highlight=False)
+    total = sum(s.listed for s in report.splits.values())
+    if report.ok:
+        console.print(f"[green]all {total} listed videos found and readable[/] ({report.seconds:.1f} s)")
+    else:
+        bad = sum(s.missing + s.unreadable for s in report.splits.values())
+        console.print(f"[red]{bad} of {total} listed videos are missing or unreadable[/] ({report.seconds:.1f} s)")
+
+
+def print_prediction(result, top: int, console: Console) -> None:
+    """`mdmf predict`: who scored, then per query its `top` classes with their probabilities."""
+    who = f"run {result.run} ({result.model})" if result.run else "untrained OTAM baseline on raw CLIP features"
+    shots = ", ".join(f"{name} ({k})" for name, k in result.shots.items())
+    console.print(f"{who}; backbone {result.encoder['backbone']}; {len(result.classes)} classes: {shots}",
+                  highlight=False)
+    for q in result.queries:
+        table = Table(title=f"{q.video}" + (f"  (PPS prompt: {q.prompt_class})" if q.prompt_class else ""))
+        table.add_column("rank", justify="right")
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        for rank, row in enumerate(q.ranking[:top], 1):
+            table.add_row(str(rank), row["class"], f"{100 * row['probability']:.1f} %")
+        console.print(table)
+    console.print(f"probabilities: {result.probability}", style="dim", highlight=False)
+
+
+def _red(n: int) -> str:
+    return f"[red]{n}[/]" if n else "0"

@@ -14,6 +14,7 @@ from rich.console import Console
 from videogen import write_video
 
 import mdmf.pipeline.data.check_data
+from mdmf.cli.tables import print_check_data
 from mdmf.pipeline.data.check_data import check_data, probe_video
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.data.splits import load_splits
@@ -66,7 +67,7 @@ def test_counts_examples_and_reasons(data):
     assert json.loads(json.dumps(out)) == out
     assert out["splits"]["train"]["frames_min"] == 6 and out["ok"] is False
     console = Console(record=True, width=120)
-    report.print(console)
+    print_check_data(report, console)
     text = console.export_text()
     assert "gone" in text and "garbage.avi" in text and "3 of 6 listed videos are missing or unreadable" in text
 

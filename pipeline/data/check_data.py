@@ -21,9 +21,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from mdmf.pipeline.core import isolation
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED
@@ -83,39 +80,6 @@ class CheckReport:
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "root": self.root, "splits_dir": self.splits_dir, "ok": self.ok,
                 "seconds": self.seconds, "splits": {name: s.to_json() for name, s in self.splits.items()}}
-
-    def table(self) -> Table:
-        table = Table(title=f"{self.dataset}: videos under {self.root}")
-        for col in ("split", "listed", "found", "missing", "unreadable", "readable", "frames min / median"):
-            table.add_column(col, justify="left" if col == "split" else "right")
-        for name, s in self.splits.items():
-            frames = f"{min(s.frames)} / {statistics.median(s.frames):g}" if s.frames else "-"
-            table.add_row(name, str(s.listed), str(s.found), _red(s.missing), _red(s.unreadable), str(s.readable), frames)
-        return table
-
-    def print(self, console: Console) -> None:
-        """The table, then the first missing and unreadable videos of each split, then a one-line verdict."""
-        console.print(self.table())
-        for name, s in self.splits.items():
-            if s.missing:
-                console.print(f"[yellow]{name}: {s.missing} missing[/], e.g. (expected at)")
-                for path in s.missing_examples:
-                    console.print(f"  {path}", highlight=False)
-            if s.unreadable:
-                console.print(f"[yellow]{name}: {s.unreadable} unreadable[/], e.g.")
-                for path, reason in s.unreadable_examples:
-                    console.print(f"  {path}: {reason}", highlight=False)
-        total = sum(s.listed for s in self.splits.values())
-        if self.ok:
-            console.print(f"[green]all {total} listed videos found and readable[/] ({self.seconds:.1f} s)")
-        else:
-            bad = sum(s.missing + s.unreadable for s in self.splits.values())
-            console.print(f"[red]{bad} of {total} listed videos are missing or unreadable[/] ({self.seconds:.1f} s)")
-
-
-def _red(n: int) -> str:
-    return f"[red]{n}[/]" if n else "0"
-
 
 def probe_video(path: Path) -> tuple[int | None, str]:
     """(frame count, "") for a video extraction's reader can read, else (None, reason). Never raises for a bad
