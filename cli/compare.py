@@ -10,8 +10,8 @@ from rich.table import Table
 
 from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
 from mdmf.pipeline.apps.compare import CompareConfig
-from mdmf.pipeline.evaluate.episodic import EvalConfig
 from mdmf.pipeline.apps.compare_output import difference_cells, header_line
+from mdmf.pipeline.evaluate.episodic import EvalConfig
 
 D = EvalConfig  # the defaults of the episodes: the evaluator's
 

@@ -23,10 +23,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mdmf.pipeline.apps.compare import TEST_NAME, paired_difference
+from mdmf.config import ModelConfig
+from mdmf.pipeline.apps.ablate_output import to_markdown
+from mdmf.pipeline.apps.compare import TEST_NAME, paired_difference, per_episode_accuracy
+from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.data.datasets import default_store_path
+from mdmf.pipeline.evaluate.episodic import EvalConfig, write_result
 from mdmf.pipeline.runs import RunDir
+from mdmf.pipeline.train.loop import TrainConfig, train
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 TABLES = (3, 4, 5)
@@ -42,8 +47,6 @@ class AblationCell:
 
 def load_table(table: int) -> tuple[dict, list[AblationCell]]:
     """(table header: title, shot, note; cells) of a preset; overrides are checked against `ModelConfig`."""
-    from mdmf.config import ModelConfig
-
     if table not in TABLES:
         raise MdmfError(f"--table {table}: the paper's ablation tables are {', '.join(map(str, TABLES))}")
     data = json.loads((PRESETS / f"ablation_table{table}.json").read_text())
@@ -120,11 +123,6 @@ def _check_same_cell(run: RunDir, cell: AblationCell, shot: int) -> None:
 
 def run_cell(cfg: AblateConfig, cell: AblationCell, shot: int, console: Console) -> dict:
     """Bring one cell to done; returns its row (cell, label, overrides, run, state before, accuracy, ci95, paper)."""
-    from mdmf.pipeline.apps.compare import per_episode_accuracy
-    from mdmf.pipeline.evaluate.episodic import EvalConfig, write_result
-    from mdmf.pipeline.core.devices import resolve_device
-    from mdmf.pipeline.train.loop import TrainConfig, train
-
     run = RunDir(cfg.run_dir(cell.cell))
     state = cell_state(run, cfg, shot)
     if state not in ("train", "restart"):
@@ -179,8 +177,6 @@ def run_ablation(cfg: AblateConfig, console: Console | None = None,
                  show_table: Callable[[dict], None] | None = None) -> dict:
     """Every (selected) cell of the table; writes `<runs>/ablate-<dataset>-t<N>.json` and `.md`; returns the JSON.
     `show_table(summary)` renders it (`mdmf ablate`: `mdmf.cli.tables.print_ablation_table`)."""
-    from mdmf.pipeline.apps.ablate_output import to_markdown
-
     console = console or Console()
     header, cells = load_table(cfg.table)
     unknown = sorted(set(cfg.cells) - {c.cell for c in cells})

@@ -19,6 +19,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from mdmf.config import ModelConfig
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
+from mdmf.pipeline.features.extract import run_extract
+from mdmf.pipeline.features.recipe import ExtractConfig
+from mdmf.pipeline.features.store import FeatureStore
+from mdmf.pipeline.runs import RunDir
+from mdmf.pipeline.train.loop import TrainConfig, train
+from mdmf.registry import build_model
+
 
 @dataclass
 class DemoConfig:
@@ -57,10 +66,6 @@ def accuracy_cell(accuracy: float, ci95: float) -> str:
 
 def toy_store(cfg: DemoConfig, console: Console, show_extract: Callable[[object, Console], None] | None = None):
     """The toy videos extracted with the tiny backbone into `cfg.store_path` (resumed when there); the store."""
-    from mdmf.pipeline.features.extract import run_extract
-    from mdmf.pipeline.features.recipe import ExtractConfig
-    from mdmf.pipeline.features.store import FeatureStore
-
     summary = run_extract(ExtractConfig(dataset="toy", root=cfg.data_root, out=cfg.store_path, backbone="tiny",
                                         train_views=4, workers=cfg.workers, progress=cfg.progress, seed=cfg.seed))
     if show_extract is not None:
@@ -72,12 +77,6 @@ def run_demo(cfg: DemoConfig, console: Console | None = None,
              show_extract: Callable[[object, Console], None] | None = None) -> dict:
     """The four steps; returns the results (also `cfg.results_path`). `show_extract(summary, console)` renders the
     extraction summary (`mdmf demo`: `mdmf.cli.tables.print_extract_summary`)."""
-    from mdmf.config import ModelConfig
-    from mdmf.registry import build_model
-    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
-    from mdmf.pipeline.runs import RunDir
-    from mdmf.pipeline.train.loop import TrainConfig, train
-
     console = console or Console()
     console.rule("1/4 toy videos and features (tiny backbone)")
     store = toy_store(cfg, console, show_extract)

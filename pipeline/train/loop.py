@@ -27,18 +27,21 @@ import torch
 from torch import nn
 
 from mdmf.base import ClassTexts
+from mdmf.config import ModelConfig
 from mdmf.pipeline.core import distributed
 from mdmf.pipeline.core.checkpoint import load_checkpoint, save_atomic
-from mdmf.pipeline.train.e2e import E2EConfig
-from mdmf.pipeline.episodes.sampler import EpisodeBatch, EpisodeSampler, EpisodeSpec
 from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
-from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
 from mdmf.pipeline.core.interrupt import DeferredInterrupt
+from mdmf.pipeline.core.presets import Preset, load_preset, store_differences
 from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.episodes.sampler import EpisodeBatch, EpisodeSampler, EpisodeSpec
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
 from mdmf.pipeline.features.store import FeatureStore
-from mdmf.pipeline.runs import RunDir
+from mdmf.pipeline.runs import RunDir, saved_model_config
+from mdmf.pipeline.train.e2e import E2EConfig, FrameInput
 from mdmf.pipeline.train.inputs import CachedFeatures, EpisodeInput
 from mdmf.pipeline.train.tracking import Trackers, check_trackers, open_trackers, tracker_names
+from mdmf.registry import build_model
 
 STAGES = ("head", "e2e")
 DEFAULT_LR = {"head": 1e-4, "e2e": 1e-5}  # heads; e2e: the paper's 1e-5 (the backbone's is E2EConfig.backbone_lr)
@@ -155,8 +158,6 @@ def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict |
     `model` section, then `given` (training settings named explicitly, e.g. on the command line), `model`
     (`--set`-style model overrides) and `e2e`. `given` must hold `stage`, `store` and `run_dir`.
     """
-    from mdmf.pipeline.core.presets import Preset, load_preset
-
     p = load_preset(preset) if preset else Preset(name="")
     train = dict(p.train)
     e2e_preset = train.pop("e2e", {})
@@ -172,8 +173,6 @@ def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict |
 def preset_warnings(preset: str | None, store_path: str | Path) -> list[str]:
     """One line when the store was extracted otherwise than the preset's `extract` section says (e.g. `--preset
     reference` heads on a TSN / CLIP-normalised store); nothing when there is no preset or no readable store yet."""
-    from mdmf.pipeline.core.presets import load_preset, store_differences
-
     if not preset:
         return []
     p = load_preset(preset)
@@ -191,9 +190,6 @@ def preset_warnings(preset: str | None, store_path: str | Path) -> list[str]:
 def build_head(store: FeatureStore, overrides: dict):
     """The model for a store: D, T and the number of training classes (for heads with a classifier over them) come
     from the store, everything else from `overrides` over the paper defaults."""
-    from mdmf.config import ModelConfig
-    from mdmf.registry import build_model
-
     classes = len(store.strings("train", "class_names")) if "train" in store.splits else 0
     try:
         cfg = ModelConfig.from_dict({**overrides, "dim": store.meta.dim, "frames": store.meta.frames,
@@ -232,14 +228,8 @@ class EpisodeModel(nn.Module):
 
 
 def _saved_heads(state: dict) -> dict:
-    """The model settings of a checkpoint as overrides (all fields but D and T, which come from the store), read
-    with `ModelConfig.from_saved`: a run saved before a default changed keeps the model it was trained as."""
-    from mdmf.config import ModelConfig
-
-    try:
-        config = ModelConfig.from_saved(state["model_config"])
-    except ValueError as err:
-        raise MdmfError(f"the checkpoint's model config cannot be read: {err}") from None
+    """The model settings of a checkpoint as overrides (all fields but D and T, which come from the store)."""
+    config = saved_model_config(state, "the checkpoint")
     return {k: v for k, v in config.to_dict().items() if k not in ("dim", "frames")}
 
 
@@ -326,7 +316,6 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
 @dataclass
 class _Training:
     """What the steps of one process's run share (built by `_setup`; `step` and `best` change as it trains)."""
-
     cfg: TrainConfig
     ctx: distributed.DistContext
     run: RunDir
@@ -354,7 +343,6 @@ def _setup(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     store = FeatureStore.open(cfg.store)
     heads = _build_heads(cfg, store, _init_heads(cfg) if state is None else None)
     if cfg.stage == "e2e":
-        from mdmf.pipeline.train.e2e import FrameInput
 
         inp = FrameInput(cfg, store, ctx)
     else:
