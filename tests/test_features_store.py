@@ -91,3 +91,7 @@ def test_status_progress_and_failures_are_what_was_written(tmp_path):
     assert store.progress()["train"] == {"total": 70, "pending": 22, "ok": 45, "failed": 2, "short": 1}
     assert store.failures("train") == [("v2", "/videos/v2.mp4", "no such file"), ("v40", "/videos/v40.mp4", "no such file")]
     assert store_info(store)["splits"]["train"]["pending"] == 22
+    statuses = store.statuses()  # read once, handed on: the same answers
+    assert store.pending_units("train", status=statuses["train"]) == [1, 4]
+    assert store.progress(statuses) == store.progress()
+    assert store.failures("train", statuses["train"]) == store.failures("train")

@@ -168,8 +168,9 @@ def _extract_into_store(cfg: ExtractConfig, backbone: Backbone, dataset, device,
     jobs: list[DecodeJob] = []
     paths = {s: store.strings(s, "paths") for s in cfg.splits}
     ids = {s: store.strings(s, "video_ids") for s in cfg.splits}
+    statuses = store.statuses()  # read once: the pending units now, and the summary too when nothing is to do
     for split in cfg.splits:
-        for unit in store.pending_units(split, shard, num_shards):
+        for unit in store.pending_units(split, shard, num_shards, statuses[split]):
             for row in store.unit_rows(split, unit):
                 jobs.append(DecodeJob(split, unit, row, ids[split][row], paths[split][row], split == "train"))
 
@@ -177,10 +178,11 @@ def _extract_into_store(cfg: ExtractConfig, backbone: Backbone, dataset, device,
     views = {s: store.views(s) for s in cfg.splits}
     times = ExtractTimes()
     done = _encode_jobs(cfg, store, backbone, pre, jobs, views, cfg.allow_flip(dataset.info.flip), device, times)
-
+    if done:
+        statuses = store.statuses()  # after this run's units (and what other shards wrote meanwhile)
     summary = ExtractSummary(store=str(store.path), seconds=round(time.perf_counter() - start, 2), videos_done=done,
-                             per_split=store.progress(),
-                             failures={s: store.failures(s)[:20] for s in store.splits},
+                             per_split=store.progress(statuses),
+                             failures={s: store.failures(s, statuses[s])[:20] for s in store.splits},
                              times={k: round(v, 3) for k, v in asdict(times).items()} if done else {})
     if num_shards == 1 or all(v["pending"] == 0 for v in summary.per_split.values()):
         (store.path / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))

@@ -43,8 +43,6 @@ from mdmf.pipeline.data.views import FAILED, OK, SHORT
 SCHEMA_VERSION = 1
 PENDING = 0  # not processed yet; the other codes are what decoding gave (`pipeline.data.views`)
 STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", SHORT: "short"}
-# Per-video arrays chunked by unit that are always read whole (`FeatureStore.array` opens them to decode in one batch).
-WHOLE_READS = ("status", "errors")
 # `load` reads the rows it keeps in blocks of at most this many bytes (and at most 1/8 of the array), so its peak is
 # the result plus one block, not the whole array twice.
 LOAD_BLOCK_BYTES = 32 << 20
@@ -304,18 +302,8 @@ class FeatureStore:
     def array(self, split: str, name: str) -> zarr.Array:
         key = (split, name)
         if key not in self._arrays:
-            if name in WHOLE_READS:
-                # Zarr decodes `codec_pipeline.batch_size` chunks per step (1 by default), and the pipeline is fixed
-                # when the array is opened: all chunks in one batch halves a whole read of these small per-unit
-                # arrays (status of 67,013 videos in 4,189 chunks: 2.5 s -> 1.2 s measured, see BENCHMARKS.md).
-                with zarr.config.set({"codec_pipeline.batch_size": max(1, self._chunks_of(split, name))}):
-                    self._arrays[key] = self.group(split)[name]
-            else:
-                self._arrays[key] = self.group(split)[name]
+            self._arrays[key] = self.group(split)[name]
         return self._arrays[key]
-
-    def _chunks_of(self, split: str, name: str) -> int:
-        return -(-int(self.group(split)[name].shape[0]) // self.chunk_videos)
 
     @property
     def chunk_videos(self) -> int:
@@ -335,9 +323,11 @@ class FeatureStore:
         start = unit * self.chunk_videos
         return range(start, min(start + self.chunk_videos, self.num_videos(split)))
 
-    def pending_units(self, split: str, shard: int = 0, num_shards: int = 1) -> list[int]:
-        """Units of `split` owned by shard `shard` of `num_shards` whose status chunk is not written yet."""
-        pending_rows = np.flatnonzero(self.status(split) == PENDING)
+    def pending_units(self, split: str, shard: int = 0, num_shards: int = 1,
+                      status: np.ndarray | None = None) -> list[int]:
+        """Units of `split` owned by shard `shard` of `num_shards` whose status chunk is not written yet (`status`:
+        the split's status array if the caller has just read it)."""
+        pending_rows = np.flatnonzero((self.status(split) if status is None else status) == PENDING)
         units = np.unique(pending_rows // self.chunk_videos)
         return [int(u) for u in units if u % num_shards == shard]
 
@@ -367,7 +357,14 @@ class FeatureStore:
         return [str(v) for v in self.group(split)[name][:]]
 
     def status(self, split: str) -> np.ndarray:
+        """The status of every video of `split`, read now. Zarr reads it one unit's chunk at a time (0.6 ms each,
+        4,189 chunks on SSv2-Full's train split), so the callers that need it several times read it once and hand
+        it to `pending_units`, `progress` and `failures` (`statuses`)."""
         return self.array(split, "status")[:]
+
+    def statuses(self) -> dict[str, np.ndarray]:
+        """`status` of every split, one read each."""
+        return {split: self.status(split) for split in self.splits}
 
     def load(self, split: str) -> SplitFeatures:
         """The usable videos of `split` (status ok or short) with their features, in memory."""
@@ -409,19 +406,20 @@ class FeatureStore:
                 np.take(part, rows[lo:hi] - start, axis=0, out=out[lo:hi])
         return out
 
-    def progress(self) -> dict[str, dict[str, int]]:
-        """Per split: total videos and how many are pending, ok, failed, short (across all shards)."""
+    def progress(self, statuses: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, int]]:
+        """Per split: total videos and how many are pending, ok, failed, short (across all shards; from `statuses`
+        when given, else read now)."""
         out = {}
         for split in self.splits:
-            status = self.status(split)
+            status = self.status(split) if statuses is None else statuses[split]
             out[split] = {"total": int(status.size)} | {
                 name: int((status == code).sum()) for code, name in STATUS_NAMES.items()
             }
         return out
 
-    def failures(self, split: str) -> list[tuple[str, str, str]]:
-        """(video id, path, reason) of every failed video of `split`."""
-        status = self.status(split)
+    def failures(self, split: str, status: np.ndarray | None = None) -> list[tuple[str, str, str]]:
+        """(video id, path, reason) of every failed video of `split` (`status`: its status array, if just read)."""
+        status = self.status(split) if status is None else status
         rows = np.flatnonzero(status == FAILED)
         if rows.size == 0:
             return []
@@ -433,8 +431,9 @@ class FeatureStore:
 def store_info(store: FeatureStore) -> dict:
     """What `mdmf cache info` shows, as JSON-safe data."""
     meta = store.meta
+    statuses = store.statuses()  # one read per split for the counts and the failures
     splits = {}
-    for split, counts in store.progress().items():
+    for split, counts in store.progress(statuses).items():
         splits[split] = counts | {"classes": len(store.strings(split, "class_names")), "views": store.views(split)}
     return {
         "path": str(store.path),
@@ -445,7 +444,7 @@ def store_info(store: FeatureStore) -> dict:
         "frames": meta.frames,
         "versions": meta.versions,
         "splits": splits,
-        "failures": {s: store.failures(s)[:20] for s in store.splits},
+        "failures": {s: store.failures(s, statuses[s])[:20] for s in store.splits},
     }
 
 
