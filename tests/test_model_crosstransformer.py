@@ -105,3 +105,17 @@ def test_uneven_shots_score_each_class_from_its_own_frames():
             aligned, value = attn @ (frames @ wv.T), query[0, m] @ wv.T  # (T, H) each
             want = F.cosine_similarity(aligned, value, dim=-1, eps=1e-12).sum() / T
             torch.testing.assert_close(logits[m, n], want, rtol=1e-10, atol=1e-10)
+
+
+def test_the_frame_order_is_invisible_to_it():
+    """No positions and a sum over query frames of attention over a set of support frames: shuffling the frames of
+    every video leaves the logits unchanged (why it cannot tell the toy set's reversed motions apart, docs HEADS.md)."""
+    torch.manual_seed(0)
+    model = reference_model(crosstransformer_hidden=16).double().eval()
+    g = torch.Generator().manual_seed(8)
+    support = torch.randn(1, N, K, T, D, generator=g, dtype=torch.float64)
+    query = torch.randn(1, M, T, D, generator=g, dtype=torch.float64)
+    prompts = torch.zeros(1, N, D, dtype=torch.float64)
+    shuffled = model(support[..., torch.randperm(T, generator=g), :], prompts,
+                     query[..., torch.randperm(T, generator=g), :]).logits
+    torch.testing.assert_close(shuffled, model(support, prompts, query).logits, rtol=1e-12, atol=1e-12)
