@@ -4,20 +4,21 @@
     python benchmarks/device_check.py --out DIR         # the sections alone, where mdmf is installed
     python benchmarks/device_check.py --smoke --out DIR # tiny sizes on a CPU, a minute or two (the test suite runs it)
 
-Sections, each with its own time budget in seconds (full run / --smoke); `bash benchmarks/device_check.sh` spends
-at most 30 s on set-up before them (installing carried wheels; see the script), so the whole fits in 8 minutes:
+Sections, each with its own time budget in seconds (full run / --smoke; the smoke budgets only catch a hang on a
+loaded CPU); `bash benchmarks/device_check.sh` spends at most 30 s on set-up before them (installing carried wheels;
+see the script), so the whole full run fits in 8 minutes:
 
-  1 extraction  110 / 90  benchmarks/extract.py, RN50 and ViT-B-16, random weights, 192 generated UCF-like clips,
-                          workers = cores - 2, then half that: decode-only, encode-only, full, full / max(decode,
-                          encode) and where the main process waited
-  2 evaluation   90 / 90  benchmarks/eval.py, D = 1024 and 512, 1- and 5-shot, peaked and uniform prompts, 10,000
-                          episodes: eval / distinct pass, distinct pass / float32 matmul peak (same run), naive / reuse
-  3 e2e         145 / 90  benchmarks/e2e.py, ViT-B-16 and RN50, 5-shot, AMP off/bf16 x checkpointing off/on: steps/s
-                          and peak memory; frames decoded in the loader vs read from the frame store
-  4 heads        60 / 90  benchmarks/heads.py, every head in mdmf.registry.MODELS, D = 1024 and 512, 1- and 5-shot:
-                          head-training episodes/s
-  5 ddp          45 / 90  benchmarks/ddp.py: `torchrun --nproc_per_node 1` with NCCL (start-up and the update of a
-                          plain process); with 2+ GPUs two processes checked equal to one
+  1 extraction  110 / 180  benchmarks/extract.py, RN50 and ViT-B-16, random weights, 192 generated UCF-like clips,
+                           workers = cores - 2, then half that: decode-only, encode-only, full, full / max(decode,
+                           encode) and where the main process waited
+  2 evaluation   90 / 180  benchmarks/eval.py, D = 1024 and 512, 1- and 5-shot, peaked and uniform prompts, 10,000
+                           episodes: eval / distinct pass, distinct pass / float32 matmul peak (same run), naive / reuse
+  3 e2e         145 / 180  benchmarks/e2e.py, ViT-B-16 and RN50, 5-shot, AMP off/bf16 x checkpointing off/on:
+                           steps/s and peak memory; frames decoded in the loader vs read from the frame store
+  4 heads        60 / 180  benchmarks/heads.py, every head in mdmf.registry.MODELS, D = 1024 and 512, 1- and 5-shot:
+                           head-training episodes/s
+  5 ddp          45 / 180  benchmarks/ddp.py: `torchrun --nproc_per_node 1` with NCCL (start-up and the update of a
+                           plain process); with 2+ GPUs two processes checked equal to one
 
 Each section runs its benchmark as a subprocess (its own process group) that is stopped when the budget is spent, and
 writes DIR/<n>-<name>.json and DIR/<n>-<name>.md as soon as it ends: a section that runs out of time still leaves the
@@ -265,8 +266,8 @@ def end_to_end(ctx: Context) -> dict:
 def heads(ctx: Context) -> dict:
     path = ctx.out / "raw" / "heads.json"
     if ctx.smoke:
-        args = ["--device", ctx.device, "--dims", "32", "--shots", "1", "--steps", "2", "--set", "heads=4", "--set",
-                "mlp_dim=32"]
+        args = ["--device", ctx.device, "--dims", "32", "--shots", "1", "--steps", "2", "--episodes-per-step", "2",
+                "--set", "heads=4", "--set", "mlp_dim=32"]
     elif not ctx.cuda:
         return needs(ctx, "CUDA")
     else:
@@ -329,11 +330,11 @@ class Section:
 
 
 SECTIONS = [
-    Section("extraction", "stage one: extraction (benchmarks/extract.py)", 110, 90, extraction),
-    Section("evaluation", "stage two: evaluation (benchmarks/eval.py)", 90, 90, evaluation),
-    Section("e2e", "end-to-end training (benchmarks/e2e.py)", 145, 90, end_to_end),
-    Section("heads", "head training, every registered head (benchmarks/heads.py)", 60, 90, heads),
-    Section("ddp", "DDP start-up under torchrun (benchmarks/ddp.py)", 45, 90, ddp),
+    Section("extraction", "stage one: extraction (benchmarks/extract.py)", 110, 180, extraction),
+    Section("evaluation", "stage two: evaluation (benchmarks/eval.py)", 90, 180, evaluation),
+    Section("e2e", "end-to-end training (benchmarks/e2e.py)", 145, 180, end_to_end),
+    Section("heads", "head training, every registered head (benchmarks/heads.py)", 60, 180, heads),
+    Section("ddp", "DDP start-up under torchrun (benchmarks/ddp.py)", 45, 180, ddp),
 ]
 SETUP_BUDGET_S = 30  # benchmarks/device_check.sh, before the sections
 

@@ -8,7 +8,8 @@ nothing to train (`needs_training = False`, the OTAM baseline) is listed as such
 with its error and the others go on.
 
     python benchmarks/heads.py --device cuda --json heads.json        # a GPU (not yet run on one)
-    python benchmarks/heads.py --device cpu --dims 32 --shots 1 --steps 3 --set heads=4 --set mlp_dim=32   # quick
+    python benchmarks/heads.py --device cpu --dims 32 --shots 1 --steps 2 --episodes-per-step 2 \
+        --set heads=4 --set mlp_dim=32                                    # a quick check on a CPU
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def time_head(name: str, dim: int, shot: int, store, steps: int, device: torch.device, work: Path,
-              overrides: dict | None = None) -> dict:
-    """Head-training episodes/s of head `name` through `train.loop.train` (5 queries per class, 16 episodes a step)."""
+              overrides: dict | None = None, episodes_per_step: int | None = None) -> dict:
+    """Head-training episodes/s of head `name` through `train.loop.train` (5 queries per class; 16 episodes a step
+    unless `episodes_per_step` says otherwise)."""
     from mdmf.pipeline.train.loop import TrainConfig, train
 
     run = work / f"run-{name}-{dim}-{shot}"
     shutil.rmtree(run, ignore_errors=True)
     cfg = TrainConfig(store=str(store.path), run_dir=str(run), model={"name": name, **(overrides or {})}, shot=shot,
-                      queries=5, steps=max(2, steps), val_every=10**9, val_episodes=5, device=str(device),
-                      progress=False)
+                      queries=5, steps=max(2, steps), episodes_per_step=episodes_per_step, val_every=10**9,
+                      val_episodes=5, device=str(device), progress=False)
     train(cfg)
     records = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     seconds = [r["seconds"] for r in records if "seconds" in r and "loss" in r]
@@ -67,6 +69,8 @@ def main() -> None:
     ap.add_argument("--dims", default="1024,512", help="feature widths: 1024 = RN50, 512 = ViT-B/16")
     ap.add_argument("--shots", default="1,5")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per head (default: 8 on CUDA, 3 on CPU)")
+    ap.add_argument("--episodes-per-step", type=int, default=None,
+                    help="episodes per optimizer step (default: training's, 16); fewer for a quick check")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="model setting for every head (ModelConfig field), e.g. heads=4 for a quick CPU check")
     ap.add_argument("--json", type=Path, help="write the numbers here too (rewritten after every head)")
@@ -96,7 +100,8 @@ def main() -> None:
                         row["status"] = "nothing to train"
                     else:
                         try:
-                            row = time_head(name, dim, shot, store, steps, device, work, overrides) | {"status": "ok"}
+                            row = time_head(name, dim, shot, store, steps, device, work, overrides,
+                                            args.episodes_per_step) | {"status": "ok"}
                         except Exception as err:  # noqa: BLE001 - one head's failure is its row, the others go on
                             row["status"] = f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
                     row["wall_s"] = round(time.perf_counter() - t, 2)
