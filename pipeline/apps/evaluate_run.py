@@ -8,7 +8,7 @@ CLI's option defaults are this dataclass's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from mdmf.config import ModelConfig
@@ -33,27 +33,27 @@ class EvalRequest:
     backbone: str | None = None  # backbone part of the default store path
     out: str | None = None  # folder of the result files (default: <run>/eval, or runs/baselines/<...>-<model>/eval)
     split: str = "test"
-    way: int = 5
-    shot: int = 1
-    queries: int = 1
-    episodes: int = 10_000
-    seed: int = 0
-    batch_episodes: int = 500
-    reuse: bool = True  # False: the model's full forward per episode (slow; the same predictions, for checking)
+    # The episodes: EvalConfig's settings and defaults (evaluate_request hands over every field the two share).
+    way: int = EvalConfig.way
+    shot: int = EvalConfig.shot
+    queries: int = EvalConfig.queries
+    episodes: int = EvalConfig.episodes
+    seed: int = EvalConfig.seed
+    batch_episodes: int = EvalConfig.batch_episodes
+    reuse: bool = EvalConfig.reuse  # False: the model's full forward per episode (slow; the same predictions)
     from_frames: bool = False  # e2e run: encode the split's frames instead of re-extracting a store
     root: str | None = None  # e2e run: folder of the videos
     workers: int = 2  # e2e run: decoding processes
-    device: str = "auto"
-    progress: bool = True
+    device: str = EvalConfig.device
+    progress: bool = EvalConfig.progress
 
 
 def evaluate_request(req: EvalRequest) -> tuple[EvalResult, Path, str]:
     """Evaluate what `req` names; returns (result, where it was written, its title)."""
     if (req.run is None) == (req.model is None):
         raise MdmfError("give either --run runs/<name> or --model otam (with --dataset or --cache)")
-    cfg = EvalConfig(way=req.way, shot=req.shot, queries=req.queries, episodes=req.episodes, seed=req.seed,
-                     batch_episodes=req.batch_episodes, reuse=req.reuse, device=str(resolve_device(req.device)),
-                     progress=req.progress)
+    shared = {f.name: getattr(req, f.name) for f in fields(EvalConfig) if f.name in {g.name for g in fields(req)}}
+    cfg = EvalConfig(**{**shared, "device": str(resolve_device(req.device))})
     if req.run is not None:
         result, out, title = _evaluate_run(RunDir(req.run), req, cfg)
     else:
