@@ -11,7 +11,8 @@
   (sums in the code; means with `hyrsm_set_reduction=mean`); logits are minus the distance, averaged over a class's
   videos in the `videos` form.
 * Training adds the frame classifier's cross-entropy over the `train_classes` training classes on `f` (weight
-  `hyrsm_class_weight`; no classifier when `train_classes` is 0: `mdmf train` sets it from the store), and for HyRSM++ the temporal coherence regulariser on the final frames (weight
+  `hyrsm_class_weight`; no classifier when `train_classes` is 0: `mdmf train` sets it from the store), and for
+  HyRSM++ the temporal coherence regulariser on the final frames (weight
   `hyrsm_temporal_weight`).
 
 Because `layer2` is linear, its frame half `W_f f_t + c` is computed in `encode` (once per video) and only
@@ -188,7 +189,7 @@ class HyRSM(FewShotMethod):
             return scores
         extras = scores.extras
         final = extras.pop("final")
-        if self.config.hyrsm_temporal_weight > 0:
+        if final is not None:  # HyRSM++
             extras["temporal"] = self._temporal_coherence(*final)
         if self.classification_layer is not None:
             T = self.config.frames
@@ -215,16 +216,29 @@ class HyRSM(FewShotMethod):
 
     def _match(self, query: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """query `(E, M, 2T, D)`, items `(E, S, 2T, D)` -> (Bi-MHM distances `(E, M, S)`, the final frames of the
-        items per query `(E, M, S, T, D)` and of the queries `(E, M, T, D)`)."""
+        items per query `(E, M, S, T, D)` and of the queries `(E, M, T, D)`, for HyRSM++'s regulariser in training;
+        else None).
+
+        An item's final frame is `a_t + c` (its frame half and the relation half of the query's set), so its cosine
+        with a normalised query frame q̂ is `(a_t·q̂ + c·q̂) / ‖a_t + c‖`, `‖a_t + c‖² = ‖a_t‖² + 2 a_t·c + ‖c‖²`:
+        the `(E, M, S, T, D)` per-query item frames are never formed.
+        """
         T, D, S = self.config.frames, self.config.dim, items.shape[1]
         relation = F.relu(self.temporal_atte(items[..., :T, :].mean(2), query[..., :T, :].mean(2)))  # (E,M,S+1,D)
         relation = relation @ self.layer2[0].weight[:, D:, 0].T  # the relation half of layer2
-        s_final = items[:, None, :, T:, :] + relation[:, :, :S, None, :]  # (E, M, S, T, D)
+        frames, rel = items[..., T:, :], relation[:, :, :S]  # (E, S, T, D), (E, M, S, D)
         q_final = query[..., T:, :] + relation[:, :, S, None, :]  # (E, M, T, D)
-        cost = 1 - F.normalize(s_final, dim=-1) @ F.normalize(q_final, dim=-1)[:, :, None].transpose(-1, -2)
+        q_hat = F.normalize(q_final, dim=-1)
+        dots = (torch.einsum("estd,emjd->emstj", frames, q_hat)
+                + torch.einsum("emsd,emjd->emsj", rel, q_hat)[..., None, :])  # (E, M, S, T_item, T_query)
+        norm2 = (frames.pow(2).sum(-1)[:, None] + 2 * torch.einsum("estd,emsd->emst", frames, rel)
+                 + rel.pow(2).sum(-1)[..., None])  # (E, M, S, T)
+        cost = 1 - dots / norm2.clamp_min(0).sqrt().clamp_min(1e-12)[..., None]  # (E, M, S, T_item, T_query)
         reduce = torch.sum if self.config.hyrsm_set_reduction == "sum" else torch.mean
         distance = reduce(cost.min(-1).values, -1) + reduce(cost.min(-2).values, -1)  # (E, M, S)
-        return distance, (s_final, q_final)
+        if not (self.training and self.config.hyrsm_temporal_weight > 0):
+            return distance, None
+        return distance, (frames[:, None] + rel[..., None, :], q_final)
 
     def _temporal_coherence(self, s_final: torch.Tensor, q_final: torch.Tensor) -> torch.Tensor:
         """HyRSM++'s regulariser on the final frames: inside the window the weighted frame distances, outside a
