@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from mdmf.config import ModelConfig
-from mdmf.pipeline.core.checkpoint import load_checkpoint
+from mdmf.pipeline.core.checkpoint import load_checkpoint, save_atomic
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.features.backbones import RUN_VISUAL
+from mdmf.pipeline.features.backbones import RUN_VISUAL, run_base_record
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.registry import build_model
 
@@ -232,3 +233,17 @@ def saved_model_config(state: dict, where: str) -> ModelConfig:
         return ModelConfig.from_saved(state["model_config"])
     except ValueError as err:
         raise MdmfError(f"{where}: its model config cannot be read: {err}") from None
+
+
+def save_run_visual(run: RunDir, visual: dict, step: int, base_spec, base_sha: str, ecfg) -> None:
+    """`visual.pt`: a run's fine-tuned visual encoder (the state dict `visual`, of best.pt's `step`) and what it
+    started from, the store's backbone (`base_spec`, its weights' sha256, the store's `ExtractConfig`), so that
+    `--weights runs/<name>` rebuilds it. A JSON backbone config is copied into the run, so the run stands alone."""
+    config_file = None
+    arg = ecfg.resolved_backbone()
+    if arg.endswith(".json"):
+        config_file = Path(arg).name
+        if not (run.path / config_file).is_file():
+            shutil.copyfile(arg, run.path / config_file)
+    save_atomic({"visual": visual, "step": step, "backbone": run_base_record(base_spec, base_sha, config_file)},
+                run.visual)

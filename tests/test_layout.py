@@ -100,8 +100,9 @@ def test_python_dash_m_mdmf_is_the_cli():
 
 
 
-# Apps that train (the demo trains its head, ablate trains each cell): the only ones that may import train/.
-TRAINING_APPS = {"demo", "ablate"}
+# Apps that train (the demo trains its head, ablate trains each cell, demo --compare trains every head): the only
+# ones that may import train/.
+TRAINING_APPS = {"demo", "ablate", "demo_compare"}
 
 
 def test_evaluation_never_enters_train():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -188,34 +188,45 @@ def import_checkpoint(req: ImportRequest) -> dict:
     return imported
 
 
+def train_record(run, model, store, step: int, cfg: dict | None, stage: str) -> dict:
+    """The `train` record of an imported run: where it belongs (stage, store, run folder, model) and the episodes
+    the authors trained on (their cfg's way, shot, queries; mdmf's defaults without one). No optimisation
+    settings: mdmf did not train it, and `--resume` has no last.pt to continue from."""
+    theirs = (cfg or {}).get("TRAIN", {})
+    episodes = {"way": 5, "shot": 1, "queries": 5}
+    episodes.update({k: int(theirs[v]) for k, v in {"way": "WAY", "shot": "SHOT", "queries": "QUERY_PER_CLASS"}.items()
+                     if isinstance(theirs.get(v), int)})
+    return {"stage": stage, "store": str(store.path) if store else "", "run_dir": str(run),
+            "model": model.config.to_dict(), **episodes, "steps": step, "imported": True}
+
+
 def _write_run(run, model, store, step: int, imported: dict, cfg: dict | None, visual: dict | None) -> None:
     """config.json, best.pt (and visual.pt) in the layout `mdmf train` writes, so every command reads them."""
     from mdmf.pipeline.core.checkpoint import save_atomic
-    from mdmf.pipeline.train.loop import TrainConfig
 
-    train = {k: (cfg or {}).get("TRAIN", {}).get(v) for k, v in {"way": "WAY", "shot": "SHOT",
-                                                                  "queries": "QUERY_PER_CLASS"}.items()}
-    tcfg = TrainConfig(stage="e2e" if visual is not None else "head", store=str(store.path) if store else "",
-                       run_dir=str(run), model=model.config.to_dict(), steps=step,
-                       **{k: int(v) for k, v in train.items() if isinstance(v, int)})
+    stage = "e2e" if visual is not None else "head"
+    train = train_record(run, model, store, step, cfg, stage)
     identity = store.meta.identity if store else None
     location = run.store_location(store.path) if store else None
-    run.start({"train": asdict(tcfg), "model": model.config.to_dict(), "store": identity,
+    run.start({"train": train, "model": model.config.to_dict(), "store": identity,
                "store_location": location, "imported": imported})
     if visual is not None:
         _write_visual(run, visual, step, store)
-    save_atomic({"model": model.state_dict(), "model_config": model.config.to_dict(), "train_config": asdict(tcfg),
-                 "step": step, "best": None, "store_identity": identity, "stage": tcfg.stage,
+    save_atomic({"model": model.state_dict(), "model_config": model.config.to_dict(), "train_config": train,
+                 "step": step, "best": None, "store_identity": identity, "stage": stage,
                  "store_location": location, "imported": imported}, run.best)
 
 
 def _write_visual(run, visual: dict, step: int, store) -> None:
     """visual.pt, after loading the weights into the store's backbone (their names are OpenAI CLIP's, which
     open_clip's visual encoders keep): a mismatch is one line, not a broken run."""
-    from mdmf.pipeline.features.recipe import load_store_backbone
-    from mdmf.pipeline.train.e2e import E2EConfig, save_run_visual
+    from types import SimpleNamespace
 
-    backbone, ecfg = load_store_backbone(store, E2EConfig(), torch.device("cpu"))
+    from mdmf.pipeline.features.recipe import load_store_backbone
+    from mdmf.pipeline.runs import save_run_visual
+
+    asked = SimpleNamespace(backbone=None, weights=None, frames=None)  # nothing asked: the store's own backbone
+    backbone, ecfg = load_store_backbone(store, asked, torch.device("cpu"))
     try:
         backbone.model.visual.load_state_dict(visual)
     except RuntimeError as err:

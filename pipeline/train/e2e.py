@@ -22,20 +22,17 @@ Decisions, each an option of `E2EConfig`:
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mdmf.pipeline.core.checkpoint import save_atomic
 from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
-from mdmf.pipeline.features.backbones import run_base_record
 from mdmf.pipeline.features.frames import AUGMENTS, SOURCES, encode_videos, loader
 from mdmf.pipeline.features.recipe import frame_source, load_store_backbone, preprocessor_of, split_videos
 from mdmf.pipeline.features.store import SplitFeatures
-from mdmf.pipeline.runs import RunDir
+from mdmf.pipeline.runs import RunDir, save_run_visual
 from mdmf.pipeline.train.frame_sources import EpisodeFrames
 from mdmf.pipeline.train.inputs import EpisodeInput
 from mdmf.visual_encoder import VisualEncoder
@@ -137,17 +134,3 @@ class FrameInput(EpisodeInput):
 
     def save_best(self, run: RunDir, step: int) -> None:
         save_run_visual(run, self.encoder.visual.state_dict(), step, self.base_spec, self.base_sha, self.ecfg)
-
-
-def save_run_visual(run: RunDir, visual: dict, step: int, base_spec, base_sha: str, ecfg) -> None:
-    """`visual.pt`: a run's fine-tuned visual encoder (the state dict `visual`, of best.pt's `step`) and what it
-    started from, the store's backbone (`base_spec`, its weights' sha256, the store's `ExtractConfig`), so that
-    `--weights runs/<name>` rebuilds it. A JSON backbone config is copied into the run, so the run stands alone."""
-    config_file = None
-    arg = ecfg.resolved_backbone()
-    if arg.endswith(".json"):
-        config_file = Path(arg).name
-        if not (run.path / config_file).is_file():
-            shutil.copyfile(arg, run.path / config_file)
-    save_atomic({"visual": visual, "step": step, "backbone": run_base_record(base_spec, base_sha, config_file)},
-                run.visual)
