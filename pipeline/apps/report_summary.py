@@ -18,6 +18,15 @@ CAPTIONS = {
 }
 
 
+def _best_line(best: dict) -> str:
+    """Which checkpoint the report is of: the best validated step, or the last one of a run without validation."""
+    if best.get("val_accuracy") is None:
+        return (f"No validation (no val split, or --val none): the checkpoint is the last one, step {best.get('step')}; "
+                "the test split never chose it.")
+    return (f"Best validation accuracy {best['val_accuracy']:.2f} ± {best.get('val_ci95') or 0:.2f} % at step "
+            f"{best.get('step')} (val split; the test split never chose a checkpoint).")
+
+
 def _blocks(s: dict) -> list[tuple[str, object]]:
     """("h1"|"h2"|"p"|"table"|"img", content) in reading order."""
     m, ev, best = s["model"], s["evaluation"], s["best"]
@@ -29,8 +38,7 @@ def _blocks(s: dict) -> list[tuple[str, object]]:
         ("p", f"Model {m['name']}" + (f" ({setting})" if setting else "") + f"; store {s['store']} (backbone "
               f"{s['backbone']}, D={m['dim']}, T={m['frames']}); {s['train'].get('way')}-way "
               f"{s['train'].get('shot')}-shot training, {s['steps_logged']} steps logged."),
-        ("p", f"Best validation accuracy {best.get('val_accuracy', float('nan')):.2f} ± {best.get('val_ci95', 0):.2f} % "
-              f"at step {best.get('step')} (val split; the test split never chose a checkpoint)."),
+        ("p", _best_line(best)),
         ("h2", "Test accuracy"),
         ("p", f"{ev['way']}-way {ev['shot']}-shot on {s['config']['split']}: **{ev['accuracy']:.2f} ± {ev['ci95']:.2f} %** "
               f"(95% interval, {ev['episodes']} episodes, seed {ev['seed']}; {ev['source']}). Confusion matrix and "

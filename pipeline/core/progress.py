@@ -44,6 +44,12 @@ def progress_every() -> float:
         raise MdmfError(f"{EVERY_ENV}={text!r}: give the seconds between progress lines, e.g. 30") from None
 
 
+def progress_note(text: str, kind: str = "note") -> None:
+    """One line on standard error beside the progress (a default chosen from the data, a warning), never folded."""
+    colour = "yellow" if kind in ("note", "warning") else "cyan"
+    Console(stderr=True).print(f"[{colour}]{kind}:[/] {text}", highlight=False, soft_wrap=True, markup=True)
+
+
 def progress_line(description: str, done: int, total: int, unit: str, rate: float | None, elapsed: float,
                   fields: dict) -> str:
     """One plain progress line: done/total (percent), rate, elapsed, ETA, the loop's fields."""
