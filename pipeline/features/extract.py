@@ -27,7 +27,7 @@ from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
 from mdmf.pipeline.core.paths import is_disk_full
-from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.core.progress import progress_bar, progress_note
 from mdmf.pipeline.data.datasets import default_root, load_dataset
 from mdmf.pipeline.data.sampling import view_rng
 from mdmf.pipeline.data.splits import prompt_for, resolve_video
@@ -135,6 +135,9 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
         raise MdmfError(f"--shard {shard}/{num_shards}: the shard index must be in 0..{num_shards - 1}")
     out = cfg.store_path()  # a URL --out is refused here, before anything is generated, loaded or created
     dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir, progress=cfg.progress)
+    note = dataset.info.defaults_note(dataset.path)
+    if note and cfg.progress:
+        progress_note(note)
     if cfg.splits is None:  # not asked for: the splits the dataset has (a folder with only test.txt extracts test)
         cfg = replace(cfg, splits=tuple(s for s in SPLITS if s in dataset.entries))
     for split in cfg.splits:
