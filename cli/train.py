@@ -90,7 +90,7 @@ def train(
                    seed=seed, device=device, threads=threads, init=str(init) if init else None, log=log or None)
     given = {"stage": stage, "store": str(store), "run_dir": "", "progress": not quiet,
              **{k: v for k, v in options.items() if v is not None}}
-    e2e = {k: v for k, v in dict(root=str(root.absolute()) if root else None, frames_from=frames_from, augment=augment,
+    e2e = {k: v for k, v in dict(root=os.path.abspath(root) if root else None, frames_from=frames_from, augment=augment,
                                  backbone_lr=backbone_lr, amp=amp, grad_checkpointing=grad_checkpointing, bn=bn,
                                  workers=workers, backbone=backbone, weights=weights, frames=frames).items()
            if v is not None}
