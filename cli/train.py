@@ -30,6 +30,24 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def settle(cfg, resume: bool) -> None:
+    """The way, queries and validation left to the data, settled on every rank and said once, by rank 0 (a resumed
+    run keeps its saved settings: nothing to say)."""
+    from mdmf.pipeline.core.progress import progress_note
+    from mdmf.pipeline.train.loop import settle_episodes
+
+    notes = settle_episodes(cfg)
+    if not resume and os.environ.get("RANK", "0") == "0":
+        for line in notes:
+            progress_note(line)
+
+
+def best_words(best: dict) -> str:
+    if best.get("val_accuracy") is None:  # trained without validation
+        return f"{best['step']} steps, no validation (best.pt is the last checkpoint)"
+    return f"best val accuracy {best['val_accuracy']:.2f} % at step {best['step']}"
+
+
 @app.command("train")
 def train(
     stage: str = typer.Option("head", help="head: train the heads on cached features; e2e: fine-tune CLIP's visual encoder too"),
@@ -76,9 +94,8 @@ def train(
     `torchrun --nproc_per_node 8 --no-python mdmf train --stage e2e ...`.
     """
     from mdmf.pipeline.core.distributed import env_world
-    from mdmf.pipeline.core.progress import progress_note
     from mdmf.pipeline.train.loop import (DEFAULT_EPISODES_PER_STEP, build_train_config, fit_to_world,
-                                          preset_warnings, settle_episodes, train as run_training)
+                                          preset_warnings, train as run_training)
 
     if stage not in ("head", "e2e"):
         raise MdmfError(f"--stage {stage}: use head or e2e")
@@ -96,11 +113,8 @@ def train(
            if v is not None}
     overrides = {**({"name": model} if model else {}), **parse_overrides(set_)}
     cfg = build_train_config(preset, given, overrides, e2e)
-    if store != Path():  # the run's name holds the way: settled first, on every rank, said by rank 0
-        notes = settle_episodes(cfg)
-        if not resume and os.environ.get("RANK", "0") == "0":  # a resumed run keeps its saved settings
-            for line in notes:
-                progress_note(line)
+    if store != Path():  # the run's name holds the way: settled first
+        settle(cfg, resume)
     world = env_world()
     if DEFAULT_EPISODES_PER_STEP % world and cfg.episodes_per_step == fit_to_world(stage, None, None, world)[0] \
             and episodes_per_step is None and not resume and os.environ.get("RANK", "0") == "0":
@@ -113,7 +127,5 @@ def train(
     for line in preset_warnings(preset, store):
         Console(stderr=True).print(f"[yellow]warning:[/] {line}", highlight=False)
     best = run_training(cfg, resume=resume, steps=steps)
-    if best and best.get("val_accuracy") is None:  # trained without validation
-        Console().print(f"run {runs / run_name}: {best['step']} steps, no validation (best.pt is the last checkpoint)")
-    elif best:  # rank 0 of a multi-process run, or the only process
-        Console().print(f"run {runs / run_name}: best val accuracy {best['val_accuracy']:.2f} % at step {best['step']}")
+    if best:  # rank 0 of a multi-process run, or the only process
+        Console().print(f"run {runs / run_name}: {best_words(best)}")

@@ -288,7 +288,7 @@ def test_figures_fit_the_page_with_readable_text_and_legends_off_the_data(traine
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
 
-    otam = build_model(ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
+    otam = build_model(ModelConfig(name="otam", dim=store.meta.dim, frames=store.meta.frames))
     alone = evaluate_split(otam, store, "test", EvalConfig(way=5, shot=1, episodes=120, device="cpu", progress=False))
     assert baseline["accuracy"] == pytest.approx(alone.accuracy)
     assert f"{alone.accuracy:.2f} ±" in (out / "report.md").read_text()

@@ -93,7 +93,7 @@ def _otam_floor(store, data, result, device: str) -> dict:
     from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
     from mdmf.registry import build_model
 
-    otam = build_model(ModelConfig(name="otam", dim=int(store.meta["dim"]), frames=int(store.meta["frames"])))
+    otam = build_model(ModelConfig(name="otam", dim=store.meta.dim, frames=store.meta.frames))
     ecfg = EvalConfig(way=result.way, shot=result.shot, queries=result.queries, episodes=result.episodes,
                       seed=result.seed, device=device, progress=False)
     floor = evaluate(otam, data.features, data.labels, data.prompt_embeddings, data.class_names, ecfg)

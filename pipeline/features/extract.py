@@ -165,7 +165,7 @@ def _keep_saved_frames(cfg: ExtractConfig, out: Path) -> ExtractConfig:
     if cfg.save_frames or not is_store(out):
         return cfg
     try:
-        made_with = bool(FeatureStore.open(out).meta["identity"].get("save_frames"))
+        made_with = bool(FeatureStore.open(out).meta.identity.get("save_frames"))
     except MdmfError:
         return cfg  # not a readable store: prepare_store says what is wrong with it
     if made_with and cfg.progress:
