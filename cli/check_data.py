@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import typer
+from rich.markup import escape
 
 from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
 from mdmf.cli.tables import print_check_data
@@ -23,18 +26,42 @@ def check_data(
     split: list[str] = typer.Option(None, help="only these splits (repeatable; default: all in the splits folder)"),
     json_path: str = json_option("the report"),
     workers: int = typer.Option(D["workers"], help="videos opened in parallel"),
+    way: int = typer.Option(None, help="check the splits hold episodes of this way (default: as `mdmf train` "
+                                       "chooses: 5, or the train split's classes when fewer)"),
+    shot: int = typer.Option(1, help="... and this shot"),
+    queries: int = typer.Option(None, help="... and these training queries per class (default as `mdmf train`)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Find every listed video under --root and read it as extraction does; exit 1 if any is missing or unreadable."""
     from mdmf.pipeline.core.errors import MdmfError
+    from mdmf.pipeline.core.progress import progress_note
     from mdmf.pipeline.data.splits import load_splits, splits_dir
+    from mdmf.pipeline.episodes.sampler import fit_summary, split_fits
 
     check_json_target(json_path)
     if not root.is_dir():
         raise MdmfError(f"--root {root}: no such folder; point it at the folder that holds the {dataset} videos")
-    report = run_check(load_splits(splits_dir(dataset, splits, root=root)), root, workers=workers,
-                       progress=not quiet and json_path != "-", split_names=split or None)
-    write_json(report.to_json(), json_path)
-    print_check_data(report, human_console(json_path))
-    if not report.ok:
+    loaded = load_splits(splits_dir(dataset, splits, root=root))
+    report = run_check(loaded, root, workers=workers, progress=not quiet and json_path != "-",
+                       split_names=split or None)
+    fits = split_fits({name: split_labels(loaded, name) for name in report.splits}, shot=shot, way=way,
+                      queries=queries)
+    write_json({**report.to_json(), "episodes": {name: {**asdict(spec), "problem": problem}
+                                                 for name, (spec, problem) in fits.items()}}, json_path)
+    out = human_console(json_path)
+    note = loaded.info.defaults_note(loaded.path)
+    if note:
+        progress_note(note)
+    print_check_data(report, out)
+    asked = any(v is not None for v in (way, queries)) or shot != 1  # episodes asked for: a misfit fails
+    for name, (spec, problem) in fits.items():  # the minimum per class each split needs, one line each
+        line = escape(problem or fit_summary(name, split_labels(loaded, name), spec))
+        out.print(line if not problem else f"[red]{line}[/]" if asked else f"[yellow]warning:[/] {line}",
+                  highlight=False, soft_wrap=True)
+    if not report.ok or (asked and any(problem for _, problem in fits.values())):
         raise typer.Exit(1)
+
+
+def split_labels(loaded, split: str) -> np.ndarray:
+    """The class ids of a loaded split's listed videos."""
+    return np.array([e.label for e in loaded.entries[split]], dtype=np.int64)

@@ -11,4 +11,5 @@ import mdmf.cli.extract  # noqa: F401
 import mdmf.cli.import_checkpoint  # noqa: F401
 import mdmf.cli.predict  # noqa: F401
 import mdmf.cli.report  # noqa: F401
+import mdmf.cli.splits  # noqa: F401
 import mdmf.cli.train  # noqa: F401

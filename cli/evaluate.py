@@ -16,14 +16,16 @@ D = EvalRequest  # the defaults: one value, in the dataclass the command fills
 @app.command("eval")
 def eval_(
     run: Path = typer.Option(None, help="a run folder of `mdmf train` (uses its best checkpoint and its store)"),
-    dataset: str = typer.Option(None, help="with --model otam: the dataset whose store to use"),
-    cache: Path = typer.Option(None, help="feature store (default: the run's store, or cache/<dataset>/<backbone>)"),
-    backbone: str = typer.Option(None, help="backbone part of the default store path"),
+    dataset: str = typer.Option(None, help="with --model otam: the dataset whose store to use (its only one)"),
+    cache: Path = typer.Option(None, help="feature store (default: the run's store, or the dataset's only store)"),
+    backbone: str = typer.Option(None, help="the store cache/<dataset>/<backbone>, when the dataset has several"),
     model: str = typer.Option(None, help=f"evaluate an untrained model instead of a run: {', '.join(untrained_models())}"),
     out: Path = typer.Option(None, help="folder for the result files (default: <run>/eval; with --model NAME "
                                         "runs/baselines/<dataset>-<backbone>-NAME/eval)"),
     split: str = typer.Option(D.split, help="split to evaluate on"),
-    way: int = typer.Option(D.way), shot: int = typer.Option(D.shot),
+    way: int = typer.Option(D.way, help="classes per episode (default: the run's training way; --model otam: 5, or "
+                                        "the split's classes when fewer)"),
+    shot: int = typer.Option(D.shot, help="support videos per class (default: the run's training shot; otam: 1)"),
     queries: int = typer.Option(D.queries, help="query videos per class"),
     episodes: int = typer.Option(D.episodes), seed: int = typer.Option(D.seed),
     batch_episodes: int = typer.Option(D.batch_episodes),

@@ -17,7 +17,7 @@ def report(
     split: str = typer.Option("test", help="split for accuracy, confusion, t-SNE and attention"),
     way: int = typer.Option(None, help="default: the run's training way"),
     shot: int = typer.Option(None, help="default: the run's training shot"),
-    episodes: int = typer.Option(2000, help="episodes to evaluate (an eval JSON of the run newer than best.pt is reused)"),
+    episodes: int = typer.Option(10_000, help="episodes to evaluate, as `mdmf eval` (its eval JSON of the run, newer than best.pt, is reused whatever its count)"),
     seed: int = typer.Option(0, help="episode seed"),
     reuse_eval: bool = typer.Option(True, "--reuse-eval/--no-reuse-eval",
                                     help="take the accuracy from the run's eval JSON when one is newer than best.pt "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mdmf.pipeline.apps.ablate_output import CAVEAT, PAPER_COLUMNS, paper_delta
@@ -145,7 +146,10 @@ def print_prediction(result, top: int, console: Console) -> None:
     console.print(f"{who}; backbone {result.encoder['backbone']}; {len(result.classes)} classes: {shots}",
                   highlight=False)
     for q in result.queries:
-        table = Table(title=f"{q.video}" + (f"  (PPS prompt: {q.prompt_class})" if q.prompt_class else ""))
+        # the video on a line of its own (a table title wraps a long path mid-word), the prompt it was fused with after
+        console.print(f"[bold]{escape(q.video)}[/]" + (f"  PPS prompt: {escape(q.prompt_class)}" if q.prompt_class
+                                                       else ""), highlight=False, soft_wrap=True)
+        table = Table()
         table.add_column("rank", justify="right")
         table.add_column("class")
         table.add_column("probability", justify="right")
@@ -153,6 +157,13 @@ def print_prediction(result, top: int, console: Console) -> None:
             table.add_row(str(rank), row["class"], f"{100 * row['probability']:.1f} %")
         console.print(table)
     console.print(f"probabilities: {result.probability}", style="dim", highlight=False)
+    if any(q.prompt_class for q in result.queries):
+        console.print(PPS_PROMPT, style="dim", highlight=False)
+
+
+PPS_PROMPT = ("PPS prompt: the support class whose text prompt MDMF's probability prompt selector fused with the "
+              "query's frames (drawn from the query's similarity to the support classes' prompts, as in evaluation); "
+              "it guides the fusion and is not the prediction, so it may differ from the top class")
 
 
 def _red(n: int) -> str:

@@ -12,7 +12,7 @@ from rich.console import Console
 from mdmf.cli.app import app
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.paths import run_name_path
-from mdmf.pipeline.data.datasets import default_store_path
+from mdmf.pipeline.features.store import find_store
 from mdmf.registry import trainable_models
 
 
@@ -30,19 +30,39 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def settle(cfg, resume: bool) -> None:
+    """The way, queries and validation left to the data, settled on every rank and said once, by rank 0 (a resumed
+    run keeps its saved settings: nothing to say)."""
+    from mdmf.pipeline.core.progress import progress_note
+    from mdmf.pipeline.train.loop import settle_episodes
+
+    notes = settle_episodes(cfg)
+    if not resume and os.environ.get("RANK", "0") == "0":
+        for line in notes:
+            progress_note(line)
+
+
+def best_words(best: dict) -> str:
+    if best.get("val_accuracy") is None:  # trained without validation
+        return f"{best['step']} steps, no validation (best.pt is the last checkpoint)"
+    return f"best val accuracy {best['val_accuracy']:.2f} % at step {best['step']}"
+
+
 @app.command("train")
 def train(
     stage: str = typer.Option("head", help="head: train the heads on cached features; e2e: fine-tune CLIP's visual encoder too"),
     dataset: str = typer.Option(None, help="dataset name (finds its store under cache/)"),
-    cache: Path = typer.Option(None, help="feature store path (default cache/<dataset>/<backbone>)"),
-    backbone: str = typer.Option(None, help="backbone part of the default store path (e2e: must be the store's)"),
+    cache: Path = typer.Option(None, help="feature store path (default: the dataset's only store in cache/<dataset>/)"),
+    backbone: str = typer.Option(None, help="the store cache/<dataset>/<backbone>, when the dataset has several (e2e: must be the store's)"),
     name: str = typer.Option(None, help="run name: the run is written to runs/<name> (default <dataset>-<model>-<way>w<shot>s[-e2e])"),
     runs: Path = typer.Option(Path("runs"), help="folder of runs"),
     model: str = typer.Option(None, help=f"{', '.join(trainable_models())} (default {trainable_models()[0]}; docs/HEADS.md; the authors' settings of a head: --preset reference-<name>)"),
     preset: str = typer.Option(None, help="settings preset: a shipped name (reference, clip-fsar-hmdb51, ...) or a JSON file; explicit options override it"),
     set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable): views=local, pps=false, distill_condition=text, ..."),
-    way: int = typer.Option(None, help="classes per episode [5]"), shot: int = typer.Option(None, help="support videos per class [1]"),
-    queries: int = typer.Option(None, help="query videos per class [5]"),
+    way: int = typer.Option(None, help="classes per episode (default 5, or the train split's classes when fewer)"),
+    shot: int = typer.Option(None, help="support videos per class [1]"),
+    queries: int = typer.Option(None, help="query videos per class (default 5, or fewer when the classes are small)"),
+    val: str = typer.Option(None, help="val: validate on the val split, keep the best step (a store without one trains as none, said once); none: no validation, best.pt is the last checkpoint [val]"),
     val_shot: int = typer.Option(None, help="shots of the validation episodes (default: --shot)"),
     steps: int = typer.Option(None, help="optimizer steps (default 300; with --resume: the run's own, or extend it)"),
     episodes_per_step: int = typer.Option(None, help="episodes whose gradients are accumulated per step, over all processes [16; under torchrun the next multiple of the processes]"),
@@ -80,19 +100,21 @@ def train(
     if stage not in ("head", "e2e"):
         raise MdmfError(f"--stage {stage}: use head or e2e")
     # --resume without --dataset/--cache: the run's own store (found where the run recorded it)
-    store = cache or (Path() if resume and not dataset else default_store_path(dataset, backbone))
-    options = dict(way=way, shot=shot, queries=queries, val_shot=val_shot, steps=steps,
+    store = cache or (Path() if resume and not dataset else find_store(dataset, backbone))
+    options = dict(way=way, shot=shot, queries=queries, val=val, val_shot=val_shot, steps=steps,
                    episodes_per_step=episodes_per_step, batch_episodes=batch_episodes, lr=lr,
                    weight_decay=weight_decay, grad_clip=grad_clip, val_every=val_every, val_episodes=val_episodes,
                    seed=seed, device=device, threads=threads, init=str(init) if init else None, log=log or None)
     given = {"stage": stage, "store": str(store), "run_dir": "", "progress": not quiet,
              **{k: v for k, v in options.items() if v is not None}}
-    e2e = {k: v for k, v in dict(root=str(root.absolute()) if root else None, frames_from=frames_from, augment=augment,
+    e2e = {k: v for k, v in dict(root=os.path.abspath(root) if root else None, frames_from=frames_from, augment=augment,
                                  backbone_lr=backbone_lr, amp=amp, grad_checkpointing=grad_checkpointing, bn=bn,
                                  workers=workers, backbone=backbone, weights=weights, frames=frames).items()
            if v is not None}
     overrides = {**({"name": model} if model else {}), **parse_overrides(set_)}
     cfg = build_train_config(preset, given, overrides, e2e)
+    if store != Path():  # the run's name holds the way: settled first
+        settle(cfg, resume)
     world = env_world()
     if DEFAULT_EPISODES_PER_STEP % world and cfg.episodes_per_step == fit_to_world(stage, None, None, world)[0] \
             and episodes_per_step is None and not resume and os.environ.get("RANK", "0") == "0":
@@ -106,4 +128,4 @@ def train(
         Console(stderr=True).print(f"[yellow]warning:[/] {line}", highlight=False)
     best = run_training(cfg, resume=resume, steps=steps)
     if best:  # rank 0 of a multi-process run, or the only process
-        Console().print(f"run {runs / run_name}: best val accuracy {best['val_accuracy']:.2f} % at step {best['step']}")
+        Console().print(f"run {runs / run_name}: {best_words(best)}")

@@ -17,10 +17,12 @@ CLASSES = {"train": 8, "val": 5, "test": 6}
 
 
 def make_store(path: Path, per_class: int = 8, frames: int = 8, dim: int = 32, train_views: int = 2,
-               noise: float = 1.5, seed: int = 0, nuisance: float = 0.0, signal_dims: int = 8) -> FeatureStore:
+               noise: float = 1.5, seed: int = 0, nuisance: float = 0.0, signal_dims: int = 8,
+               classes: dict[str, int] | None = None) -> FeatureStore:
+    """`classes`: split -> number of classes (default CLASSES; leave a split out to make a store without it)."""
     rng = np.random.default_rng(seed)
     layouts, data = {}, {}
-    for split, n_classes in CLASSES.items():
+    for split, n_classes in (classes or CLASSES).items():
         views = train_views if split == "train" else 1
         labels = np.repeat(np.arange(n_classes), per_class)
         names = [f"{split} class {c}" for c in range(n_classes)]

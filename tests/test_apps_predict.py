@@ -197,3 +197,7 @@ def test_cli_json_and_tables(folders, micro_run):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "brush_hair" in proc.stdout and "%" in proc.stdout and "PPS prompt" in proc.stdout
+    # the video on a line of its own, whole (a table title wrapped a long path mid-phrase), the prompt explained
+    video_line = next(line for line in proc.stdout.splitlines() if "query.mp4" in line)
+    assert str(folders / "query.mp4") in video_line and "PPS prompt:" in video_line
+    assert "is not the prediction" in " ".join(proc.stdout.split())

@@ -216,3 +216,114 @@ def test_attention_titles_do_not_overlap_are_inside_and_keep_whole_names():
     control.get_axes()[1].set_title("neighbour")
     control_boxes, control_frame, _ = _title_boxes(control)
     assert _overlaps(control_boxes) or any(b.x0 < control_frame.x0 or b.x1 > control_frame.x1 for _, b in control_boxes)
+
+
+def _drawn_figures(monkeypatch, make):
+    """The Figure objects the report's figure functions save while `make()` runs, by name of the file."""
+    import mdmf.pipeline.apps.report_figures as rf
+
+    kept, real = {}, rf._save
+
+    def save(fig, path):
+        kept[Path(path).stem] = fig
+        return real(fig, path)
+
+    monkeypatch.setattr(rf, "_save", save)
+    make()
+    return kept
+
+
+def _texts(fig):
+    from matplotlib.text import Text
+
+    return [t for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+
+
+def test_figures_fit_the_page_with_readable_text_and_legends_off_the_data(trained, tmp_path, monkeypatch):
+    """Issue 22, point 7: each PNG is at most the page's width (report.html shows it unscaled), no visible text is
+    below 7 pt (11.7 px at 120 dpi), the per-class and t-SNE legends overlap no axes that hold data, the confusion
+    cells are blank exactly where no query fell, the attention maps' colours span each map's own range, and the
+    OTAM floor is beside the head."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imread
+    from matplotlib.legend import Legend
+
+    from mdmf.pipeline.apps.report_figures import MIN_TEXT_PT, PAGE_PX, cell_text
+
+    store, run = trained
+    out = tmp_path / "r"
+    figures = _drawn_figures(monkeypatch, lambda: make_report(ReportConfig(run=str(run), out=str(out), **FAST)))
+    assert set(figures) == {"curves", "per_class", "confusion", "tsne", "attention"}
+    for name, fig in figures.items():
+        width = imread(out / f"{name}.png").shape[1]
+        assert width <= PAGE_PX, (name, width)
+        small = [(t.get_text()[:20], t.get_fontsize()) for t in _texts(fig) if t.get_fontsize() < MIN_TEXT_PT]
+        assert not small, (name, small)
+    for name in ("per_class", "tsne"):
+        fig = figures[name]
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        legends = [lg for lg in fig.findobj(Legend)]
+        assert legends, name
+        data_axes = [ax for ax in fig.get_axes() if ax.axison and (ax.collections or ax.patches)]
+        for lg in legends:
+            box = lg.get_window_extent(renderer)
+            for ax in data_axes:
+                assert not box.overlaps(ax.get_window_extent(renderer)), f"{name}: the legend lies on the data"
+    summary = json.loads((out / "report.json").read_text())
+    counts = np.array(summary["confusion"]["counts"])
+    shown = [t.get_text() for t in figures["confusion"].axes[0].texts]
+    assert len(shown) == counts.size  # every cell written (the class count leaves room), row by row
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    assert shown == [cell_text(r, c) for r, c in zip(rates.ravel(), counts.ravel())]
+    assert all((text == "") == (c == 0) for text, c in zip(shown, counts.ravel()))
+    assert cell_text(0.001, 1) == "<.01" and cell_text(0.0, 0) == "" and cell_text(0.5, 3) == "0.50"
+    for ax in figures["attention"].get_axes():
+        for image in ax.get_images():
+            values = image.get_array()
+            assert image.get_clim() == pytest.approx((float(values.min()), float(values.max())))
+    baseline = summary["baseline"]
+    assert (baseline["way"], baseline["shot"], baseline["episodes"]) == (5, 1, 120)
+    # the floor is the untrained OTAM evaluated on its own, same episodes
+    from mdmf.config import ModelConfig
+    from mdmf.registry import build_model
+
+    otam = build_model(ModelConfig(name="otam", dim=store.meta.dim, frames=store.meta.frames))
+    alone = evaluate_split(otam, store, "test", EvalConfig(way=5, shot=1, episodes=120, device="cpu", progress=False))
+    assert baseline["accuracy"] == pytest.approx(alone.accuracy)
+    assert f"{alone.accuracy:.2f} ±" in (out / "report.md").read_text()
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                 if os.path.exists(p)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")
+def test_report_html_in_a_headless_browser_shows_every_figure_unscaled(trained, tmp_path):
+    """report.html rendered by a real browser at a laptop's 1280 px window: every figure loads and is shown at its
+    own width (so the text sizes the figure test checks are the sizes on the page), numbers are in the page."""
+    import re
+
+    store, run = trained
+    out = tmp_path / "r"
+    make_report(ReportConfig(run=str(run), out=str(out), **FAST))
+    probe = out / "probe.html"
+    script = ("<script>window.addEventListener('load',()=>{for(const i of document.images){"
+              "i.setAttribute('data-shown',i.complete&&i.naturalWidth>0?(i.clientWidth+'/'+i.naturalWidth):'broken')}"
+              "document.body.setAttribute('data-done','1')});</script>")
+    probe.write_text((out / "report.html").read_text().replace("</body>", script + "</body>"))
+    profile = tmp_path / "profile"
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--window-size=1280,1000", "--virtual-time-budget=5000",
+            "--allow-file-access-from-files", "--dump-dom", probe.as_uri()]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    assert 'data-done="1"' in dom, dom[-2000:]
+    shown = re.findall(r'data-shown="([^"]+)"', dom)
+    assert len(shown) == 5 and "broken" not in shown, shown
+    for pair in shown:
+        client, natural = map(int, pair.split("/"))
+        assert client >= natural - 1, f"a figure is scaled down on the page: {pair}"
+    assert "Untrained OTAM" in dom and "± " in dom

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.data.splits import (DatasetInfo, SplitEntry, SHIPPED_DATASETS, SHIPPED_SPLITS_ROOT, load_splits, prompt_for,
+from mdmf.pipeline.data.splits import (DEFAULT_EXTENSIONS, DatasetInfo, SplitEntry, SHIPPED_DATASETS, SHIPPED_SPLITS_ROOT, load_splits, prompt_for,
                              readable_class_name, resolve_video, splits_dir)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,10 +135,7 @@ def test_missing_and_invalid_files(tmp_path):
     with pytest.raises(MdmfError, match=r"val\.txt exists but .*val_classes\.txt is missing"):
         load_splits(folder)
     (folder / "val.txt").unlink()
-    (folder / "info.json").unlink()
-    with pytest.raises(MdmfError, match=r"info\.json is missing"):
-        load_splits(folder)
-    for info, pattern in (({"layout": "tree", "flip": True}, "layout"), ({"layout": "flat"}, "flip"),
+    for info, pattern in (({"layout": "tree", "flip": True}, "layout"), ({"layout": "flat", "flip": "no"}, "flip"),
                           ({"layout": "flat", "flip": False, "extensions": []}, "extensions")):
         (folder / "info.json").write_text(json.dumps(info))
         with pytest.raises(MdmfError, match=pattern):
@@ -158,7 +155,28 @@ def test_missing_and_invalid_files(tmp_path):
 def test_info_defaults(tmp_path):
     data = load_splits(write_splits(tmp_path / "mydata", "a\tv\n", "a\n", {"layout": "flat", "flip": False}))
     assert data.info.name == "mydata"
-    assert data.info.extensions == ("avi", "mp4", "webm", "mkv")
+    assert data.info.extensions == DEFAULT_EXTENSIONS and DEFAULT_EXTENSIONS[:4] == ("avi", "mp4", "webm", "mkv")
+    assert data.info.written and data.info.defaults_note(data.path) is None
+
+
+def test_no_info_json_detects_the_layout_and_says_the_defaults_once(tmp_path):
+    """Without info.json (or with one that leaves layout and flip out): class folders, else flat, the reader's
+    extensions, the folder's name, flip on; the note names the file and how to turn flip off."""
+    folder = write_splits(tmp_path / "mine", "a\tv1\nb\tv2\n", "a\nb\n")
+    (folder / "info.json").unlink()
+    data = load_splits(folder)
+    assert (data.info.name, data.info.layout, data.info.flip) == ("mine", "auto", True)
+    note = data.info.defaults_note(folder)
+    assert "no info.json" in note and '{"flip": false}' in note and "SSv2" in note
+    root = tmp_path / "videos"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "v1.mov").write_bytes(b"x")  # a class folder, an extension the reader opens
+    (root / "v2.mp4").write_bytes(b"x")  # flat
+    a, b = data.entries["train"]
+    assert resolve_video(root, a, data.info) == root / "a" / "v1.mov"
+    assert resolve_video(root, b, data.info) == root / "v2.mp4"
+    (folder / "info.json").write_text(json.dumps({"name": "x"}))
+    assert not load_splits(folder).info.written
 
 
 # ---- finding videos ---------------------------------------------------------------------------------------------

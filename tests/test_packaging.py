@@ -108,3 +108,13 @@ def test_a_toy_extraction_from_the_wheel_equals_the_checkouts(venv, tmp_path):
         np.testing.assert_allclose(np.asarray(wheel.group(split)["features"][:], dtype=np.float32),
                                    np.asarray(checkout.group(split)["features"][:], dtype=np.float32), atol=2e-3)
         np.testing.assert_array_equal(status, checkout.group(split)["status"][:])
+
+
+def test_pip_wheel_leaves_no_build_folder_in_the_source_tree(built_wheel):
+    """`pip wheel .` built in the copy of the tree (built_wheel's `src`) and left it as it was: no build/, no
+    egg-info (build_backend/mdmf_build.py), and the backend itself is not in the wheel."""
+    import zipfile
+
+    src = built_wheel.parents[1] / "src"
+    assert src.is_dir() and not (src / "build").exists() and not list(src.glob("*.egg-info"))
+    assert not any("mdmf_build" in n for n in zipfile.ZipFile(built_wheel).namelist())

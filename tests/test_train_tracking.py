@@ -137,7 +137,8 @@ def _expected(run: Path) -> dict[str, list[tuple[int, float]]]:
         for row in rows:
             for key, value in row.items():
                 if key != "step":  # TensorBoard keeps float32
-                    out.setdefault(f"{kind}/{key}", []).append((row["step"], float(np.float32(value))))
+                    out.setdefault(f"{kind}/{key.removeprefix(kind + '_')}", []).append(
+                        (row["step"], float(np.float32(value))))
     return out
 
 
@@ -148,7 +149,8 @@ def test_tensorboard_event_files_hold_the_same_scalars_also_after_a_resume(store
     train(cfg(store, run, log=("tensorboard",)), resume=True, steps=6)
     got = _tensorboard_scalars(run / "tensorboard")
     want = _expected(run)
-    assert set(got) == set(want) and "train/loss" in got and "val/val_accuracy" in got
+    assert set(got) == set(want) and "train/loss" in got and "val/accuracy" in got and "train/accuracy" in got
+    assert not any(t.startswith("val/val_") or t.startswith("train/train_") for t in got)
     for tag in want:
         assert got[tag] == want[tag], tag  # each step once, steps 4 and 5 as the resumed run computed them
 
@@ -178,8 +180,9 @@ def test_wandb_offline(store, tmp_path, monkeypatch):
     run = tmp_path / "run"
     train(cfg(store, run, log=("wandb",)))
     curves = read_curves(run / "metrics.jsonl")
-    want = [(r["step"], {f"train/{k}": v for k, v in r.items() if k != "step"}) for r in curves.train]
-    want += [(r["step"], {f"val/{k}": v for k, v in r.items() if k != "step"}) for r in curves.val]
+    want = [(r["step"], {f"train/{k.removeprefix('train_')}": v for k, v in r.items() if k != "step"})
+            for r in curves.train]
+    want += [(r["step"], {f"val/{k.removeprefix('val_')}": v for k, v in r.items() if k != "step"}) for r in curves.val]
     assert sorted(logged, key=lambda s: (s[0], list(s[1])[0])) == sorted(want, key=lambda s: (s[0], list(s[1])[0]))
     run_id = (run / "wandb-id").read_text().strip()
     assert list((run / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))

@@ -28,8 +28,8 @@ from mdmf.pipeline.apps.ablate_output import to_markdown
 from mdmf.pipeline.apps.compare import TEST_NAME, paired_difference, per_episode_accuracy
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.data.datasets import default_store_path
 from mdmf.pipeline.evaluate.episodic import EvalConfig, write_result
+from mdmf.pipeline.features.store import find_store, is_store, stores_beside
 from mdmf.pipeline.runs import RunDir
 from mdmf.pipeline.train.loop import TrainConfig, train
 
@@ -80,7 +80,7 @@ class AblateConfig:
     def store(self) -> Path:
         if self.cache:
             return Path(self.cache)
-        return default_store_path(self.dataset, self.backbone)
+        return find_store(self.dataset, self.backbone)
 
     def run_dir(self, cell: str) -> Path:
         return Path(self.runs) / f"ablate-{self.dataset}-t{self.table}-{cell}"
@@ -182,8 +182,9 @@ def run_ablation(cfg: AblateConfig, console: Console | None = None,
     unknown = sorted(set(cfg.cells) - {c.cell for c in cells})
     if unknown:
         raise MdmfError(f"--cell {', '.join(unknown)}: table {cfg.table} has cells {', '.join(c.cell for c in cells)}")
-    if not (cfg.store() / "zarr.json").is_file():
-        raise MdmfError(f"{cfg.store()}: no feature store; extract {cfg.dataset} first (`mdmf extract`) or give --cache")
+    if not is_store(cfg.store()):
+        raise MdmfError(f"{cfg.store()}: no feature store ({stores_beside(cfg.store())}); extract {cfg.dataset} "
+                        "first (`mdmf extract`) or give --cache")
     shot = cfg.shot or int(header["shot"])
     rows = []
     for cell in cells:

@@ -8,16 +8,16 @@ CLI's option defaults are this dataclass's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from mdmf.config import ModelConfig
 from mdmf.pipeline.apps.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.data.datasets import default_store_path
+from mdmf.pipeline.episodes.sampler import EpisodeSpec, check_episodes_fit, fitted_episode
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate_split, write_result
-from mdmf.pipeline.features.store import FeatureStore
+from mdmf.pipeline.features.store import FeatureStore, find_store
 from mdmf.pipeline.runs import RunDir
 from mdmf.registry import MODELS, build_model, untrained_models
 
@@ -34,8 +34,8 @@ class EvalRequest:
     out: str | None = None  # folder of the result files (default: <run>/eval, or runs/baselines/<...>-<model>/eval)
     split: str = "test"
     # The episodes: EvalConfig's settings and defaults (evaluate_request hands over every field the two share).
-    way: int = EvalConfig.way
-    shot: int = EvalConfig.shot
+    way: int | None = None  # None: a run's training way; the baseline's 5, lowered to the split's classes
+    shot: int | None = None  # None: a run's training shot; the baseline's 1
     queries: int = EvalConfig.queries
     episodes: int = EvalConfig.episodes
     seed: int = EvalConfig.seed
@@ -52,7 +52,7 @@ def evaluate_request(req: EvalRequest) -> tuple[EvalResult, Path, str]:
     """Evaluate what `req` names; returns (result, where it was written, its title)."""
     if (req.run is None) == (req.model is None):
         raise MdmfError("give either --run runs/<name> or --model otam (with --dataset or --cache)")
-    shared = {f.name: getattr(req, f.name) for f in fields(EvalConfig) if f.name in {g.name for g in fields(req)}}
+    shared = {f.name: getattr(req, f.name) for f in fields(EvalConfig) if f.name in {g.name for g in fields(req)} - {"way", "shot"}}  # settled per run
     cfg = EvalConfig(**{**shared, "device": str(resolve_device(req.device))})
     if req.run is not None:
         result, out, title = _evaluate_run(RunDir(req.run), req, cfg)
@@ -68,11 +68,16 @@ def _evaluate_run(run: RunDir, req: EvalRequest, cfg: EvalConfig) -> tuple[EvalR
     """A trained run; an e2e run (without --cache) needs features of its own fine-tuned encoder. best.pt is read
     once, here, and the `RunDir` carries it to the e2e evaluation."""
     net, state = run.load_model()
-    e2e_run = state["train_config"].get("stage") == "e2e" and req.cache is None
+    trained = state["train_config"]
+    e2e_run = trained.get("stage") == "e2e" and req.cache is None
     if req.from_frames and not e2e_run:
         raise MdmfError("--from-frames is for runs of `mdmf train --stage e2e` (without --cache)")
     store = None if e2e_run else run.open_store(req.cache)
-    out = run.eval_path(req.split, req.way, req.shot, req.seed, frames=req.from_frames)
+    # the run's episodes unless told otherwise: the way and shot it was trained at, as `mdmf report --run` does
+    cfg = replace(cfg, way=req.way or int(trained["way"]), shot=req.shot or int(trained["shot"]))
+    if store is not None:
+        check_episodes_fit(store.labels(req.split), EpisodeSpec(cfg.way, cfg.shot, cfg.queries), req.split)
+    out = run.eval_path(req.split, cfg.way, cfg.shot, req.seed, frames=req.from_frames)
     title = f"{run.name} ({net.config.name}{', e2e' if e2e_run else ''}) on {req.split}"
     if e2e_run:
         kw = dict(root=req.root, workers=req.workers)
@@ -86,16 +91,20 @@ def _evaluate_run(run: RunDir, req: EvalRequest, cfg: EvalConfig) -> tuple[EvalR
 def _evaluate_baseline(req: EvalRequest, cfg: EvalConfig) -> tuple[EvalResult, Path, str]:
     """An untrained model (`needs_training` False: the OTAM baseline) on a store's raw CLIP features, written under
     runs/baselines/."""
-    store = FeatureStore.open(req.cache or default_store_path(req.dataset, req.backbone))
     untrained = ", ".join(untrained_models())
     if req.model not in MODELS:
         raise MdmfError(f"--model {req.model}: unknown model; without a run use one of: {untrained}")
+    store = FeatureStore.open(req.cache or find_store(req.dataset, req.backbone))
+    labels = store.labels(req.split)
+    cfg = replace(cfg, shot=req.shot or 1)
+    cfg = replace(cfg, way=req.way or fitted_episode(labels, cfg.shot, None, cfg.queries)[0])
+    check_episodes_fit(labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), req.split)
     net = build_model(ModelConfig(name=req.model, dim=store.meta.dim, frames=store.meta.frames))
     if net.needs_training:
         raise MdmfError(f"--model {req.model} needs training: train it with `mdmf train --model {req.model}` and "
                         f"evaluate the run with --run; without a run use one of: {untrained}")
     identity = store.meta.identity
     out = RunDir(BASELINES / f"{identity['dataset']}-{identity['backbone']}-{req.model}").eval_path(
-        req.split, req.way, req.shot, req.seed)
+        req.split, cfg.way, cfg.shot, req.seed)
     return evaluate_split(net, store, req.split, cfg), out, (f"{req.model} (untrained) on raw CLIP "
                                                                   f"features ({store.path}) on {req.split}")

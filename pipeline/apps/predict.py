@@ -20,7 +20,7 @@ import torch
 from mdmf.config import ModelConfig
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.core.progress import foreign_logs, progress_bar, progress_note
 from mdmf.pipeline.features.recipe import EncodeRecipe
 from mdmf.pipeline.features.video_encoder import VideoEncoder
 from mdmf.pipeline.runs import RunDir
@@ -109,7 +109,11 @@ def load_predictor(cfg: PredictConfig, device: torch.device):
         recipe = EncodeRecipe.from_store(store, cfg.weights, cfg.backbone)
     else:
         recipe = EncodeRecipe(cfg.backbone or "tiny", cfg.weights, cfg.frames, prompt_template=cfg.prompt_template)
-    encoder = VideoEncoder(recipe, device, cfg.batch_frames)
+    if cfg.progress:
+        progress_note(f"loading the model {recipe.backbone} (weights {recipe.weights or 'its default'}) on {device}",
+                      None)
+    with foreign_logs(show=cfg.progress):  # open_clip's warnings as our lines, none under --quiet
+        encoder = VideoEncoder(recipe, device, cfg.batch_frames)
     if not cfg.run:
         model = build_model(ModelConfig(name="otam", dim=encoder.dim, frames=cfg.frames))
     if (model.config.dim, model.config.frames) != (encoder.dim, encoder.recipe.frames):

@@ -40,7 +40,7 @@ class ReportConfig:
     split: str = "test"
     way: int | None = None  # None: the run's training way
     shot: int | None = None  # None: the run's training shot
-    episodes: int = 2000
+    episodes: int = 10_000  # as `mdmf eval` (EvalRequest): without an eval JSON the report evaluates the same
     seed: int = 0
     reuse_eval: bool = True
     tsne_classes: int = 10
@@ -86,6 +86,21 @@ def _tsne(model, data, frames: torch.Tensor, prompts: torch.Tensor, cfg: ReportC
     return rows, points
 
 
+def _otam_floor(store, data, result, device: str) -> dict:
+    """The untrained OTAM baseline on the store's raw CLIP features, on the episodes of `result` (same way, shot,
+    seed and count): the floor beside the head."""
+    from mdmf.config import ModelConfig
+    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
+    from mdmf.registry import build_model
+
+    otam = build_model(ModelConfig(name="otam", dim=store.meta.dim, frames=store.meta.frames))
+    ecfg = EvalConfig(way=result.way, shot=result.shot, queries=result.queries, episodes=result.episodes,
+                      seed=result.seed, device=device, progress=False)
+    floor = evaluate(otam, data.features, data.labels, data.prompt_embeddings, data.class_names, ecfg)
+    return {"model": "otam", "accuracy": floor.accuracy, "ci95": floor.ci95, "episodes": floor.episodes,
+            "way": floor.way, "shot": floor.shot, "seed": floor.seed}
+
+
 def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     """Write the figures and the summary; returns the summary (also `report.json`)."""
     # Imported here: the figures load matplotlib, only when a report is made.
@@ -119,8 +134,10 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
         preds = predict_episodes(model, data.features, data.labels, data.prompt_embeddings, way, shot, 1, episodes,
                                  cfg.seed, device=device, progress=cfg.progress)
     split_title = f"{cfg.split}, {way}-way {shot}-shot"
+    baseline = _otam_floor(store, data, result, device)
     figures["per_class"] = per_class_accuracy(result.per_class, result.accuracy, out / "per_class.png",
-                                              f"per-class accuracy ({split_title}, {result.episodes} episodes)")
+                                              f"per-class accuracy ({split_title}, {result.episodes} episodes)",
+                                              floor=baseline["accuracy"])
     matrix = preds.confusion(len(data.class_names))
     figures["confusion"] = confusion(matrix, data.class_names, out / "confusion.png",
                                      f"confusion ({split_title}, {episodes} episodes)")
@@ -141,7 +158,7 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
         "run": str(run), "model": model.config.to_dict(), "store": str(store.path),
         "backbone": store.meta.backbone.get("backbone"), "train": train_cfg, "best": state["best"],
         "steps_logged": len(curves.train), "validations": curves.val,
-        "evaluation": {**result.to_json(), "source": source},
+        "evaluation": {**result.to_json(), "source": source}, "baseline": baseline,
         "predictions": {"episodes": episodes, "seed": cfg.seed, "accuracy": preds.accuracy(),
                         "per_class": preds.per_class(data.class_names),
                         "note": "the first `episodes` of the same seeded episodes as the evaluation"},

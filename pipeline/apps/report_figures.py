@@ -11,6 +11,11 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 DPI = 120
+# report.html shows images at most this wide (its body is 1100 px less 1 em padding a side): a figure no wider is
+# shown at its own size, so its text keeps the size set here. PAGE_IN is that width in inches at DPI.
+PAGE_PX = 1060
+PAGE_IN = PAGE_PX / DPI - 0.3  # the figure width that fits: savefig's tight box adds 0.1 in a side, and some slack
+MIN_TEXT_PT = 7  # 7 pt at 120 dpi = 11.7 px on the page: the smallest text a figure writes
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -26,7 +31,7 @@ def _short(name: str, width: int = 28) -> str:
 def training_curves(curves, path: Path, best_step: int | None = None) -> Path:
     """Left: the loss and its parts per optimizer step. Right: train accuracy (moving mean over 10 steps) and
     validation accuracy with its 95% interval, per step."""
-    fig = Figure(figsize=(11, 4))
+    fig = Figure(figsize=(PAGE_IN, 3.8), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     steps = [r["step"] for r in curves.train]
     for key in ("loss", "ce", "distill_l2g", "distill_g2l", "video_text"):
@@ -53,54 +58,83 @@ def training_curves(curves, path: Path, best_step: int | None = None) -> Path:
     return _save(fig, path)
 
 
-def per_class_accuracy(per_class: dict[str, float], mean: float, path: Path, title: str) -> Path:
-    """Horizontal bars, best class on top, the overall accuracy as a dashed line."""
+def per_class_accuracy(per_class: dict[str, float], mean: float, path: Path, title: str,
+                       floor: float | None = None) -> Path:
+    """Horizontal bars, best class on top, the overall accuracy as a dashed line and the untrained OTAM baseline's
+    on the same episodes (`floor`) as a dotted one; the legend under the axes, never on a bar."""
     names = sorted(per_class, key=per_class.get)
-    fig = Figure(figsize=(7, 0.8 + 0.28 * len(names)))
+    fig = Figure(figsize=(min(7.5, PAGE_IN), 1.6 + 0.3 * len(names)), layout="constrained")
     ax = fig.subplots()
     ax.barh(range(len(names)), [per_class[n] for n in names], color="#4c72b0")
     ax.set_yticks(range(len(names)), [_short(n, 40) for n in names], fontsize=8)
-    ax.axvline(mean, color="#c44e52", ls="--", lw=1, label=f"all queries {mean:.1f} %")
-    ax.set(xlabel="accuracy %", xlim=(0, 100), title=title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.axvline(mean, color="#c44e52", ls="--", lw=1.2, label=f"all queries {mean:.1f} %")
+    if floor is not None:
+        ax.axvline(floor, color="#555555", ls=":", lw=1.5, label=f"untrained OTAM {floor:.1f} %")
+    ax.set(xlabel="accuracy %", xlim=(0, 100))
+    ax.set_title(title, fontsize=9)
+    fig.legend(fontsize=8, loc="outside lower center", ncol=2, frameon=False)
     return _save(fig, path)
+
+
+def cell_text(rate: float, count: int) -> str:
+    """A confusion cell: blank for no query at all (an exact zero), `<.01` for a few, else two decimals."""
+    if count == 0:
+        return ""
+    return "<.01" if rate < 0.005 else f"{rate:.2f}"
 
 
 def confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> Path:
     """Row-normalised confusion matrix (row: true class, column: predicted); cell values printed for ≤ 15 classes."""
     rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     n = len(class_names)
-    size = min(4 + 0.35 * n, 18)
-    fig = Figure(figsize=(size + 1.5, size))
+    # The page width, less the class labels and the colour bar: the cells' side, and the largest cell text that fits
+    # ("0.00" is about 2.6 em wide); the values are printed when that is readable on the page.
+    cell_pt = (PAGE_IN - 3.2) / n * 72
+    number_pt = min(10.0, cell_pt / 2.6)
+    fig = Figure(figsize=(PAGE_IN, PAGE_IN - 1.2), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     labels = [_short(c) for c in class_names]
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), labels, fontsize=7)
-    ax.set(xlabel="predicted class", ylabel="true class", title=title)
-    if n <= 15:
+    label_pt = max(MIN_TEXT_PT, min(8.0, cell_pt * 0.8))
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=label_pt)
+    ax.set_yticks(range(n), labels, fontsize=label_pt)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(title, fontsize=9)
+    if number_pt >= MIN_TEXT_PT:
         for i in range(n):
             for j in range(n):
-                if matrix[i, j]:
-                    ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(j, i, cell_text(rates[i, j], int(matrix[i, j])), ha="center", va="center",
+                        fontsize=number_pt, color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the row's queries")
     return _save(fig, path)
 
 
 def tsne_panels(points: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str], path: Path) -> Path:
-    """One scatter per embedding (name -> `(V, 2)`), coloured by class, one shared legend."""
-    fig = Figure(figsize=(4.2 * len(points) + 2.5, 4.4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(points)))
+    """One scatter per embedding (name -> `(V, 2)`), coloured by class, two panels a row at the page's width, and one
+    shared legend in the free panel place (an odd count) or under the panels: never on the points."""
+    slots = len(points) + len(points) % 2  # an odd count leaves a place for the legend
+    rows = slots // 2
+    fig = Figure(figsize=(PAGE_IN, (PAGE_IN / 2) * rows + (0 if len(points) % 2 else 0.8)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, 2)).ravel()
     classes = np.unique(labels)
     palette = [f"C{i}" for i in range(10)] if len(classes) <= 10 else [colormaps["tab20"](i % 20) for i in range(20)]
     for ax, (name, xy) in zip(axes, points.items()):
         for i, c in enumerate(classes):
             sel = labels == c
             colour = palette[i % len(palette)]
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=colour, label=_short(class_names[c]), alpha=0.8, lw=0)
-        ax.set(title=name, xticks=[], yticks=[])
-    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), markerscale=2, frameon=False)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=16, color=colour, label=_short(class_names[c]), alpha=0.8, lw=0)
+        ax.set(xticks=[], yticks=[])
+        ax.set_title(name, fontsize=9)
+    handles, names = axes[0].get_legend_handles_labels()
+    spare = axes[len(points):]
+    for ax in spare:
+        ax.set_axis_off()
+    if len(spare):
+        spare[0].legend(handles, names, fontsize=8, loc="center", markerscale=1.5, frameon=False,
+                        ncol=1 if len(names) <= 12 else 2)
+    else:
+        fig.legend(handles, names, fontsize=8, loc="outside lower center", markerscale=1.5, frameon=False,
+                   ncol=min(5, len(names)))
     return _save(fig, path)
 
 
@@ -126,7 +160,7 @@ def attention_figure(examples, frames: int, note: str | None = None) -> Figure:
     the video, whether it was classified correctly, and the full true, predicted and prompt class names (wrapped,
     never cut); one column per view. `note` (e.g. no wrong prediction to show) goes under the rows."""
     views = list(examples[0].maps)
-    width = 3.6 * len(views) + 0.8
+    width = min(3.6 * len(views) + 0.8, PAGE_IN)
     titles = [_wrap(_example_title(ex), width - 0.3, TITLE_SIZE) for ex in examples]
     heights = [3.3 + 0.19 * (t.count("\n") + 1) for t in titles]
     note_text = _wrap(note, width - 0.3, TITLE_SIZE) if note else None
@@ -137,7 +171,8 @@ def attention_figure(examples, frames: int, note: str | None = None) -> Figure:
     for sub, ex, title in zip(rows, examples, titles):
         sub.suptitle(title, fontsize=TITLE_SIZE, color="black" if ex.correct else "#b2182b")
         for ax, view in zip(np.atleast_1d(sub.subplots(1, len(views))), views):
-            im = ax.imshow(ex.maps[view], cmap="viridis", vmin=0)
+            # the map's own range: attention weights between 0.08 and 0.14 would look flat on a scale from 0
+            im = ax.imshow(ex.maps[view], cmap="viridis")
             ax.set_xticks(range(frames + 1), ticks, fontsize=7)
             ax.set_yticks(range(frames + 1), ticks, fontsize=7)
             ax.set_xlabel("key: prompt / raw frame", fontsize=7)

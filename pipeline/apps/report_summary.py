@@ -8,14 +8,35 @@ from pathlib import Path
 CAPTIONS = {
     "curves": "Training loss per optimizer step (left); train accuracy and validation accuracy with its 95% interval "
               "(right). The dashed line marks the checkpoint kept as best (validation split).",
-    "per_class": "Per-class accuracy on the evaluation split; dashed: accuracy over all queries.",
-    "confusion": "Confusion matrix, rows normalised: row = true class, column = predicted class.",
+    "per_class": "Per-class accuracy on the evaluation split; dashed: accuracy over all queries; dotted: the "
+                 "untrained OTAM baseline on the store's raw CLIP features, same episodes (the floor a head should "
+                 "clear).",
+    "confusion": "Confusion matrix, rows normalised: row = true class, column = predicted class. A blank cell is no "
+                 "query at all; <.01 a few.",
     "tsne": "t-SNE of test videos: raw CLIP features (mean over frames) beside each view's fused features (mean of "
             "the compared tokens, each video fused with the prompt PPS gives it). Colours are classes.",
     "attention": "MMFE attention of a correctly and a wrongly classified query (titles in red: wrong), last block, "
                  "mean over heads: output tokens (rows; P = fused prompt, 1..T frames) against keys (columns; P = "
                  "prompt, 1..T raw CLIP frames).",
 }
+
+
+def _best_line(best: dict) -> str:
+    """Which checkpoint the report is of: the best validated step, or the last one of a run without validation."""
+    if best.get("val_accuracy") is None:
+        return (f"No validation (no val split, or --val none): the checkpoint is the last one, step {best.get('step')}; "
+                "the test split never chose it.")
+    return (f"Best validation accuracy {best['val_accuracy']:.2f} ± {best.get('val_ci95') or 0:.2f} % at step "
+            f"{best.get('step')} (val split; the test split never chose a checkpoint).")
+
+
+def _floor_line(baseline: dict | None, ev: dict) -> str:
+    """The untrained OTAM baseline beside the head: the same episodes, the store's raw CLIP features."""
+    if not baseline:
+        return "Untrained OTAM baseline: not evaluated."
+    gain = ev["accuracy"] - baseline["accuracy"]
+    return (f"Untrained OTAM on the store's raw CLIP features, the same {baseline['episodes']} episodes: "
+            f"{baseline['accuracy']:.2f} ± {baseline['ci95']:.2f} % (the head: {gain:+.2f} points).")
 
 
 def _blocks(s: dict) -> list[tuple[str, object]]:
@@ -29,13 +50,13 @@ def _blocks(s: dict) -> list[tuple[str, object]]:
         ("p", f"Model {m['name']}" + (f" ({setting})" if setting else "") + f"; store {s['store']} (backbone "
               f"{s['backbone']}, D={m['dim']}, T={m['frames']}); {s['train'].get('way')}-way "
               f"{s['train'].get('shot')}-shot training, {s['steps_logged']} steps logged."),
-        ("p", f"Best validation accuracy {best.get('val_accuracy', float('nan')):.2f} ± {best.get('val_ci95', 0):.2f} % "
-              f"at step {best.get('step')} (val split; the test split never chose a checkpoint)."),
+        ("p", _best_line(best)),
         ("h2", "Test accuracy"),
         ("p", f"{ev['way']}-way {ev['shot']}-shot on {s['config']['split']}: **{ev['accuracy']:.2f} ± {ev['ci95']:.2f} %** "
               f"(95% interval, {ev['episodes']} episodes, seed {ev['seed']}; {ev['source']}). Confusion matrix and "
               f"examples: the first {s['predictions']['episodes']} of the same episodes "
               f"({s['predictions']['accuracy']:.2f} % on them)."),
+        ("p", _floor_line(s.get("baseline"), ev)),
     ]
     for key in ("curves", "per_class", "confusion", "tsne", "attention"):
         if key in s["figures"]:

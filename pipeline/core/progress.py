@@ -11,8 +11,10 @@ The rate is the mean since the loop started (work already done before it, e.g. r
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +44,42 @@ def progress_every() -> float:
         return max(0.0, float(text)) if text else DEFAULT_EVERY
     except ValueError:
         raise MdmfError(f"{EVERY_ENV}={text!r}: give the seconds between progress lines, e.g. 30") from None
+
+
+def progress_note(text: str, kind: str | None = "note") -> None:
+    """One line on standard error beside the progress (a default chosen from the data, a warning; `kind` None: a
+    plain step such as "loading the model"), never folded. `text` is plain, not markup."""
+    from rich.markup import escape
+
+    prefix = f"[yellow]{kind}:[/] " if kind else ""
+    Console(stderr=True).print(prefix + escape(text), highlight=False, soft_wrap=True)
+
+
+class _ForeignRecords(logging.Handler):
+    """Other libraries' log records (WARNING and up) as our own `warning: <library>: ...` lines, or dropped."""
+
+    def __init__(self, show: bool, source: str):
+        super().__init__(logging.WARNING)
+        self.show, self.source = show, source
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.show:
+            name = record.name if record.name != "root" else self.source
+            progress_note(f"{name}: {record.getMessage()}", "warning")
+
+
+@contextmanager
+def foreign_logs(show: bool = True, source: str = "open_clip") -> Iterator[None]:
+    """While the block runs, what other libraries log reaches the root logger's handlers in our form (open_clip
+    logs to the root logger, which a `basicConfig` elsewhere prints as a raw `WARNING:root:` line), or nothing with
+    `show=False` (--quiet). The root logger's own handlers are put back after."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [_ForeignRecords(show, source)]
+    try:
+        yield
+    finally:
+        root.handlers = saved
 
 
 def progress_line(description: str, done: int, total: int, unit: str, rate: float | None, elapsed: float,
@@ -88,16 +126,22 @@ def progress_bar(enabled: bool, description: str, total: int, unit: str = "items
 
 @contextmanager
 def _plain_lines(description: str, total: int, unit: str, completed: int, out) -> Iterator[Callable[..., None]]:
+    """Plain lines: on an update at least `every` seconds after the last line, a heartbeat when `every` seconds
+    pass without one (a long first batch, a slow unit: elapsed goes on), and the last line, never a repeat."""
     every, start = progress_every(), time.perf_counter()
-    state = {"done": completed, "fields": {}, "last": start}
+    state = {"done": completed, "fields": {}, "last": start, "written": None}
+    lock, stop = threading.Lock(), threading.Event()
 
-    def write() -> None:
-        now = time.perf_counter()
-        elapsed = now - start
-        rate = (state["done"] - completed) / elapsed if elapsed > 0 and state["done"] > completed else None
-        out.write(progress_line(description, state["done"], total, unit, rate, elapsed, state["fields"]) + "\n")
-        out.flush()
-        state["last"] = now
+    def write(final: bool = False) -> None:
+        with lock:
+            if final and state["written"] == (state["done"], state["fields"]):
+                return  # the line just written already says where the loop ended
+            now = time.perf_counter()
+            elapsed = now - start
+            rate = (state["done"] - completed) / elapsed if elapsed > 0 and state["done"] > completed else None
+            out.write(progress_line(description, state["done"], total, unit, rate, elapsed, state["fields"]) + "\n")
+            out.flush()
+            state["last"], state["written"] = now, (state["done"], state["fields"])
 
     def advance(n: int = 1, **fields) -> None:
         state["done"] += n
@@ -105,7 +149,18 @@ def _plain_lines(description: str, total: int, unit: str, completed: int, out) -
         if time.perf_counter() - state["last"] >= every:
             write()
 
+    def heartbeat() -> None:
+        while not stop.wait(every - (time.perf_counter() - state["last"]) if every else 1.0):
+            if every and time.perf_counter() - state["last"] >= every:
+                write()
+
+    beat = threading.Thread(target=heartbeat, name="mdmf-progress-heartbeat", daemon=True)
+    if every:
+        beat.start()
     try:
         yield advance
     finally:
-        write()  # the last line: where the loop ended (finished, stopped or failed)
+        stop.set()
+        if every:
+            beat.join()
+        write(final=True)  # the last line: where the loop ended (finished, stopped or failed)

@@ -18,11 +18,17 @@ def default_backbone(dataset: str) -> str:
     return "tiny" if dataset == "toy" else "RN50"
 
 
-def default_store_path(dataset: str | None, backbone: str | None = None) -> Path:
-    """Where a dataset's feature store is by default: `cache/<dataset>/<backbone>` (the one place that says so)."""
+def stores_folder(dataset: str | None) -> Path:
+    """The folder of a dataset's feature stores: `cache/<dataset>` (the one place that says so)."""
     if not dataset:
         raise MdmfError("give --dataset (the store is then found at cache/<dataset>/<backbone>) or --cache PATH")
-    return Path("cache") / dataset / (backbone or default_backbone(dataset))
+    return Path("cache") / dataset
+
+
+def default_store_path(dataset: str | None, backbone: str | None = None) -> Path:
+    """Where `mdmf extract` writes a dataset's feature store by default: `cache/<dataset>/<backbone>`. Commands
+    that read a store find it with `features.store.find_store` (the dataset's only store), never by this default."""
+    return stores_folder(dataset) / (backbone or default_backbone(dataset))
 
 
 def default_root(dataset: str) -> Path | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,8 +22,11 @@ SPLITS = ("train", "val", "test")
 SHIPPED_DATASETS = ("hmdb51", "ucf101", "kinetics100", "ssv2_small", "ssv2_full")
 # `toy` has no shipped splits: the toy generator writes them under `<root>/splits`.
 KNOWN_DATASETS = SHIPPED_DATASETS + ("toy",)
-DEFAULT_EXTENSIONS = ("avi", "mp4", "webm", "mkv")
-LAYOUTS = ("class_folders", "flat")
+# What the exact reader (PyAV, i.e. FFmpeg) opens; the first four were the only ones before, and stay first.
+DEFAULT_EXTENSIONS = ("avi", "mp4", "webm", "mkv", "mov", "m4v", "mpg", "mpeg")
+# auto (no info.json): each video is looked for in class folders, then directly under the root.
+LAYOUTS = ("class_folders", "flat", "auto")
+NO_FLIP_DATASETS = ("ssv2_small", "ssv2_full")  # left/right is part of SSv2's labels: the only shipped no-flip ones
 # The shipped splits: the repository's top-level splits/ in a source checkout or editable install, the package data
 # `mdmf/splits/` in a wheel (pyproject maps splits/ to mdmf.splits). This file is <repo>/pipeline/data/splits.py in the
 # one and <site-packages>/mdmf/pipeline/data/splits.py in the other, so both are parents[2] / "splits" (tested for the
@@ -45,10 +48,20 @@ class DatasetInfo:
     """The contents of `info.json`: how videos are laid out on disk and whether flip augmentation is allowed."""
 
     name: str
-    layout: str  # "class_folders" (<root>/<class>/<id>.<ext>) or "flat" (<root>/<id>.<ext>)
+    layout: str  # "class_folders" (<root>/<class>/<id>.<ext>), "flat" (<root>/<id>.<ext>) or "auto" (either)
     flip: bool
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # tried in this order
     source: str = ""
+    written: bool = True  # False: there was no info.json and these are the defaults (`defaults_note` says so)
+
+    def defaults_note(self, directory: Path) -> str | None:
+        """The one line that says a splits folder without info.json got the defaults, and how to change them."""
+        if self.written:
+            return None
+        return (f"{directory}: no info.json (or one without layout and flip): videos are looked for in class folders, else directly under "
+                f"--root, with the extensions {', '.join(self.extensions)}; flip augmentation is on, as for every "
+                'shipped dataset but SSv2 (write info.json with {"flip": false} when left/right is part of the '
+                "labels)")
 
 
 @dataclass
@@ -184,16 +197,15 @@ def _read_entries(path: Path, classes: list[str], classes_path: Path) -> list[Sp
 
 
 def _read_info(path: Path) -> DatasetInfo:
-    if not path.exists():
-        raise MdmfError(f"{path} is missing: write e.g. "
-                        '{"name": "mydata", "layout": "class_folders", "flip": true, "extensions": ["mp4"]}')
+    if not path.exists():  # a dataset in one step: the defaults, said once by the command (`defaults_note`)
+        return DatasetInfo(name=path.parent.name, layout="auto", flip=True, written=False)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise MdmfError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(raw, dict):
         raise MdmfError(f"{path}: expected a JSON object")
-    layout, flip = raw.get("layout"), raw.get("flip")
+    layout, flip = raw.get("layout", "auto"), raw.get("flip", True)
     if layout not in LAYOUTS:
         raise MdmfError(f"{path}: \"layout\" must be one of {', '.join(LAYOUTS)} (got {layout!r})")
     if not isinstance(flip, bool):
@@ -202,7 +214,8 @@ def _read_info(path: Path) -> DatasetInfo:
     if not isinstance(extensions, list) or not extensions or not all(isinstance(e, str) and e for e in extensions):
         raise MdmfError(f"{path}: \"extensions\" must be a non-empty list of strings such as [\"mp4\", \"avi\"]")
     return DatasetInfo(name=str(raw.get("name") or path.parent.name), layout=layout, flip=flip,
-                       extensions=tuple(e.lstrip(".") for e in extensions), source=str(raw.get("source", "")))
+                       extensions=tuple(e.lstrip(".") for e in extensions), source=str(raw.get("source", "")),
+                       written="layout" in raw and "flip" in raw)
 
 
 # ---- finding videos on disk -------------------------------------------------------------------------------------
@@ -242,6 +255,9 @@ def resolve_video(root: str | Path, entry: SplitEntry, info: DatasetInfo) -> Pat
     root = Path(root)
     if info.layout == "flat":
         folders = [root]
+    elif info.layout == "auto":  # no info.json: the class folder first, then flat
+        found = resolve_video(root, entry, replace(info, layout="class_folders"))
+        return found or resolve_video(root, entry, replace(info, layout="flat"))
     else:
         folders = [root / name for name in class_dir_names(entry.class_name) if (root / name).is_dir()]
         if not folders:  # split sub-folders: only looked into when the class folder is not directly under root

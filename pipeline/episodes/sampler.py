@@ -58,6 +58,104 @@ def _distinct_positions(rng: np.random.Generator, sizes: np.ndarray, k: int) -> 
     return perm[:, :k]
 
 
+def plural(n: int, word: str) -> str:
+    """`1 query`, `5 queries`, `2 videos`, `3 classes`."""
+    if n == 1:
+        return f"{n} {word}"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return f"{n} {word[:-1]}ies"
+    return f"{n} {word}es" if word.endswith("s") else f"{n} {word}s"
+
+
+def class_sizes(labels: np.ndarray) -> np.ndarray:
+    """Videos per class `(C,)` of the classes present in `labels`."""
+    return np.unique(np.asarray(labels), return_counts=True)[1]
+
+
+def videos_each(sizes: np.ndarray) -> str:
+    """`5 videos each`, or `4 to 6 videos each`."""
+    low, high = int(sizes.min()), int(sizes.max())
+    return f"{plural(high, 'video')} each" if low == high else f"{low} to {high} videos each"
+
+
+def episodes_problem(labels: np.ndarray, spec: EpisodeSpec, split: str) -> str | None:
+    """None when `split` has `spec.way` classes with at least shot + queries videos each, else the one line that
+    says what it has and what fits (the minimum per class a split needs for a way/shot/queries)."""
+    sizes = class_sizes(labels)
+    need = spec.shot + spec.queries
+    eligible = int((sizes >= need).sum())
+    if eligible >= spec.way:
+        return None
+    what = (f"a {spec.way}-way {spec.shot}-shot episode with {plural(spec.queries, 'query')} per class needs "
+            f"{spec.way} classes with at least {plural(need, 'video')} each")
+    has = (f"split {split!r} has {plural(len(sizes), 'class')}" if split != "this"
+           else f"this split has {plural(len(sizes), 'class')}")
+    if eligible < len(sizes):
+        has += f", {eligible} of them with {need}+ videos ({videos_each(sizes)})"
+    return f"{what}; {has}: {_fix(sizes, spec)}"
+
+
+def _fix(sizes: np.ndarray, spec: EpisodeSpec) -> str:
+    """The options that make an episode fit classes of `sizes` videos: the fewest changes, named with values."""
+    if len(sizes) < 2:
+        return "an episode needs at least 2 classes"
+    if int(np.sort(sizes)[-2]) < spec.shot + 1:
+        return "lower --shot (2 classes need shot + 1 videos or more each)"
+    way, queries = fitted_episode(sizes_to_labels(sizes), spec.shot, None, None, spec.way, spec.queries)
+    changes = [f"--way {way}"] * (way < spec.way) + [f"--queries {queries}"] * (queries < spec.queries)
+    return "give " + " and ".join(changes) + " (or lower)"
+
+
+def sizes_to_labels(sizes: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(sizes)), sizes)
+
+
+def check_episodes_fit(labels: np.ndarray, spec: EpisodeSpec, split: str) -> None:
+    """`episodes_problem` as an `MdmfError`."""
+    problem = episodes_problem(labels, spec, split)
+    if problem:
+        raise MdmfError(problem)
+
+
+def fitted_episode(labels: np.ndarray, shot: int, way: int | None, queries: int | None,
+                   default_way: int = 5, default_queries: int = 5) -> tuple[int, int]:
+    """(way, queries) for a split: the ones given, and for those not given (None) the defaults lowered to what the
+    split holds: way to the classes with shot + 1 or more videos, queries to the most that `way` classes have
+    beside `shot` (never below 1). What does not fit even so is said by `check_episodes_fit`."""
+    sizes = np.sort(class_sizes(labels))[::-1]  # largest first
+    if way is None:
+        way = max(2, min(default_way, int((sizes >= shot + 1).sum())))
+    if queries is None:
+        room = int(sizes[way - 1]) - shot if len(sizes) >= way else 1  # the way-th largest class's spare videos
+        queries = max(1, min(default_queries, room))
+    return way, queries
+
+
+def split_fits(labels: dict[str, np.ndarray], shot: int = 1, way: int | None = None,
+               queries: int | None = None) -> dict[str, tuple[EpisodeSpec, str | None]]:
+    """What `mdmf check-data` says of the episodes each split must hold: train the training episodes (the way and
+    queries not given settled as `mdmf train` settles them), val/test the evaluation episodes of that way with 1
+    query, as `mdmf train` validates and `mdmf eval --run` evaluates. Per split: (the episodes, None when they fit,
+    else the problem as `episodes_problem` says it)."""
+    train = labels.get("train")
+    if train is not None:
+        way, queries = fitted_episode(train, shot, way, queries)
+    else:
+        way = way or 5
+    out = {}
+    for split, split_labels in labels.items():
+        spec = EpisodeSpec(way, shot, queries if split == "train" else 1)
+        out[split] = spec, episodes_problem(split_labels, spec, split)
+    return out
+
+
+def fit_summary(split: str, labels: np.ndarray, spec: EpisodeSpec) -> str:
+    """`train: 3-way 1-shot episodes with 4 queries per class fit (3 classes, 5 to 6 videos each)`."""
+    sizes = class_sizes(labels)
+    return (f"{split}: {spec.way}-way {spec.shot}-shot episodes with {plural(spec.queries, 'query')} per class fit "
+            f"({plural(len(sizes), 'class')}, {videos_each(sizes)})")
+
+
 class EpisodeSampler:
     """Samples N-way K-shot episodes with `queries` query videos per class from one split.
 
@@ -71,12 +169,7 @@ class EpisodeSampler:
         need = spec.shot + spec.queries
         self.by_class = {int(c): np.flatnonzero(self.labels == c) for c in np.unique(self.labels)}
         self.eligible = np.array(sorted(c for c, rows in self.by_class.items() if len(rows) >= need), dtype=np.int64)
-        if len(self.eligible) < spec.way:
-            raise MdmfError(
-                f"a {spec.way}-way {spec.shot}-shot episode with {spec.queries} queries per class needs {spec.way} "
-                f"classes with at least {need} videos each; this split has {len(self.eligible)}: lower --way, --shot "
-                "or --queries"
-            )
+        check_episodes_fit(self.labels, spec, "this")
 
     # Episodes are drawn in blocks of BLOCK, all at once, from a generator seeded by (seed, block): episode i is still a
     # pure function of (seed, i), and 10,000 episodes cost a few vectorised draws instead of 10,000 Python loops

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
+import os
 import queue
 import threading
 import time
@@ -27,7 +28,7 @@ from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
 from mdmf.pipeline.core.paths import is_disk_full
-from mdmf.pipeline.core.progress import progress_bar
+from mdmf.pipeline.core.progress import foreign_logs, progress_bar, progress_note
 from mdmf.pipeline.data.datasets import default_root, load_dataset
 from mdmf.pipeline.data.sampling import view_rng
 from mdmf.pipeline.data.splits import prompt_for, resolve_video
@@ -35,7 +36,7 @@ from mdmf.pipeline.data.transforms import FramePreprocessor
 from mdmf.pipeline.data.views import FAILED, decode_views
 from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
 from mdmf.pipeline.features.recipe import ExtractConfig
-from mdmf.pipeline.features.store import FeatureStore, SplitLayout
+from mdmf.pipeline.features.store import FeatureStore, SplitLayout, is_store
 
 SPLITS = ("train", "val", "test")
 @dataclass
@@ -96,7 +97,8 @@ class DecodeDataset(Dataset):
 def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureStore:
     """Create (or open and check) the store for `cfg`; fills the prompt embeddings of every split."""
     # Absolute: the store's video paths (and its recorded root) stay right whatever the folder a later command runs in.
-    root = (Path(cfg.root) if cfg.root else default_root(cfg.dataset)).absolute()
+    # Normalised too (`work/../data` is recorded as `/…/data`): the paths are read by people, in `cache info`.
+    root = Path(os.path.abspath(Path(cfg.root) if cfg.root else default_root(cfg.dataset)))
     layouts = {}
     for split in cfg.splits:
         entries = dataset.entries[split]
@@ -110,7 +112,7 @@ def prepare_store(cfg: ExtractConfig, backbone: Backbone, dataset) -> FeatureSto
         )
     meta = {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("workers", "batch_frames", "device", "shard", "progress")}
-        | {"root": str(root), "splits_dir": str(Path(cfg.splits_dir).absolute()) if cfg.splits_dir else None},
+        | {"root": str(root), "splits_dir": os.path.abspath(cfg.splits_dir) if cfg.splits_dir else None},
         "backbone": backbone.describe(),
         "versions": _versions(),
     }
@@ -134,18 +136,42 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     if not 0 <= shard < num_shards:
         raise MdmfError(f"--shard {shard}/{num_shards}: the shard index must be in 0..{num_shards - 1}")
     out = cfg.store_path()  # a URL --out is refused here, before anything is generated, loaded or created
+    cfg = _keep_saved_frames(cfg, out)
     dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir, progress=cfg.progress)
+    note = dataset.info.defaults_note(dataset.path)
+    if note and cfg.progress:
+        progress_note(note)
     if cfg.splits is None:  # not asked for: the splits the dataset has (a folder with only test.txt extracts test)
         cfg = replace(cfg, splits=tuple(s for s in SPLITS if s in dataset.entries))
     for split in cfg.splits:
         if split not in dataset.entries:
             raise MdmfError(f"dataset {cfg.dataset} has no split {split!r} (it has {', '.join(dataset.entries)})")
     device = resolve_device(cfg.device)
-    backbone = backbone or load_backbone(resolve_backbone(cfg.resolved_backbone(), cfg.weights), device=device)
+    if backbone is None:
+        if cfg.progress:  # building a large model (and its first batch) can take minutes: say what is happening
+            progress_note(f"loading the model {cfg.resolved_backbone()} (weights {cfg.weights}) on {device}", None)
+        with foreign_logs(show=cfg.progress):
+            backbone = load_backbone(resolve_backbone(cfg.resolved_backbone(), cfg.weights), device=device)
     backbone.model.to(device)
     start = time.perf_counter()
     with _full_disk_is_resumable(out):
         return _extract_into_store(cfg, backbone, dataset, device, start)
+
+
+def _keep_saved_frames(cfg: ExtractConfig, out: Path) -> ExtractConfig:
+    """A store made with --save-frames, run again without it: the same store (its finished features are reused, its
+    remaining units get their frames too, so the frame store stays whole), said once. The other way round, frames
+    asked of a store made without them, stays an identity mismatch: its finished units have no frames."""
+    if cfg.save_frames or not is_store(out):
+        return cfg
+    try:
+        made_with = bool(FeatureStore.open(out).meta.identity.get("save_frames"))
+    except MdmfError:
+        return cfg  # not a readable store: prepare_store says what is wrong with it
+    if made_with and cfg.progress:
+        progress_note(f"{out} was made with --save-frames: continuing it as it was (the finished features are "
+                      "reused; the remaining videos get their frames too)")
+    return replace(cfg, save_frames=True) if made_with else cfg
 
 
 @contextmanager
@@ -234,11 +260,11 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
             pending.append(item)
             if job.row == last_row[job.split, job.unit]:  # the unit is complete (the loader keeps the order)
                 t = time.perf_counter()
-                unit = _encode_unit(backbone, pre, pending, views[job.split], cfg, device)
+                unit = _encode_unit(backbone, pre, pending, views[job.split], cfg, device, advance)
                 times.encoding += time.perf_counter() - t
                 wait_for_writer(keep=1)
                 queued.append(writer.submit(write, unit))
-                advance(len(pending))
+                advance(len(pending) - len(unit.decoded))  # the failed ones; _encode_unit counted the encoded ones
                 pending = []
         wait_for_writer(keep=0)
     return len(jobs)
@@ -377,8 +403,9 @@ class EncodedUnit:
 
 
 @torch.no_grad()
-def _encode_unit(backbone, pre, items, k, cfg, device) -> EncodedUnit:
-    """Encode one unit's decoded videos (items of `DecodeDataset`, in row order, each with its "job")."""
+def _encode_unit(backbone, pre, items, k, cfg, device, advance=lambda n=1: None) -> EncodedUnit:
+    """Encode one unit's decoded videos (items of `DecodeDataset`, in row order, each with its "job"); `advance(n)`
+    is told of each video whose frames are encoded, so a long unit shows its rate and ETA as it goes."""
     split, unit = items[0]["job"].split, items[0]["job"].unit
     n, t, d = len(items), cfg.frames, backbone.dim
     feats = np.zeros((n, k, t, d), np.float16)
@@ -390,9 +417,13 @@ def _encode_unit(backbone, pre, items, k, cfg, device) -> EncodedUnit:
         # On a GPU each video goes over the bus as uint8 (from pinned memory: asynchronous) and is stacked there.
         crops = torch.stack([v.to(device, non_blocking=True) for v in videos])  # (n_ok, K, T, 3, S, S)
         flat = crops.reshape(-1, *crops.shape[-3:])
-        out = []
+        out, told, per_video = [], 0, k * t
         for b in range(0, flat.shape[0], cfg.batch_frames):  # fixed batches: a resumed unit gives the same numbers
             out.append(backbone.encode_images(pre.normalize(flat[b : b + cfg.batch_frames])).float().cpu())
+            finished = min(flat.shape[0], b + cfg.batch_frames) // per_video
+            if finished > told:
+                advance(finished - told)
+                told = finished
         feats[ok] = torch.cat(out).reshape(len(ok), k, t, d).numpy().astype(np.float16)
     return EncodedUnit(split, unit, feats, indices, status, [it["error"] for it in items], ok,
                        videos if cfg.save_frames else None, pre.image_size)

@@ -38,6 +38,7 @@ import zarr
 
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.paths import check_output_file, is_disk_full, local_path
+from mdmf.pipeline.data.datasets import default_store_path, stores_folder
 from mdmf.pipeline.data.views import FAILED, OK, SHORT
 
 SCHEMA_VERSION = 1
@@ -158,6 +159,41 @@ def _strings(values) -> np.ndarray:
     return np.asarray(list(values), dtype=str) if len(values) else np.zeros(0, dtype=str)
 
 
+def is_store(path: Path) -> bool:
+    """Whether `path` is a Zarr group (a feature store, or one an older mdmf began); `FeatureStore.open` checks more."""
+    return (Path(path) / "zarr.json").is_file()
+
+
+def stores_in(folder: Path) -> list[Path]:
+    """The feature stores directly inside `folder` (`cache/<dataset>/<backbone>`), sorted by name; [] if none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_store(p))
+
+
+def stores_beside(path: Path) -> str:
+    """For a store that is not at `path`: the stores in its folder, as words ("stores in cache/x: tiny, RN50")."""
+    found = [p.name for p in stores_in(Path(path).parent)]
+    return f"stores in {Path(path).parent}: {', '.join(found)}" if found else f"no store in {Path(path).parent}"
+
+
+def find_store(dataset: str | None, backbone: str | None = None) -> Path:
+    """The store a command that takes a dataset reads: `cache/<dataset>/<backbone>` when the backbone is given, else
+    the dataset's only store; several are listed (choose with --backbone), none is one line saying to extract."""
+    if backbone:
+        return default_store_path(dataset, backbone)
+    folder = stores_folder(dataset)
+    found = stores_in(folder)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise MdmfError(f"dataset {dataset}: {len(found)} feature stores in {folder} "
+                        f"({', '.join(p.name for p in found)}); choose one with --backbone NAME or --cache PATH")
+    raise MdmfError(f"dataset {dataset}: no feature store in {folder}; extract one first (`mdmf extract --dataset "
+                    f"{dataset} --backbone NAME ...`) or give --cache PATH")
+
+
 class FeatureStore:
     """A feature store on disk. Create with `FeatureStore.create_or_open`, read with `FeatureStore.open`."""
 
@@ -173,8 +209,9 @@ class FeatureStore:
     @classmethod
     def open(cls, path: Path | str, mode: str = "r") -> "FeatureStore":
         path = local_path(path, "store")  # a file:// URL is its path; other URLs are refused in one line
-        if not (path / "zarr.json").is_file():
-            raise MdmfError(f"{path}: no feature store here; create one with `mdmf extract` (or check --cache/--out)")
+        if not is_store(path):
+            raise MdmfError(f"{path}: no feature store here ({stores_beside(path)}); create one with `mdmf extract` "
+                            "(or check --cache/--out)")
         try:
             root = zarr.open_group(str(path), mode=mode)
         except Exception as err:  # a damaged zarr.json
@@ -311,6 +348,11 @@ class FeatureStore:
 
     def num_videos(self, split: str) -> int:
         return int(self.array(split, "status").shape[0])
+
+    def labels(self, split: str) -> np.ndarray:
+        """Class ids `(V,)` of the usable videos of `split` (status ok or short), without reading features."""
+        status = self.array(split, "status")[:]
+        return self.array(split, "labels")[:][(status == OK) | (status == SHORT)].astype(np.int64)
 
     def views(self, split: str) -> int:
         return int(self.array(split, "features").shape[1])

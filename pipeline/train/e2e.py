@@ -93,12 +93,13 @@ class FrameInput(EpisodeInput):
             self.encoder = VisualEncoder(backbone.model.visual, self.pre, self.amp, e.grad_checkpointing, e.bn)
         except ValueError as err:  # no activation checkpointing for this encoder: a user error
             raise MdmfError(str(err)) from None
-        self.train, self.val = store.load("train"), store.load("val")
+        validates = cfg.val == "val"  # --val none: no val split is read
+        self.train, self.val = store.load("train"), store.load("val") if validates else None
         root = e.root
         self.train_videos = split_videos(store, "train", self.train, root, self.ecfg)
-        self.val_videos = split_videos(store, "val", self.val, root, self.ecfg)
+        self.val_videos = split_videos(store, "val", self.val, root, self.ecfg) if validates else None
         self.source, _ = frame_source(store, self.ecfg, self.pre, e.frames_from, e.augment, cfg.seed,
-                                                     [self.train_videos, self.val_videos])
+                                      [v for v in (self.train_videos, self.val_videos) if v])
         self.views = store.views("train")
 
     @property

@@ -60,8 +60,8 @@ class CachedFeatures(EpisodeInput):
     encoder = None
     uses_scaler = False
 
-    def __init__(self, store: FeatureStore):
-        self.train, self.val = store.load("train"), store.load("val")
+    def __init__(self, store: FeatureStore, val: bool = True):
+        self.train, self.val = store.load("train"), store.load("val") if val else None
         self.feats = torch.as_tensor(self.train.features)  # (V, K, T, D) float16, indexed per episode
 
     @property

@@ -33,8 +33,9 @@ from mdmf.pipeline.core.checkpoint import load_checkpoint, save_atomic
 from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
 from mdmf.pipeline.core.interrupt import DeferredInterrupt
 from mdmf.pipeline.core.presets import Preset, load_preset, store_differences
-from mdmf.pipeline.core.progress import progress_bar
-from mdmf.pipeline.episodes.sampler import EpisodeBatch, EpisodeSampler, EpisodeSpec
+from mdmf.pipeline.core.progress import progress_bar, progress_note
+from mdmf.pipeline.episodes.sampler import (EpisodeBatch, EpisodeSampler, EpisodeSpec, check_episodes_fit, class_sizes,
+                                            fitted_episode, plural, videos_each)
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.runs import RunDir, saved_model_config
@@ -47,6 +48,8 @@ STAGES = ("head", "e2e")
 DEFAULT_LR = {"head": 1e-4, "e2e": 1e-5}  # heads; e2e: the paper's 1e-5 (the backbone's is E2EConfig.backbone_lr)
 DEFAULT_BATCH_EPISODES = {"head": 16, "e2e": 1}  # e2e: one episode's frames per backbone pass bounds GPU memory
 DEFAULT_EPISODES_PER_STEP = 16  # the authors' 16 accumulated episodes per optimizer step
+DEFAULT_WAY, DEFAULT_QUERIES = 5, 5  # the field's 5-way episodes; 5 queries per class at train time
+VAL_CHOICES = ("val", "none")
 
 
 def fit_to_world(stage: str, episodes_per_step: int | None, batch_episodes: int | None, world: int,
@@ -86,9 +89,11 @@ class TrainConfig:
     store: str = ""  # feature store path
     run_dir: str = ""
     model: dict = field(default_factory=dict)  # ModelConfig overrides (name, views, pps, distillation, ...)
-    way: int = 5
+    # None: DEFAULT_WAY classes and DEFAULT_QUERIES queries per class, lowered to what the train split holds
+    # (`settle_episodes`, said once); config.json records the values trained with.
+    way: int | None = None
     shot: int = 1
-    queries: int = 5  # query videos per class at train time
+    queries: int | None = None  # query videos per class at train time
     steps: int = 300  # optimizer steps
     # Gradients accumulated over this many episodes per step, over all processes, and episodes per forward pass.
     # None: fitted to the number of processes (`fit_to_world`): 16 and 16 head (16 and 1 e2e) for one process.
@@ -107,6 +112,9 @@ class TrainConfig:
     val_every: int = 25  # steps
     val_episodes: int = 1000
     val_shot: int | None = None  # None: same as shot
+    # "val": validate on the store's val split (a store without one trains on without: "none", said once);
+    # "none": no validation, best.pt is the last checkpoint (written every val_every steps and at the end).
+    val: str = "val"
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -118,6 +126,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise MdmfError(f"--stage {self.stage}: use one of {', '.join(STAGES)}")
+        if self.val not in VAL_CHOICES:
+            raise MdmfError(f"--val {self.val}: use one of {', '.join(VAL_CHOICES)}")
         if isinstance(self.e2e, dict):
             self.e2e = E2EConfig.from_dict(self.e2e)
         if self.stage == "e2e" and self.e2e is None:
@@ -168,6 +178,34 @@ def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict |
     if merged["stage"] == "e2e":
         merged["e2e"] = E2EConfig.from_dict({**e2e_preset, **(e2e or {})})
     return TrainConfig.from_dict(merged)
+
+
+def settle_episodes(cfg: TrainConfig, store: FeatureStore | None = None) -> list[str]:
+    """Fill what `cfg` leaves to the data, once (the same on every rank), and say it: the way and queries not given
+    (the defaults, lowered to what the train split holds), and validation on a store without a val split (none).
+    Then every split the run samples must fit its episodes, checked in one line each. Returns the notes."""
+    from mdmf.pipeline.episodes.sampler import check_episodes_fit, class_sizes, fitted_episode, plural, videos_each
+
+    store = store or FeatureStore.open(cfg.store)
+    notes = []
+    labels = store.labels("train")
+    if cfg.way is None or cfg.queries is None:
+        way, queries = fitted_episode(labels, cfg.shot, cfg.way, cfg.queries, DEFAULT_WAY, DEFAULT_QUERIES)
+        if (cfg.way is None and way != DEFAULT_WAY) or (cfg.queries is None and queries != DEFAULT_QUERIES):
+            sizes = class_sizes(labels)
+            notes.append(f"the train split has {plural(len(sizes), 'class')} ({videos_each(sizes)}): training "
+                         f"{way}-way {cfg.shot}-shot with "
+                         f"{plural(queries, 'query')} per class (defaults {DEFAULT_WAY}-way, {DEFAULT_QUERIES} "
+                         "queries); give --way / --queries to choose")
+        cfg.way, cfg.queries = way, queries
+    check_episodes_fit(labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), "train")
+    if cfg.val == "val" and "val" not in store.splits:
+        cfg.val = "none"
+        notes.append(f"the store {store.path} has no val split: training without validation, best.pt is the last "
+                     "checkpoint (give --val none to say so; extract a val split to pick the best step)")
+    if cfg.val == "val":
+        check_episodes_fit(store.labels("val"), EpisodeSpec(cfg.way, cfg.val_shot or cfg.shot, 1), "val")
+    return notes
 
 
 def preset_warnings(preset: str | None, store_path: str | Path) -> list[str]:
@@ -301,8 +339,8 @@ def _train(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
         while t.step < cfg.steps:
             fields_, stop = _optimizer_step(t, chunk_iter, interrupt, start)
             validating = t.step % cfg.val_every == 0 or t.step == cfg.steps
-            if validating:
-                fields_["val"] = _validate(t)
+            if validating and (accuracy := _validate(t)) is not None:
+                fields_["val"] = accuracy
             if validating or stop:  # stop (Ctrl-C): keep every finished step, --resume continues exactly from here
                 if ctx.is_main:
                     _checkpoint(t, t.run.last)
@@ -341,12 +379,15 @@ def _setup(cfg: TrainConfig, state: dict | None, ctx: distributed.DistContext) -
     """Heads, episode input, optimizer; restored from `state` (last.pt) on resume, else a new run folder."""
     run, device = RunDir(cfg.run_dir), ctx.device
     store = FeatureStore.open(cfg.store)
+    for note in settle_episodes(cfg, store):  # already settled (and said) by `mdmf train`; Python callers hear it here
+        if ctx.is_main and cfg.progress:
+            progress_note(note)
     heads = _build_heads(cfg, store, _init_heads(cfg) if state is None else None)
     if cfg.stage == "e2e":
 
         inp = FrameInput(cfg, store, ctx)
     else:
-        inp = CachedFeatures(store)
+        inp = CachedFeatures(store, val=cfg.val == "val")
     model = EpisodeModel(heads, inp.encoder).to(device)
     opt, params = _optimizer(cfg, heads, inp)
     t = _Training(cfg=cfg, ctx=ctx, run=run, store=store, heads=heads, inp=inp, model=model, net=model, opt=opt,
@@ -491,7 +532,14 @@ def _update(t: _Training) -> float:
 
 
 def _validate(t: _Training) -> float | None:
-    """Accuracy on val episodes (rank 0; None elsewhere); a new best writes visual.pt (e2e) and best.pt."""
+    """Accuracy on val episodes (rank 0; None elsewhere); a new best writes visual.pt (e2e) and best.pt. Without
+    validation (`val="none"`) every validation point is the new best: best.pt is the last checkpoint."""
+    if t.cfg.val == "none":
+        if t.ctx.is_main:
+            t.best = {"val_accuracy": None, "val_ci95": None, "step": t.step}
+            t.inp.save_best(t.run, t.step)
+            _checkpoint(t, t.run.best, light=t.cfg.stage == "e2e")
+        return None
     val = t.inp.val_split(t.ctx)  # e2e: every rank encodes its share of the val videos
     accuracy = None
     if t.ctx.is_main:

@@ -8,7 +8,7 @@ are written, and sends each row's scalars (every numeric field but `step`) somew
   Values are written as Python writes them (`repr`), so they read back exactly as `metrics.jsonl` holds them.
   Needs nothing.
 * `tensorboard`: event files in `<run>/tensorboard/`, tags `train/<field>` and `val/<field>` (the field names of
-  `metrics.jsonl`), the optimizer step as TensorBoard's step. Needs the `tensorboard` package (the extra
+  `metrics.jsonl` without a repeated prefix: `val/accuracy`, `val/ci95`, `train/accuracy`), the optimizer step as TensorBoard's step. Needs the `tensorboard` package (the extra
   `mdmf[tensorboard]`); TensorBoard keeps scalars as float32.
 * `wandb`: a Weights & Biases run named after the run folder, in project `$WANDB_PROJECT` (default `mdmf`), its
   files under `<run>/wandb/`, with the training config as its config and the same `train/…` and `val/…` keys.
@@ -69,6 +69,11 @@ def check_trackers(names) -> tuple[str, ...]:
                 raise MdmfError(f"--log {name} needs the {package} package, which is not installed: "
                                 f"pip install 'mdmf[{extra}]' (or pip install {package})") from None
     return names
+
+
+def tag(kind: str, key: str) -> str:
+    """The tracker's name of a `metrics.jsonl` field: `val/accuracy` for `val_accuracy` (not `val/val_accuracy`)."""
+    return f"{kind}/{key.removeprefix(kind + '_')}"
 
 
 def scalars(record: dict) -> dict[str, float]:
@@ -147,7 +152,7 @@ class TensorBoardTracker:
     def log(self, kind: str, record: dict) -> None:
         step = int(record.get("step", 0))
         for key, value in scalars(record).items():
-            self.writer.add_scalar(f"{kind}/{key}", value, step)
+            self.writer.add_scalar(tag(kind, key), value, step)
 
     def close(self) -> None:
         self.writer.close()
@@ -175,7 +180,7 @@ class WandbTracker:
                 self.log(kind, row)
 
     def log(self, kind: str, record: dict) -> None:
-        values = {f"{kind}/{k}": v for k, v in scalars(record).items() if math.isfinite(v)}
+        values = {tag(kind, k): v for k, v in scalars(record).items() if math.isfinite(v)}
         self.run.log(values, step=int(record.get("step", 0)))
 
     def close(self) -> None:
