@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mdmf.pipeline.apps.ablate
 import mdmf.pipeline.apps.compare
 import mdmf.pipeline.train.loop
 from mdmf.config import ModelConfig
@@ -47,6 +48,7 @@ def counted(monkeypatch):
     """Records every train and evaluate_split call the grid makes."""
     calls = {"train": [], "eval": 0}
     real_train, evaluate = mdmf.pipeline.train.loop.train, mdmf.pipeline.apps.compare.per_episode_accuracy
+    # ablate imports both names at module level, so they are replaced there (and in loop, for other callers)
 
     def train(cfg, resume=False, steps=None):
         calls["train"].append((Path(cfg.run_dir).name, resume))
@@ -57,7 +59,8 @@ def counted(monkeypatch):
         return evaluate(*args, **kw)
 
     monkeypatch.setattr(mdmf.pipeline.train.loop, "train", train)
-    monkeypatch.setattr(mdmf.pipeline.apps.compare, "per_episode_accuracy", per_episode_accuracy)
+    monkeypatch.setattr(mdmf.pipeline.apps.ablate, "train", train)
+    monkeypatch.setattr(mdmf.pipeline.apps.ablate, "per_episode_accuracy", per_episode_accuracy)
     return calls
 
 
