@@ -267,17 +267,24 @@ class FewShotMethod(nn.Module, abc.ABC):
 
         mode = pps_mode or (self.config.pps_train_mode if self.training else self.config.pps_eval_mode)
         choice, query_prompts = self.choose_query_prompts(query, class_prompts, generator, mode)
-        q_tokens = {v: t.reshape(E, M, *t.shape[1:]) for v, t in
-                    self.fuse(encoded_query, query_prompts, "query").items()}
+        # Supports are fused before queries (as before uneven shots existed): in training, dropout draws its masks in
+        # this order, so a run's numbers do not depend on how the scoring path is spelled.
+        def query_tokens() -> dict[str, torch.Tensor]:
+            fused = self.fuse(encoded_query, query_prompts, "query")
+            return {v: t.reshape(E, M, *t.shape[1:]) for v, t in fused.items()}
+
         if shots is None:
             s_tokens = self.fuse_support({k: v.reshape(*support.shape[:3], *v.shape[1:])
                                           for k, v in encoded_support.items()}, class_prompts)
-            scores = self.score(q_tokens, s_tokens)
+            scores = self.score(query_tokens(), s_tokens)
         else:
             bounds = [0, *itertools.accumulate(shots)]
             classes = [{k: v[a:b] for k, v in encoded_support.items()} for a, b in zip(bounds, bounds[1:])]
-            scores = (self.score_classes(q_tokens, classes, class_prompts[0]) if self.scores_shots
-                      else self.score(q_tokens, self.fuse_classes(classes, class_prompts[0])))
+            if self.scores_shots:
+                scores = self.score_classes(query_tokens(), classes, class_prompts[0])
+            else:
+                s_tokens = self.fuse_classes(classes, class_prompts[0])
+                scores = self.score(query_tokens(), s_tokens)
         scores.prompt_choice = choice
         if class_texts is not None:
             scores.video_text = self.video_text_logits(support, query, class_texts)
