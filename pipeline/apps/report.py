@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
+from mdmf.config import ModelConfig
 from mdmf.pipeline.apps.report_data import attention_examples, tsne_subset, video_embeddings
 from mdmf.pipeline.apps.report_summary import write_summary
 from mdmf.pipeline.apps.tsne import choose_backend, embed
@@ -30,6 +31,7 @@ from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, write_result
 from mdmf.pipeline.evaluate.predictions import predict_episodes, predictions_of
 from mdmf.pipeline.runs import RunDir
+from mdmf.registry import build_model
 
 
 @dataclass
@@ -89,10 +91,6 @@ def _tsne(model, data, frames: torch.Tensor, prompts: torch.Tensor, cfg: ReportC
 def _otam_floor(store, data, result, device: str) -> dict:
     """The untrained OTAM baseline on the store's raw CLIP features, on the episodes of `result` (same way, shot,
     seed and count): the floor beside the head."""
-    from mdmf.config import ModelConfig
-    from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
-    from mdmf.registry import build_model
-
     otam = build_model(ModelConfig(name="otam", dim=store.meta.dim, frames=store.meta.frames))
     ecfg = EvalConfig(way=result.way, shot=result.shot, queries=result.queries, episodes=result.episodes,
                       seed=result.seed, device=device, progress=False)

@@ -184,8 +184,6 @@ def settle_episodes(cfg: TrainConfig, store: FeatureStore | None = None) -> list
     """Fill what `cfg` leaves to the data, once (the same on every rank), and say it: the way and queries not given
     (the defaults, lowered to what the train split holds), and validation on a store without a val split (none).
     Then every split the run samples must fit its episodes, checked in one line each. Returns the notes."""
-    from mdmf.pipeline.episodes.sampler import check_episodes_fit, class_sizes, fitted_episode, plural, videos_each
-
     store = store or FeatureStore.open(cfg.store)
     notes = []
     labels = store.labels("train")
