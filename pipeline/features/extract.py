@@ -34,6 +34,7 @@ from mdmf.pipeline.data.sampling import view_rng
 from mdmf.pipeline.data.splits import prompt_for, resolve_video
 from mdmf.pipeline.data.transforms import FramePreprocessor
 from mdmf.pipeline.data.views import FAILED, decode_views
+from mdmf.pipeline.features import integrity
 from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
 from mdmf.pipeline.features.recipe import ExtractConfig
 from mdmf.pipeline.features.store import FeatureStore, SplitLayout, is_store
@@ -48,6 +49,8 @@ class ExtractSummary:
     failures: dict = field(default_factory=dict)
     # Where the main process spent this run's time, in seconds (see `ExtractTimes`); empty when nothing was to do.
     times: dict = field(default_factory=dict)
+    # Finished units found damaged (missing, truncated or altered chunks) and redone by this run, per split.
+    redone_damaged: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -190,6 +193,8 @@ def _full_disk_is_resumable(path: Path):
 def _extract_into_store(cfg: ExtractConfig, backbone: Backbone, dataset, device, start: float) -> ExtractSummary:
     shard, num_shards = cfg.shard
     store = prepare_store(cfg, backbone, dataset)
+    # A damaged finished unit (bad copy, full disk, edited chunk) is pending again: this run redoes exactly those.
+    redone = integrity.repair(store, cfg.splits, shard, num_shards)
 
     jobs: list[DecodeJob] = []
     paths = {s: store.strings(s, "paths") for s in cfg.splits}
@@ -209,7 +214,8 @@ def _extract_into_store(cfg: ExtractConfig, backbone: Backbone, dataset, device,
     summary = ExtractSummary(store=str(store.path), seconds=round(time.perf_counter() - start, 2), videos_done=done,
                              per_split=store.progress(statuses),
                              failures={s: store.failures(s, statuses[s])[:20] for s in store.splits},
-                             times={k: round(v, 3) for k, v in asdict(times).items()} if done else {})
+                             times={k: round(v, 3) for k, v in asdict(times).items()} if done else {},
+                             redone_damaged=redone)
     if num_shards == 1 or all(v["pending"] == 0 for v in summary.per_split.values()):
         (store.path / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     return summary
