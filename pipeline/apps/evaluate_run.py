@@ -30,6 +30,7 @@ class EvalRequest:
     model: str | None = None  # or an untrained model: otam, protonet, clip-zeroshot
     dataset: str | None = None  # with model: the dataset whose default store to use
     cache: str | None = None  # a store instead of the run's (or the default one)
+    cross_dataset: bool = False  # a run with --cache: another dataset's store of the same encoder is meant
     backbone: str | None = None  # backbone part of the default store path
     out: str | None = None  # folder of the result files (default: <run>/eval, or runs/baselines/<...>-<model>/eval)
     split: str = "test"
@@ -72,7 +73,7 @@ def _evaluate_run(run: RunDir, req: EvalRequest, cfg: EvalConfig) -> tuple[EvalR
     e2e_run = trained.get("stage") == "e2e" and req.cache is None
     if req.from_frames and not e2e_run:
         raise MdmfError("--from-frames is for runs of `mdmf train --stage e2e` (without --cache)")
-    store = None if e2e_run else run.open_store(req.cache)
+    store = None if e2e_run else run.open_store(req.cache, cross_dataset=req.cross_dataset)
     # the run's episodes unless told otherwise: the way and shot it was trained at, as `mdmf report --run` does
     cfg = replace(cfg, way=req.way or int(trained["way"]), shot=req.shot or int(trained["shot"]))
     if store is not None:

@@ -37,6 +37,7 @@ class ReportConfig:
     run: str
     out: str | None = None  # None: <run>/report
     cache: str | None = None  # None: the store recorded in the run
+    cross_dataset: bool = False  # --cache of another dataset (same encoder) is meant
     split: str = "test"
     way: int | None = None  # None: the run's training way
     shot: int | None = None  # None: the run's training shot
@@ -110,7 +111,7 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     run = RunDir(cfg.run)
     model, state = run.load_model()
     train_cfg = state["train_config"]
-    store = run.open_store(cfg.cache)
+    store = run.open_store(cfg.cache, cross_dataset=cfg.cross_dataset)
     data = store.load(cfg.split)
     way, shot = cfg.way or train_cfg["way"], cfg.shot or train_cfg["shot"]
     if cfg.episodes < 1:

@@ -419,6 +419,8 @@ def _build_heads(cfg: TrainConfig, store: FeatureStore, init: dict | None) -> nn
                         f"directly (mdmf eval --model {heads.config.name}), or fine-tune the backbone through it "
                         "with --stage e2e")
     if init is not None:
+        # another dataset is what --init is for (fine-tune on it); another encoder or recipe never fits
+        RunDir(cfg.init).check_store(store, init, cross_dataset=True, option=f"--init {cfg.init}: the store {store.path} was ")
         if (init["model_config"]["dim"], init["model_config"]["frames"]) != (heads.config.dim, heads.config.frames):
             raise MdmfError(f"--init {cfg.init}: its heads are for D={init['model_config']['dim']}, "
                             f"T={init['model_config']['frames']}; this store has D={heads.config.dim}, "
