@@ -150,6 +150,8 @@ class RunDir:
     def keep_metrics_upto(self, step: int) -> None:
         """On resume: drop the rows written after the checkpoint's step (they are computed again)."""
         lines = self.metrics.read_text().splitlines() if self.metrics.is_file() else []
+        if lines and not lines[-1].endswith("}"):
+            lines = lines[:-1]  # a row cut short by a full disk: after the checkpoint, computed again
         kept = [line for line in lines if line and json.loads(line).get("step", 0) <= step]
         self.metrics.write_text("".join(line + "\n" for line in kept))
 

@@ -29,6 +29,7 @@ from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, write_result
 from mdmf.pipeline.evaluate.predictions import predict_episodes, predictions_of
+from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.runs import RunDir
 
 
@@ -103,7 +104,15 @@ def _otam_floor(store, data, result, device: str) -> dict:
 
 
 def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
-    """Write the figures and the summary; returns the summary (also `report.json`)."""
+    """Write the figures and the summary; returns the summary (also `report.json`). A folder that cannot be
+    written is said before any work; a full disk midway is one line."""
+    out = Path(cfg.out) if cfg.out else RunDir(cfg.run).path / "report"
+    check_writable(out, "--out")
+    with file_system_errors(out, "the files written before are kept: free space and run the same command again"):
+        return _make_report(cfg, out, console)
+
+
+def _make_report(cfg: ReportConfig, out: Path, console: Console | None) -> dict:
     # Imported here: the figures load matplotlib, only when a report is made.
     from mdmf.pipeline.apps.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
 
@@ -118,7 +127,6 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
         raise MdmfError(f"--episodes {cfg.episodes}: evaluate at least one episode")
     backend, warning = choose_backend(cfg.tsne_backend)  # a backend that is not installed: said before any work
     device = str(resolve_device(cfg.device))
-    out = Path(cfg.out) if cfg.out else run.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
     figures: dict[str, Path] = {}

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
-from mdmf.pipeline.core.paths import is_disk_full
+from mdmf.pipeline.core.paths import check_writable, file_system_problem
 from mdmf.pipeline.core.progress import foreign_logs, progress_bar, progress_note
 from mdmf.pipeline.data.datasets import default_root, load_dataset
 from mdmf.pipeline.data.sampling import view_rng
@@ -139,6 +139,7 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     if not 0 <= shard < num_shards:
         raise MdmfError(f"--shard {shard}/{num_shards}: the shard index must be in 0..{num_shards - 1}")
     out = cfg.store_path()  # a URL --out is refused here, before anything is generated, loaded or created
+    check_writable(out, "--out")  # so is a read-only or file-blocked one
     cfg = _keep_saved_frames(cfg, out)
     dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir, progress=cfg.progress)
     note = dataset.info.defaults_note(dataset.path)
@@ -184,10 +185,11 @@ def _full_disk_is_resumable(path: Path):
     try:
         yield
     except OSError as err:
-        if not is_disk_full(err):
+        problem = file_system_problem(err)
+        if problem is None:
             raise
-        raise MdmfError(f"{path}: no space left on the device while writing the store; the units finished so far "
-                        "are kept and the store is resumable: free space and run the same command again") from None
+        raise MdmfError(f"{path}: {problem} while writing the store; the units finished so far are kept and the "
+                        "store is resumable: free space (or fix the folder) and run the same command again") from None
 
 
 def _extract_into_store(cfg: ExtractConfig, backbone: Backbone, dataset, device, start: float) -> ExtractSummary:

@@ -38,7 +38,7 @@ import numpy as np
 import zarr
 
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.core.paths import check_output_file, is_disk_full, local_path
+from mdmf.pipeline.core.paths import DeferredWriteErrors, check_output_file, is_disk_full, local_path
 from mdmf.pipeline.data.datasets import default_store_path, stores_folder
 from mdmf.pipeline.data.views import FAILED, OK, SHORT
 from mdmf.pipeline.features import integrity
@@ -546,19 +546,30 @@ def export_h5(store: FeatureStore, out: Path, force: bool = False) -> Path:
     out = local_path(out, "--to")
     check_output_file(out, "--to", force, _is_export)
     tmp = out.with_name(out.name + ".partial")
+    target = None
     try:
-        with h5py.File(tmp, "w") as f:
+        # HDF5 writes through a file that keeps a failed write's error for after the close (`DeferredWriteErrors`):
+        # a full disk seen by HDF5 itself broke the library and the process segfaulted (exit 139) on closing.
+        target = DeferredWriteErrors(tmp)
+        with h5py.File(target, "w") as f:
             f.attrs["mdmf"] = json.dumps(store.meta.to_dict())
             for split in store.splits:
                 g = f.create_group(split)
                 for name, arr in store.group(split).arrays():
+                    if target.error is not None:
+                        break  # the rest would be thrown away too
                     data = arr[:]
                     if data.dtype.kind in "UTO":
                         g.create_dataset(name, data=np.asarray(data, dtype=object), dtype=h5py.string_dtype())
                     else:
                         g.create_dataset(name, data=data, chunks=True if data.size else None)
+        target.close()
+        if target.error is not None:
+            raise target.error
         tmp.replace(out)  # a crash never leaves a half-written file under the requested name
     except BaseException as err:
+        if target is not None:
+            target.close()
         tmp.unlink(missing_ok=True)
         if is_disk_full(err):
             raise MdmfError(f"--to {out}: no space left on the device; nothing was written (the store is "
