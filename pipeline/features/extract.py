@@ -139,7 +139,8 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     if not 0 <= shard < num_shards:
         raise MdmfError(f"--shard {shard}/{num_shards}: the shard index must be in 0..{num_shards - 1}")
     out = cfg.store_path()  # a URL --out is refused here, before anything is generated, loaded or created
-    check_writable(out, "--out")  # so is a read-only or file-blocked one
+    # so is one on a read-only disk or below a file (a file at --out itself: `create_or_open` says it is not a store)
+    check_writable(out if not out.is_file() else out.parent, "--out", shown=out)
     cfg = _keep_saved_frames(cfg, out)
     dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir, progress=cfg.progress)
     note = dataset.info.defaults_note(dataset.path)
