@@ -33,7 +33,7 @@ from mdmf.config import ModelConfig
 from mdmf.pipeline.core.checkpoint import load_checkpoint, save_atomic
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.features.backbones import RUN_VISUAL, run_base_record
-from mdmf.pipeline.features.store import FeatureStore
+from mdmf.pipeline.features.store import IDENTITY_DEFAULTS, FeatureStore
 from mdmf.registry import build_model
 
 
@@ -235,7 +235,7 @@ class RunDir:
         model = state.get("model_config") or {}
         shape = {k: int(model[k]) for k in ("dim", "frames") if model.get(k) is not None}
         trained = {**(state.get("store_identity") or {}), **shape}
-        have = {**store.meta["identity"], "dim": int(store.meta["dim"]), "frames": int(store.meta["frames"])}
+        have = {**store.meta.identity, "dim": store.meta.dim, "frames": store.meta.frames}
         key = first_difference(trained, have, ENCODER_FIELDS + RECIPE_FIELDS)
         if key is not None:
             raise MdmfError(f"{option}made with {key}={_shown(have.get(key))}, but the run {self.path} "
@@ -266,8 +266,9 @@ class RunDir:
             store = FeatureStore.open(path)
             if identity is None or store.meta.made_as(identity):
                 return store
-            key = first_difference(identity, store.meta["identity"], sorted({**identity, **store.meta["identity"]}))
-            others.append(f"{path} holds another store ({key}={_shown(store.meta['identity'].get(key))}, the run's: "
+            have = store.meta.identity
+            key = first_difference(identity, have, sorted({**identity, **have}))
+            others.append(f"{path} holds another store ({key}={_shown(have.get(key))}, the run's: "
                           f"{_shown({**IDENTITY_DEFAULTS, **identity}.get(key))})")
         looked = ", ".join(str(p) for p in candidates[:4])
         found = f"; {', '.join(others)}" if others else ""

@@ -196,7 +196,7 @@ def check_layout(store, split: str) -> None:
     meta, shape = store.meta, store.array(split, "features").shape
     expected = {"frames": shape[2], "dim": shape[3]}
     for key, actual in expected.items():
-        for where, value in (("", meta.get(key)), ("identity.", meta["identity"].get(key, actual))):
+        for where, value in (("", getattr(meta, key)), ("identity.", meta.identity.get(key, actual))):
             if value != actual:
                 raise MdmfError(f"{store.path}: the store's attributes say {where}{key}={value!r} but split {split}'s "
                                 f"features hold {key}={actual} (zarr.json edited or mixed up); restore the store's "
