@@ -77,8 +77,7 @@ def first_difference(trained: dict, other: dict, keys) -> str | None:
 
 
 def _shown(value) -> str:
-    text = repr(value)
-    return text[:19] + "…" if isinstance(value, str) and len(value) > 20 else text
+    return repr(value[:16] + "…") if isinstance(value, str) and len(value) > 20 else repr(value)  # a sha256
 
 
 class RunDir:
