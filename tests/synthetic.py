@@ -64,3 +64,12 @@ def small_train_config(store: FeatureStore, run_dir, **overrides) -> TrainConfig
     base = dict(store=str(store.path), run_dir=str(run_dir), model=SMALL_HEADS, steps=6, episodes_per_step=4,
                 batch_episodes=2, val_every=3, val_episodes=100, progress=False, device="cpu", lr=1e-3)
     return TrainConfig(**{**base, **overrides})
+
+
+def tiny_run(store: Path, run_dir: Path, steps: int = 2, **more):
+    """A trained run of `small_train_config` on the store at `store` (seconds on a CPU): `RunDir(run_dir)`."""
+    from mdmf.pipeline.runs import RunDir
+    from mdmf.pipeline.train.loop import train
+
+    train(small_train_config(FeatureStore.open(store), run_dir, steps=steps, val_every=2, val_episodes=10, **more))
+    return RunDir(run_dir)

@@ -11,17 +11,9 @@ import pytest
 
 from clirun import run_main
 from mdmf.pipeline.runs import RunDir
-from mdmf.pipeline.train.loop import TrainConfig, train
-from synthetic import make_store
+from synthetic import make_store, tiny_run
 
 ENCODER = {"weights_sha256": "a" * 64, "backbone": "RN50", "normalize": "clip"}
-
-
-def _train(store, run_dir) -> RunDir:
-    train(TrainConfig(store=str(store), run_dir=str(run_dir), model={"name": "mdmf", "heads": 4, "mlp_dim": 64},
-                      steps=2, episodes_per_step=4, batch_episodes=2, val_every=2, val_episodes=10, progress=False,
-                      device="cpu"))
-    return RunDir(run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +27,8 @@ def runs(tmp_path_factory):
         "normalize": make_store(base / "normalize", identity={**ENCODER, "normalize": "none"}).path,
         "dataset": make_store(base / "dataset", identity={**ENCODER, "dataset": "other"}).path,
     }
-    return {"narrow": _train(stores["same"], base / "runs" / "narrow"),
-            "wide": _train(stores["wide"], base / "runs" / "wide")}, stores
+    return {"narrow": tiny_run(stores["same"], base / "runs" / "narrow"),
+            "wide": tiny_run(stores["wide"], base / "runs" / "wide")}, stores
 
 
 def refused(capsys, *args, words=()) -> str:
