@@ -101,6 +101,8 @@ def test_each_damage_of_a_features_chunk_is_found_on_load_and_by_verify(tmp_path
 
 def test_other_damages_are_one_line(tmp_path, capsys):
     store = make_store(tmp_path / "s").path
+    chunk(store, "test", "digests", 2).unlink()  # a finished unit without its digests
+    refused(mdmf(capsys, *eval_args(store)), "unit 2 ", "digests: missing")
     flip(chunk(store, "test", "frame_indices", 0), at=10)
     refused(mdmf(capsys, *eval_args(store)), "unit 0 ", "frame_indices")
     (store / "test" / "frame_indices" / "zarr.json").write_text('{"zarr_format": 3, garbage')

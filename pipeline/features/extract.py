@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
-from mdmf.pipeline.core.paths import check_writable, file_system_problem
+from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.core.progress import foreign_logs, progress_bar, progress_note
 from mdmf.pipeline.data.datasets import default_root, load_dataset
 from mdmf.pipeline.data.sampling import view_rng
@@ -159,7 +158,10 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
             backbone = load_backbone(resolve_backbone(cfg.resolved_backbone(), cfg.weights), device=device)
     backbone.model.to(device)
     start = time.perf_counter()
-    with _full_disk_is_resumable(out):
+    # A unit's status chunk is written last and every chunk file is replaced atomically, so a unit whose write failed
+    # (a full disk) is still pending: the finished ones are kept.
+    with file_system_errors(out, "the units finished so far are kept and the store is resumable: free space (or fix "
+                                 "the folder) and run the same command again"):
         return _extract_into_store(cfg, backbone, dataset, device, start)
 
 
@@ -177,20 +179,6 @@ def _keep_saved_frames(cfg: ExtractConfig, out: Path) -> ExtractConfig:
         progress_note(f"{out} was made with --save-frames: continuing it as it was (the finished features are "
                       "reused; the remaining videos get their frames too)")
     return replace(cfg, save_frames=True) if made_with else cfg
-
-
-@contextmanager
-def _full_disk_is_resumable(path: Path):
-    """A full disk while writing the store: one line saying that the finished units are kept. A unit's status chunk
-    is written last and every chunk file is replaced atomically, so a unit whose write failed is still pending."""
-    try:
-        yield
-    except OSError as err:
-        problem = file_system_problem(err)
-        if problem is None:
-            raise
-        raise MdmfError(f"{path}: {problem} while writing the store; the units finished so far are kept and the "
-                        "store is resumable: free space (or fix the folder) and run the same command again") from None
 
 
 def _extract_into_store(cfg: ExtractConfig, backbone: Backbone, dataset, device, start: float) -> ExtractSummary:
