@@ -104,7 +104,7 @@ def test_other_damages_are_one_line(tmp_path, capsys):
     chunk(store, "test", "digests", 2).unlink()  # a finished unit without its digests
     refused(mdmf(capsys, *eval_args(store)), "unit 2 ", "digests: missing")
     flip(chunk(store, "test", "frame_indices", 0), at=10)
-    refused(mdmf(capsys, *eval_args(store)), "unit 0 ", "frame_indices")
+    refused(mdmf(capsys, *eval_args(store)), "units 0 (videos 0-15: frame_indices", "2 (videos 32-47: digests")
     (store / "test" / "frame_indices" / "zarr.json").write_text('{"zarr_format": 3, garbage')
     refused(mdmf(capsys, *eval_args(store)), "test/frame_indices/zarr.json: damaged", "extract again")
     code, out, _ = mdmf(capsys, "cache", "verify", store)
