@@ -26,10 +26,10 @@ from mdmf.pipeline.apps.report_summary import write_summary
 from mdmf.pipeline.apps.tsne import choose_backend, embed
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, write_result
 from mdmf.pipeline.evaluate.predictions import predict_episodes, predictions_of
-from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.runs import RunDir
 
 

@@ -64,9 +64,8 @@ def crc(values) -> int:
 def create_digests(group, num_units: int, names: tuple[str, ...]) -> None:
     """The empty `digests` array of a new split (-1: not written)."""
     # uncompressed: each unit's chunk file is its A int64 as they are, read without Zarr's per-chunk cost
-    arr = group.create_array(DIGESTS, shape=(num_units, len(names)), chunks=(1, len(names)), dtype="<i8",
+    group.create_array(DIGESTS, shape=(num_units, len(names)), chunks=(1, len(names)), dtype="<i8",
                              fill_value=-1, compressors=None)
-    arr.attrs["mdmf"] = {"algorithm": ALGORITHM, "arrays": list(names)}
 
 
 def unit_digests(written: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
@@ -128,8 +127,7 @@ def check_split(store, split: str, names: tuple[str, ...] | None = None) -> tupl
     """Read `names` of `split` (default: every digested array) and check every finished unit. Returns the arrays
     (damaged units' slices as read) and the damaged units."""
     stored = store.array(split, DIGESTS) if has_digests(store, split) else None
-    order = tuple(stored.attrs["mdmf"]["arrays"]) if stored is not None else digested_names(
-        "frames" in store.group(split))
+    order = digested_names("frames" in store.group(split))  # the digests' columns
     want = names or order
     names = tuple(n for n in order if n in want or n == "status")  # status: which units are finished
     arrays, unreadable = {}, {}

@@ -401,7 +401,7 @@ class FeatureStore:
             if written[name] is not None:
                 self.array(split, name)[sl] = written[name]
         if integrity.has_digests(self, split):  # stores made before digests have none
-            names = tuple(self.array(split, integrity.DIGESTS).attrs["mdmf"]["arrays"])
+            names = integrity.digested_names("frames" in self.group(split))
             self.array(split, integrity.DIGESTS)[unit:unit + 1] = integrity.unit_digests(written, names)
         self.array(split, "status")[sl] = written["status"]
 
