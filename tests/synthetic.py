@@ -18,13 +18,9 @@ CLASSES = {"train": 8, "val": 5, "test": 6}
 
 def make_store(path: Path, per_class: int = 8, frames: int = 8, dim: int = 32, train_views: int = 2,
                noise: float = 1.5, seed: int = 0, nuisance: float = 0.0, signal_dims: int = 8,
-<<<<<<< HEAD
-               classes: dict[str, int] | None = None) -> FeatureStore:
-    """`classes`: split -> number of classes (default CLASSES; leave a split out to make a store without it)."""
-=======
-               identity: dict | None = None) -> FeatureStore:
-    """`identity`: entries added to (or replacing) the store's identity, e.g. another encoder's weights_sha256."""
->>>>>>> f33a692 (runs: a --cache (eval, report, predict) or --init store is checked against the run's store identity before any work: another encoder, width, frames, sampling or normalisation is refused naming the field, another dataset needs --cross-dataset (another encoder's store was evaluated silently, another width gave a ValueError traceback); store attributes that disagree with the arrays are refused on load)
+               classes: dict[str, int] | None = None, identity: dict | None = None) -> FeatureStore:
+    """`classes`: split -> number of classes (default CLASSES; leave a split out to make a store without it).
+    `identity`: entries added to (or replacing) the store's identity, e.g. another encoder's weights_sha256."""
     rng = np.random.default_rng(seed)
     layouts, data = {}, {}
     for split, n_classes in (classes or CLASSES).items():
