@@ -1,4 +1,4 @@
-"""`mdmf cache info|export`: inspect and convert feature stores."""
+"""`mdmf cache info|export|verify`: inspect, convert and check feature stores."""
 
 from __future__ import annotations
 
@@ -35,3 +35,25 @@ def export(path: Path = typer.Argument(..., help="store folder"),
 
     out = export_h5(FeatureStore.open(path), to, force=force)
     Console().print(f"wrote {out}")
+
+
+@cache_app.command("verify")
+def verify(path: Path = typer.Argument(..., help="store folder"),
+           repair: bool = typer.Option(False, "--repair", help="mark damaged units pending: `mdmf extract` (the "
+                                                               "same command) then redoes exactly those"),
+           record: bool = typer.Option(False, "--record", help="a store made before digests: record digests of its "
+                                                               "data as it is now (damaged units: marked pending)"),
+           json_path: str = json_option("the verification report")) -> None:
+    """Check every finished unit of a store against its digests (missing, truncated or altered chunks); exit 1 when
+    damage is left (with --repair: only what cannot be repaired by extracting again)."""
+    from mdmf.pipeline.features.integrity import verify_store
+    from mdmf.pipeline.features.store import FeatureStore
+    from mdmf.cli.tables import print_verify_report
+
+    check_json_target(json_path)
+    store = FeatureStore.open(path, mode="r+" if repair or record else "r")
+    data = verify_store(store, repair=repair, record_missing=record)
+    write_json(data, json_path)
+    print_verify_report(data, human_console(json_path))
+    if not data["ok"]:
+        raise typer.Exit(1)

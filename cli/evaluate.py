@@ -18,6 +18,8 @@ def eval_(
     run: Path = typer.Option(None, help="a run folder of `mdmf train` (uses its best checkpoint and its store)"),
     dataset: str = typer.Option(None, help="with --model otam: the dataset whose store to use (its only one)"),
     cache: Path = typer.Option(None, help="feature store (default: the run's store, or the dataset's only store)"),
+    cross_dataset: bool = typer.Option(False, help="with --cache: use the run's heads on another dataset's store "
+                                                   "(same encoder and frames; another encoder is always refused)"),
     backbone: str = typer.Option(None, help="the store cache/<dataset>/<backbone>, when the dataset has several"),
     model: str = typer.Option(None, help=f"evaluate an untrained model instead of a run: {', '.join(untrained_models())}"),
     out: Path = typer.Option(None, help="folder for the result files (default: <run>/eval; with --model NAME "
@@ -46,6 +48,7 @@ def eval_(
     check_json_target(json_path)
     text = lambda p: str(p) if p else None  # noqa: E731
     request = EvalRequest(run=text(run), model=model, dataset=dataset, cache=text(cache), backbone=backbone,
+                          cross_dataset=cross_dataset,
                           out=text(out), split=split, way=way, shot=shot, queries=queries, episodes=episodes,
                           seed=seed, batch_episodes=batch_episodes, reuse=reuse, from_frames=from_frames,
                           root=text(root), workers=workers, device=device,

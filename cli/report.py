@@ -14,6 +14,8 @@ def report(
     run: Path = typer.Option(..., help="a run folder of `mdmf train`"),
     out: Path = typer.Option(None, help="where to write (default <run>/report)"),
     cache: Path = typer.Option(None, help="feature store (default: the one recorded in the run)"),
+    cross_dataset: bool = typer.Option(False, help="with --cache: use the run's heads on another dataset's store "
+                                                   "(same encoder and frames; another encoder is always refused)"),
     split: str = typer.Option("test", help="split for accuracy, confusion, t-SNE and attention"),
     way: int = typer.Option(None, help="default: the run's training way"),
     shot: int = typer.Option(None, help="default: the run's training shot"),
@@ -35,6 +37,7 @@ def report(
     from mdmf.pipeline.apps.report import ReportConfig, make_report
 
     make_report(ReportConfig(run=str(run), out=str(out) if out else None, cache=str(cache) if cache else None,
+                             cross_dataset=cross_dataset,
                              split=split, way=way, shot=shot, episodes=episodes, seed=seed,
                              reuse_eval=reuse_eval, tsne_classes=tsne_classes, tsne_per_class=tsne_per_class,
                              tsne_iterations=tsne_iterations, tsne_backend=tsne_backend,

@@ -25,6 +25,9 @@ def print_extract_summary(summary, console: Console, first_failures: int = 5) ->
         table.add_row(split, str(c["total"]), str(c["ok"]), str(c["short"]), str(c["failed"]), str(c["pending"]))
     console.print(table)
     console.print(f"{summary.videos_done} videos processed in {summary.seconds:.1f} s")
+    for split, units in summary.redone_damaged.items():
+        console.print(f"[yellow]{split}: {len(units)} damaged units found and extracted again[/] (units "
+                      f"{', '.join(map(str, units[:10]))}{' ...' if len(units) > 10 else ''})")
     t = summary.times
     if t:
         main = t["waiting_for_decode"] + t["encoding"] + t["waiting_for_writer"]
@@ -168,3 +171,28 @@ PPS_PROMPT = ("PPS prompt: the support class whose text prompt MDMF's probabilit
 
 def _red(n: int) -> str:
     return f"[red]{n}[/]" if n else "0"
+
+
+def print_verify_report(report: dict, console: Console) -> None:
+    """`mdmf cache verify`: one line per split, then each damaged unit."""
+    for split, s in report["splits"].items():
+        if s["unrepairable"]:
+            console.print(f"[red]{split}: damaged beyond repair by extracting:[/] {'; '.join(s['unrepairable'])}",
+                          highlight=False)
+            continue
+        how = (f"digests ({report['algorithm']})" if s["digests"] else
+               "no digests (made before mdmf recorded them): chunks exist and decode, altered bytes cannot be found; "
+               f"re-extract, or `mdmf cache verify {report['path']} --record`")
+        state = "[green]ok[/]" if not s["damaged"] else f"[red]{len(s['damaged'])} damaged units[/]"
+        console.print(f"{split}: {s['finished']} of {s['units']} units finished, {how}: {state}", highlight=False)
+        for d in s["damaged"][:20]:
+            console.print(f"  unit {d['unit']} (videos {d['rows'][0]}-{d['rows'][1]}): {'; '.join(d['problems'])}",
+                          highlight=False)
+        if s["marked_pending"]:
+            console.print(f"  [yellow]marked {len(s['marked_pending'])} units pending[/]: run the `mdmf extract` "
+                          "that made the store again to redo them", highlight=False)
+        if s["recorded"]:
+            console.print(f"  recorded digests of {s['recorded']} units", highlight=False)
+    if not report["ok"] and any(s["damaged"] for s in report["splits"].values()):
+        console.print(f"[red]damaged[/]: `mdmf cache verify {report['path']} --repair` marks the damaged units pending, "
+                      "then the same `mdmf extract` redoes them", highlight=False)

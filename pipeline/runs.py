@@ -33,7 +33,7 @@ from mdmf.config import ModelConfig
 from mdmf.pipeline.core.checkpoint import load_checkpoint, save_atomic
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.features.backbones import RUN_VISUAL, run_base_record
-from mdmf.pipeline.features.store import FeatureStore
+from mdmf.pipeline.features.store import IDENTITY_DEFAULTS, FeatureStore
 from mdmf.registry import build_model
 
 
@@ -60,6 +60,24 @@ def read_curves(path: Path) -> Curves:
             raise MdmfError(f"{path}, line {n}: not JSON; the file is damaged") from None
         (val if "val_accuracy" in record else train).append(record)
     return Curves(train, val)
+
+
+# What a head depends on in its store, never different between the store a run was trained on and one it is used
+# with: the encoder (its weights by hash, its input constants, its width) and how frames became features.
+ENCODER_FIELDS = ("backbone", "open_clip_model", "weights_sha256", "dim", "image_size", "mean", "std", "interpolation")
+RECIPE_FIELDS = ("frames", "frame_sampling", "sampling", "normalize", "crop", "resize_ratio")
+# Different only on purpose: a head evaluated on another dataset's store of the same encoder (`--cross-dataset`).
+DATASET_FIELDS = ("dataset",)
+
+
+def first_difference(trained: dict, other: dict, keys) -> str | None:
+    """The first of `keys` whose value differs between two store identities (entries added later: their defaults)."""
+    trained, other = {**IDENTITY_DEFAULTS, **trained}, {**IDENTITY_DEFAULTS, **other}
+    return next((k for k in keys if trained.get(k) != other.get(k)), None)
+
+
+def _shown(value) -> str:
+    return repr(value[:16] + "…") if isinstance(value, str) and len(value) > 20 else repr(value)  # a sha256
 
 
 class RunDir:
@@ -131,6 +149,8 @@ class RunDir:
     def keep_metrics_upto(self, step: int) -> None:
         """On resume: drop the rows written after the checkpoint's step (they are computed again)."""
         lines = self.metrics.read_text().splitlines() if self.metrics.is_file() else []
+        if lines and not lines[-1].endswith("}"):
+            lines = lines[:-1]  # a row cut short by a full disk: after the checkpoint, computed again
         kept = [line for line in lines if line and json.loads(line).get("step", 0) <= step]
         self.metrics.write_text("".join(line + "\n" for line in kept))
 
@@ -202,14 +222,40 @@ class RunDir:
                 unique.append(path)
         return unique
 
-    def open_store(self, override: str | Path | None = None, state: dict | None = None,
-                   extra: tuple = ()) -> FeatureStore:
-        """The run's feature store (`override`: the user's `--cache`, opened as given). Each candidate (and then
-        each of `extra`) is accepted only when its identity is the one the run recorded (`state`: best.pt's by
-        default); none found is one line naming where it looked."""
-        if override:
-            return FeatureStore.open(override)
+    def check_store(self, store: FeatureStore, state: dict | None = None, cross_dataset: bool = False,
+                    option: str | None = None) -> None:
+        """Refuse a store the run's heads do not fit, in one line naming the field: another encoder or recipe
+        (`ENCODER_FIELDS`, `RECIPE_FIELDS`) always, another dataset unless `cross_dataset`. `option`: how the line
+        starts (default: `--cache <store>: `)."""
+        option = option or f"--cache {store.path}: "
         state = state if state is not None else self.best_state()
+        # width and frames as the heads were built (also for runs made before the identity was recorded) and as
+        # the store's arrays are
+        model = state.get("model_config") or {}
+        shape = {k: int(model[k]) for k in ("dim", "frames") if model.get(k) is not None}
+        trained = {**(state.get("store_identity") or {}), **shape}
+        have = {**store.meta.identity, "dim": store.meta.dim, "frames": store.meta.frames}
+        key = first_difference(trained, have, ENCODER_FIELDS + RECIPE_FIELDS)
+        if key is not None:
+            raise MdmfError(f"{option}made with {key}={_shown(have.get(key))}, but the run {self.path} "
+                            f"was trained on {key}={_shown({**IDENTITY_DEFAULTS, **trained}.get(key))}; its heads "
+                            "only fit features of the same encoder and frames: give a store extracted like the run's")
+        key = None if cross_dataset else first_difference(trained, have, DATASET_FIELDS)
+        if key is not None:
+            raise MdmfError(f"{option}a store of {key} {have.get(key)!r}, but the run {self.path} was "
+                            f"trained on {trained.get(key)!r}; add --cross-dataset to use the heads on another "
+                            "dataset's features of the same encoder")
+
+    def open_store(self, override: str | Path | None = None, state: dict | None = None,
+                   extra: tuple = (), cross_dataset: bool = False) -> FeatureStore:
+        """The run's feature store (`override`: the user's `--cache`, opened as given and checked with
+        `check_store`). Each candidate (and then each of `extra`) is accepted only when its identity is the one the
+        run recorded (`state`: best.pt's by default); none found is one line naming where it looked."""
+        state = state if state is not None else self.best_state()
+        if override:
+            store = FeatureStore.open(override)
+            self.check_store(store, state, cross_dataset=cross_dataset)
+            return store
         identity = state.get("store_identity")
         others = []
         candidates = self.store_candidates(state) + [Path(p) for p in extra if p]
@@ -219,9 +265,12 @@ class RunDir:
             store = FeatureStore.open(path)
             if identity is None or store.meta.made_as(identity):
                 return store
-            others.append(str(path))
+            have = store.meta.identity
+            key = first_difference(identity, have, sorted({**identity, **have}))
+            others.append(f"{path} holds another store ({key}={_shown(have.get(key))}, the run's: "
+                          f"{_shown({**IDENTITY_DEFAULTS, **identity}.get(key))})")
         looked = ", ".join(str(p) for p in candidates[:4])
-        found = f"; {', '.join(others)} holds another store" if others else ""
+        found = f"; {', '.join(others)}" if others else ""
         raise MdmfError(f"{self.path}: its feature store was not found (looked at {looked}){found}; give its "
                         "location with --cache PATH")
 

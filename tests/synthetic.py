@@ -18,8 +18,9 @@ CLASSES = {"train": 8, "val": 5, "test": 6}
 
 def make_store(path: Path, per_class: int = 8, frames: int = 8, dim: int = 32, train_views: int = 2,
                noise: float = 1.5, seed: int = 0, nuisance: float = 0.0, signal_dims: int = 8,
-               classes: dict[str, int] | None = None) -> FeatureStore:
-    """`classes`: split -> number of classes (default CLASSES; leave a split out to make a store without it)."""
+               classes: dict[str, int] | None = None, identity: dict | None = None) -> FeatureStore:
+    """`classes`: split -> number of classes (default CLASSES; leave a split out to make a store without it).
+    `identity`: entries added to (or replacing) the store's identity, e.g. another encoder's weights_sha256."""
     rng = np.random.default_rng(seed)
     layouts, data = {}, {}
     for split, n_classes in (classes or CLASSES).items():
@@ -38,7 +39,8 @@ def make_store(path: Path, per_class: int = 8, frames: int = 8, dim: int = 32, t
                                      prompts=[f"a photo of {n}" for n in names], views=views)
         data[split] = (feats, prompts)
     store = FeatureStore.create_or_open(path, meta={"backbone": {"backbone": "synthetic"}},
-                                        identity={"dataset": "synthetic", "backbone": "synthetic", "seed": seed},
+                                        identity={"dataset": "synthetic", "backbone": "synthetic", "seed": seed,
+                                                  **(identity or {})},
                                         layouts=layouts, frames=frames, dim=dim, chunk_videos=16)
     for split, (feats, prompts) in data.items():
         for unit in range(store.num_units(split)):
@@ -58,3 +60,12 @@ def small_train_config(store: FeatureStore, run_dir, **overrides) -> TrainConfig
     base = dict(store=str(store.path), run_dir=str(run_dir), model=SMALL_HEADS, steps=6, episodes_per_step=4,
                 batch_episodes=2, val_every=3, val_episodes=100, progress=False, device="cpu", lr=1e-3)
     return TrainConfig(**{**base, **overrides})
+
+
+def tiny_run(store: Path, run_dir: Path, steps: int = 2, **more):
+    """A trained run of `small_train_config` on the store at `store` (seconds on a CPU): `RunDir(run_dir)`."""
+    from mdmf.pipeline.runs import RunDir
+    from mdmf.pipeline.train.loop import train
+
+    train(small_train_config(FeatureStore.open(store), run_dir, steps=steps, val_every=2, val_episodes=10, **more))
+    return RunDir(run_dir)

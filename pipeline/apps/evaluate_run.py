@@ -15,6 +15,7 @@ from mdmf.config import ModelConfig
 from mdmf.pipeline.apps.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.episodes.sampler import EpisodeSpec, check_episodes_fit, fitted_episode
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate_split, write_result
 from mdmf.pipeline.features.store import FeatureStore, find_store
@@ -30,6 +31,7 @@ class EvalRequest:
     model: str | None = None  # or an untrained model: otam, protonet, clip-zeroshot
     dataset: str | None = None  # with model: the dataset whose default store to use
     cache: str | None = None  # a store instead of the run's (or the default one)
+    cross_dataset: bool = False  # a run with --cache: another dataset's store of the same encoder is meant
     backbone: str | None = None  # backbone part of the default store path
     out: str | None = None  # folder of the result files (default: <run>/eval, or runs/baselines/<...>-<model>/eval)
     split: str = "test"
@@ -54,13 +56,17 @@ def evaluate_request(req: EvalRequest) -> tuple[EvalResult, Path, str]:
         raise MdmfError("give either --run runs/<name> or --model otam (with --dataset or --cache)")
     shared = {f.name: getattr(req, f.name) for f in fields(EvalConfig) if f.name in {g.name for g in fields(req)} - {"way", "shot"}}  # settled per run
     cfg = EvalConfig(**{**shared, "device": str(resolve_device(req.device))})
+    if req.out is not None:  # a file in the way, a read-only disk: said before the episodes are evaluated
+        check_writable(req.out, "--out")
     if req.run is not None:
         result, out, title = _evaluate_run(RunDir(req.run), req, cfg)
     else:
         result, out, title = _evaluate_baseline(req, cfg)
     if req.out is not None:
         out = Path(req.out) / out.name
-    write_result(result, out, title)
+    with file_system_errors(out.parent, "no result file was written: give --out a folder you can write to (or "
+                                        "--json - for the result on standard output)"):
+        write_result(result, out, title)
     return result, out, title
 
 
@@ -72,12 +78,14 @@ def _evaluate_run(run: RunDir, req: EvalRequest, cfg: EvalConfig) -> tuple[EvalR
     e2e_run = trained.get("stage") == "e2e" and req.cache is None
     if req.from_frames and not e2e_run:
         raise MdmfError("--from-frames is for runs of `mdmf train --stage e2e` (without --cache)")
-    store = None if e2e_run else run.open_store(req.cache)
+    store = None if e2e_run else run.open_store(req.cache, cross_dataset=req.cross_dataset)
     # the run's episodes unless told otherwise: the way and shot it was trained at, as `mdmf report --run` does
     cfg = replace(cfg, way=req.way or int(trained["way"]), shot=req.shot or int(trained["shot"]))
     if store is not None:
         check_episodes_fit(store.labels(req.split), EpisodeSpec(cfg.way, cfg.shot, cfg.queries), req.split)
     out = run.eval_path(req.split, cfg.way, cfg.shot, req.seed, frames=req.from_frames)
+    if req.out is None:
+        check_writable(out.parent, "--run")
     title = f"{run.name} ({net.config.name}{', e2e' if e2e_run else ''}) on {req.split}"
     if e2e_run:
         kw = dict(root=req.root, workers=req.workers)
@@ -106,5 +114,7 @@ def _evaluate_baseline(req: EvalRequest, cfg: EvalConfig) -> tuple[EvalResult, P
     identity = store.meta.identity
     out = RunDir(BASELINES / f"{identity['dataset']}-{identity['backbone']}-{req.model}").eval_path(
         req.split, cfg.way, cfg.shot, req.seed)
+    if req.out is None:
+        check_writable(out.parent, "--out (default)")
     return evaluate_split(net, store, req.split, cfg), out, (f"{req.model} (untrained) on raw CLIP "
                                                                   f"features ({store.path}) on {req.split}")

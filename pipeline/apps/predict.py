@@ -105,7 +105,8 @@ def load_predictor(cfg: PredictConfig, device: torch.device):
     if cfg.run:
         run = RunDir(cfg.run)
         model, _ = run.load_model()
-        store = run.open_store(cfg.cache)
+        # the support classes are the user's: only the encoder and recipe must be the run's, not the dataset
+        store = run.open_store(cfg.cache, cross_dataset=True)
         recipe = EncodeRecipe.from_store(store, cfg.weights, cfg.backbone)
     else:
         recipe = EncodeRecipe(cfg.backbone or "tiny", cfg.weights, cfg.frames, prompt_template=cfg.prompt_template)

@@ -27,6 +27,7 @@ from mdmf.pipeline.apps.report_summary import write_summary
 from mdmf.pipeline.apps.tsne import choose_backend, embed
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, write_result
 from mdmf.pipeline.evaluate.predictions import predict_episodes, predictions_of
@@ -39,6 +40,7 @@ class ReportConfig:
     run: str
     out: str | None = None  # None: <run>/report
     cache: str | None = None  # None: the store recorded in the run
+    cross_dataset: bool = False  # --cache of another dataset (same encoder) is meant
     split: str = "test"
     way: int | None = None  # None: the run's training way
     shot: int | None = None  # None: the run's training shot
@@ -100,7 +102,15 @@ def _otam_floor(store, data, result, device: str) -> dict:
 
 
 def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
-    """Write the figures and the summary; returns the summary (also `report.json`)."""
+    """Write the figures and the summary; returns the summary (also `report.json`). A folder that cannot be
+    written is said before any work; a full disk midway is one line."""
+    out = Path(cfg.out) if cfg.out else RunDir(cfg.run).path / "report"
+    check_writable(out, "--out")
+    with file_system_errors(out, "the files written before are kept: free space and run the same command again"):
+        return _make_report(cfg, out, console)
+
+
+def _make_report(cfg: ReportConfig, out: Path, console: Console | None) -> dict:
     # Imported here: the figures load matplotlib, only when a report is made.
     from mdmf.pipeline.apps.report_figures import attention_maps, confusion, per_class_accuracy, training_curves, tsne_panels
 
@@ -108,14 +118,13 @@ def make_report(cfg: ReportConfig, console: Console | None = None) -> dict:
     run = RunDir(cfg.run)
     model, state = run.load_model()
     train_cfg = state["train_config"]
-    store = run.open_store(cfg.cache)
+    store = run.open_store(cfg.cache, cross_dataset=cfg.cross_dataset)
     data = store.load(cfg.split)
     way, shot = cfg.way or train_cfg["way"], cfg.shot or train_cfg["shot"]
     if cfg.episodes < 1:
         raise MdmfError(f"--episodes {cfg.episodes}: evaluate at least one episode")
     backend, warning = choose_backend(cfg.tsne_backend)  # a backend that is not installed: said before any work
     device = str(resolve_device(cfg.device))
-    out = Path(cfg.out) if cfg.out else run.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
     figures: dict[str, Path] = {}

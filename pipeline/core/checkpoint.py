@@ -6,6 +6,7 @@ a crash while saving leaves the previous file intact, never a broken one.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -14,17 +15,25 @@ from pathlib import Path
 import torch
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.paths import is_disk_full
 
 
 def save_atomic(obj: dict, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)  # never a half-written file left to fill the disk further
+        if isinstance(err, RuntimeError) and is_disk_full(err):
+            # torch reports a failed write as "[enforce fail at inline_container.cc]", the ENOSPC as its context
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+        raise
 
 
 def load_checkpoint(path: Path, mmap: bool = False) -> dict:
@@ -42,4 +51,7 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict:
                         "which could run code when loaded; use checkpoints written by mdmf from a source you "
                         "trust") from None
     except Exception as err:
-        raise MdmfError(f"{path}: cannot read the checkpoint ({str(err).splitlines()[0][:200]})") from None
+        what = "it is empty (0 bytes: a write that did not finish)" if path.stat().st_size == 0 else \
+            (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise MdmfError(f"{path}: cannot read the checkpoint ({what}); use another checkpoint, or train again "
+                        "(`--resume` continues from last.pt)") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import unquote, urlparse
 
@@ -69,10 +70,134 @@ def check_output_file(path: Path, option: str, force: bool, ours) -> None:
         raise MdmfError(f"{option} {path}: exists and was not written by mdmf; add --force to replace it, or choose "
                         "another name")
     parent = path.parent
+    check_writable(parent, option, shown=path)
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise MdmfError(f"{option} {path}: a part of {parent} is a file, not a folder") from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system, a loop: nothing is there to write over
+        return False
+
+
+def check_writable(path: str | os.PathLike, option: str, shown: str | os.PathLike | None = None) -> None:
+    """Refuse, before any work and without creating anything, an output folder that cannot be made or written:
+    a file where a folder should be, a read-only file system, no permission, a name too long. `shown`: the path
+    the message names (default `path`), e.g. the file to be written in the folder `path`."""
+    path = Path(path)
+    shown = shown or path
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    probe = path
+    while not _exists(probe) and probe.parent != probe:
+        probe = probe.parent  # the nearest folder that exists: the one written into
+    if _exists(probe) and not probe.is_dir():
+        raise MdmfError(f"{option} {shown}: {probe} is a file, not a folder; give a folder (or another name)")
+    limit = os.pathconf(probe, "PC_NAME_MAX") if hasattr(os, "pathconf") and _exists(probe) else 255
+    if longest > limit:
+        raise MdmfError(f"{option} {shown}: a name of {longest} bytes, longer than this file system allows ({limit}); "
+                        "give a shorter one")
+    if _exists(probe) and not os.access(probe, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and os.statvfs(probe).f_flag & os.ST_RDONLY
+        why = "a read-only file system" if read_only else "no permission to write there"
+        raise MdmfError(f"{option} {shown}: cannot write into {probe} ({why}); give a folder you can write to")
+
+
+_PROBLEMS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+             errno.EROFS: "a read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+             errno.ENAMETOOLONG: "a file name too long for the file system",
+             errno.ENOTDIR: "a part of the path is a file, not a folder",
+             errno.EEXIST: "a file is where a folder should be"}
+
+
+def file_system_problem(err: BaseException | None) -> str | None:
+    """What the file system refused, in words (also as the cause of `err`), or None for another error."""
+    if is_disk_full(err):
+        return _PROBLEMS[errno.ENOSPC]
+    for _ in range(8):
+        if err is None:
+            return None
+        if isinstance(err, OSError) and err.errno in _PROBLEMS:
+            return _PROBLEMS[err.errno]
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextmanager
+def file_system_errors(target: str | os.PathLike, kept):
+    """An OSError of the file system while writing `target` as one line: what was refused, then `kept` (what was
+    kept and how to go on; a callable is asked then). Other errors pass."""
+    try:
+        yield
+    except OSError as err:
+        problem = file_system_problem(err)
+        if problem is None:
+            raise
+        raise MdmfError(f"{target}: {problem} ({err.filename or err.strerror or err}); "
+                        f"{kept() if callable(kept) else kept}") from None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`path.write_text(text)` through a hidden temporary file renamed into place: a full disk never leaves a
+    half-written file (the temporary one is removed, an earlier file under the name is kept)."""
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class DeferredWriteErrors:
+    """A binary file for a native writer that cannot survive a failed write (HDF5: a write that fails while its
+    metadata cache is flushed, as a full disk does, leaves the library broken, and the process segfaults when h5py
+    closes the file or exits). The first OSError of a write is kept in `error` and the write is reported as done,
+    so the writer finishes and closes cleanly; the caller then checks `error` and throws the file away."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "w+b", buffering=0)  # unbuffered: a write fails where it is made, not at a later flush
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            start = self._f.tell()
+            try:
+                done = 0
+                while done < len(view):
+                    done += self._f.write(view[done:])
+                return len(view)
+            except OSError as err:
+                self.error = err
+                self._f.seek(start)
+        self._f.seek(len(view), os.SEEK_CUR)  # the position the writer expects; no space is needed for it
+        return len(view)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._f.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self._f.truncate(size)
+        except OSError as err:
+            self.error = self.error or err
+            return self._f.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def is_disk_full(err: BaseException | None) -> bool:

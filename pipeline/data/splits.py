@@ -266,9 +266,17 @@ def resolve_video(root: str | Path, entry: SplitEntry, info: DatasetInfo) -> Pat
     for folder in folders:
         for ext in info.extensions:
             path = folder / f"{entry.video_id}.{ext}"
-            if path.is_file():
+            if _is_file(path):
                 return path
     return None
+
+
+def _is_file(path: Path) -> bool:
+    """`path.is_file()`, False for a name the file system cannot hold (a 300-character video id: ENAMETOOLONG)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def expected_location(root: str | Path, entry: SplitEntry, info: DatasetInfo) -> str:

@@ -134,11 +134,13 @@ def write_result(result: EvalResult, path, title: str) -> None:
     import json
     from pathlib import Path
 
+    from mdmf.pipeline.core.paths import write_text_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_json(), indent=2))
+    write_text_atomic(path, json.dumps(result.to_json(), indent=2))
     lines = [title, f"{result.way}-way {result.shot}-shot, {result.episodes} episodes, seed {result.seed}",
              f"accuracy {result.accuracy:.2f} ± {result.ci95:.2f} % (95% interval)", "", "per class:"]
     width = max((len(c) for c in result.per_class), default=5)
     lines += [f"  {name:<{width}}  {acc:6.2f}" for name, acc in sorted(result.per_class.items())]
-    path.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    write_text_atomic(path.with_suffix(".txt"), "\n".join(lines) + "\n")

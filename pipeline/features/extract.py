@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,13 +26,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED, quiet_worker_init, run_alone
-from mdmf.pipeline.core.paths import is_disk_full
+from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.core.progress import foreign_logs, progress_bar, progress_note
 from mdmf.pipeline.data.datasets import default_root, load_dataset
 from mdmf.pipeline.data.sampling import view_rng
 from mdmf.pipeline.data.splits import prompt_for, resolve_video
 from mdmf.pipeline.data.transforms import FramePreprocessor
 from mdmf.pipeline.data.views import FAILED, decode_views
+from mdmf.pipeline.features import integrity
 from mdmf.pipeline.features.backbones import Backbone, load_backbone, resolve_backbone
 from mdmf.pipeline.features.recipe import ExtractConfig
 from mdmf.pipeline.features.store import FeatureStore, SplitLayout, is_store
@@ -48,6 +48,8 @@ class ExtractSummary:
     failures: dict = field(default_factory=dict)
     # Where the main process spent this run's time, in seconds (see `ExtractTimes`); empty when nothing was to do.
     times: dict = field(default_factory=dict)
+    # Finished units found damaged (missing, truncated or altered chunks) and redone by this run, per split.
+    redone_damaged: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -136,6 +138,8 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
     if not 0 <= shard < num_shards:
         raise MdmfError(f"--shard {shard}/{num_shards}: the shard index must be in 0..{num_shards - 1}")
     out = cfg.store_path()  # a URL --out is refused here, before anything is generated, loaded or created
+    # so is one on a read-only disk or below a file (a file at --out itself: `create_or_open` says it is not a store)
+    check_writable(out if not out.is_file() else out.parent, "--out", shown=out)
     cfg = _keep_saved_frames(cfg, out)
     dataset = dataset or load_dataset(cfg.dataset, cfg.root, cfg.splits_dir, progress=cfg.progress)
     note = dataset.info.defaults_note(dataset.path)
@@ -154,7 +158,10 @@ def run_extract(cfg: ExtractConfig, backbone: Backbone | None = None, dataset=No
             backbone = load_backbone(resolve_backbone(cfg.resolved_backbone(), cfg.weights), device=device)
     backbone.model.to(device)
     start = time.perf_counter()
-    with _full_disk_is_resumable(out):
+    # A unit's status chunk is written last and every chunk file is replaced atomically, so a unit whose write failed
+    # (a full disk) is still pending: the finished ones are kept.
+    with file_system_errors(out, "the units finished so far are kept and the store is resumable: free space (or fix "
+                                 "the folder) and run the same command again"):
         return _extract_into_store(cfg, backbone, dataset, device, start)
 
 
@@ -174,22 +181,11 @@ def _keep_saved_frames(cfg: ExtractConfig, out: Path) -> ExtractConfig:
     return replace(cfg, save_frames=True) if made_with else cfg
 
 
-@contextmanager
-def _full_disk_is_resumable(path: Path):
-    """A full disk while writing the store: one line saying that the finished units are kept. A unit's status chunk
-    is written last and every chunk file is replaced atomically, so a unit whose write failed is still pending."""
-    try:
-        yield
-    except OSError as err:
-        if not is_disk_full(err):
-            raise
-        raise MdmfError(f"{path}: no space left on the device while writing the store; the units finished so far "
-                        "are kept and the store is resumable: free space and run the same command again") from None
-
-
 def _extract_into_store(cfg: ExtractConfig, backbone: Backbone, dataset, device, start: float) -> ExtractSummary:
     shard, num_shards = cfg.shard
     store = prepare_store(cfg, backbone, dataset)
+    # A damaged finished unit (bad copy, full disk, edited chunk) is pending again: this run redoes exactly those.
+    redone = integrity.repair(store, cfg.splits, shard, num_shards)
 
     jobs: list[DecodeJob] = []
     paths = {s: store.strings(s, "paths") for s in cfg.splits}
@@ -209,7 +205,8 @@ def _extract_into_store(cfg: ExtractConfig, backbone: Backbone, dataset, device,
     summary = ExtractSummary(store=str(store.path), seconds=round(time.perf_counter() - start, 2), videos_done=done,
                              per_split=store.progress(statuses),
                              failures={s: store.failures(s, statuses[s])[:20] for s in store.splits},
-                             times={k: round(v, 3) for k, v in asdict(times).items()} if done else {})
+                             times={k: round(v, 3) for k, v in asdict(times).items()} if done else {},
+                             redone_damaged=redone)
     if num_shards == 1 or all(v["pending"] == 0 for v in summary.per_split.values()):
         (store.path / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     return summary

@@ -15,10 +15,11 @@ Layout (`V` videos of a split, `K` views per video, `T` frames, `D` width, `S` i
         prompts        (C,)         str       the exact prompt strings given to the text encoder
         prompt_embeddings (C, D)    float32   text embeddings (NaN until written)
         frames         (V, K, T, S, S, 3) uint8   only with --save-frames: the cropped frames that were encoded
+        digests        (U, A)       int64     per unit, the CRC32C of what it wrote in each array (features/integrity.py)
 
 Crash safety: the arrays are chunked by `chunk_videos` videos, a unit of work is exactly one chunk, and Zarr's
 local store writes every chunk file atomically (temporary file, then rename). A unit writes its features and frame
-indices first and its `status` chunk last, so a unit is either done or pending; after `kill -9` the rerun redoes at
+indices first, then its digests, and its `status` chunk last, so a unit is either done or pending; after `kill -9` the rerun redoes at
 most the units that were in flight. Shards (`--shard i/n`) own disjoint units, so they never write the same chunk.
 Attributes are written once, when the store is created, and never rewritten; the empty store is built in a hidden
 sibling folder and renamed into place, so creation is atomic too.
@@ -37,9 +38,10 @@ import numpy as np
 import zarr
 
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.core.paths import check_output_file, is_disk_full, local_path
+from mdmf.pipeline.core.paths import DeferredWriteErrors, check_output_file, is_disk_full, local_path
 from mdmf.pipeline.data.datasets import default_store_path, stores_folder
 from mdmf.pipeline.data.views import FAILED, OK, SHORT
+from mdmf.pipeline.features import integrity
 
 SCHEMA_VERSION = 1
 PENDING = 0  # not processed yet; the other codes are what decoding gave (`pipeline.data.views`)
@@ -305,6 +307,7 @@ class FeatureStore:
                 lab[:] = np.asarray(lay.labels, dtype=np.int32)
             g.create_array("prompt_embeddings", shape=(len(lay.class_names), dim),
                            chunks=(max(1, len(lay.class_names)), dim), dtype="float32", fill_value=float("nan"))
+            integrity.create_digests(g, -(-n // c), integrity.digested_names(bool(image_size)))
         root.attrs["mdmf"] = {"schema_version": SCHEMA_VERSION, "identity": identity, "chunk_videos": chunk_videos,
                               "frames": frames, "dim": dim, **meta}
 
@@ -333,14 +336,26 @@ class FeatureStore:
         if split not in self._groups:
             if split not in self.root:
                 raise MdmfError(f"{self.path}: the store has no split {split!r} (it has: {', '.join(self.splits)})")
-            self._groups[split] = self.root[split]
+            self._groups[split] = self._node(self.root, split)
         return self._groups[split]
 
     def array(self, split: str, name: str) -> zarr.Array:
         key = (split, name)
         if key not in self._arrays:
-            self._arrays[key] = self.group(split)[name]
+            self._arrays[key] = self._node(self.group(split), name)
         return self._arrays[key]
+
+    def _node(self, parent: zarr.Group, name: str):
+        """`parent[name]`, with damaged metadata (a garbage or truncated zarr.json) as one line."""
+        try:
+            return parent[name]
+        except KeyError:
+            raise MdmfError(f"{self.path}: {parent.path or 'the store'} has no {name!r} (the store is incomplete); "
+                            f"delete {self.path} and extract again") from None
+        except Exception as err:
+            where = self.path / parent.path / name / "zarr.json"
+            raise MdmfError(f"{where}: damaged ({type(err).__name__}); the store's layout cannot be read: restore it "
+                            f"from a copy, or delete {self.path} and extract again") from None
 
     @property
     def chunk_videos(self) -> int:
@@ -380,12 +395,15 @@ class FeatureStore:
         sl = slice(rows.start, rows.stop)
         if np.any(status == PENDING):
             raise ValueError("every video of a unit must end ok, failed or short")
-        self.array(split, "features")[sl] = features.astype(np.float16)
-        self.array(split, "frame_indices")[sl] = frame_indices.astype(np.int32)
-        if frames is not None:
-            self.array(split, "frames")[sl] = frames
-        self.array(split, "errors")[sl] = _strings(errors)
-        self.array(split, "status")[sl] = status.astype(np.int8)
+        written = {"features": features.astype(np.float16), "frame_indices": frame_indices.astype(np.int32),
+                   "frames": frames, "errors": _strings(errors), "status": status.astype(np.int8)}
+        for name in ("features", "frame_indices", "frames", "errors"):
+            if written[name] is not None:
+                self.array(split, name)[sl] = written[name]
+        if integrity.has_digests(self, split):  # stores made before digests have none
+            names = integrity.digested_names("frames" in self.group(split))
+            self.array(split, integrity.DIGESTS)[unit:unit + 1] = integrity.unit_digests(written, names)
+        self.array(split, "status")[sl] = written["status"]
 
     def has_prompt_embeddings(self, split: str) -> bool:
         emb = self.group(split)["prompt_embeddings"][:]
@@ -409,9 +427,14 @@ class FeatureStore:
         return {split: self.status(split) for split in self.splits}
 
     def load(self, split: str) -> SplitFeatures:
-        """The usable videos of `split` (status ok or short) with their features, in memory."""
+        """The usable videos of `split` (status ok or short) with their features, in memory. Every finished unit is
+        checked against its digests first (`features.integrity`): a damaged store is refused, never read as zeros."""
         g = self.group(split)
-        status = g["status"][:]
+        integrity.check_layout(self, split)
+        arrays, damages = integrity.check_split(self, split, integrity.ON_LOAD)
+        if damages:
+            raise MdmfError(integrity.damage_message(self, split, damages))
+        status = arrays["status"]
         if np.any(status == PENDING):
             raise MdmfError(
                 f"{self.path}: split {split} is not fully extracted ({int((status == PENDING).sum())} of "
@@ -422,13 +445,13 @@ class FeatureStore:
         rows = np.flatnonzero((status == OK) | (status == SHORT))
         ids = self.strings(split, "video_ids")
         return SplitFeatures(
-            features=self._read_rows(split, "features", rows),
+            features=_keep_rows(arrays["features"], rows),
             labels=g["labels"][:][rows].astype(np.int64),
             video_ids=[ids[r] for r in rows],
             class_names=self.strings(split, "class_names"),
             prompts=self.strings(split, "prompts"),
             prompt_embeddings=g["prompt_embeddings"][:],
-            frame_indices=self._read_rows(split, "frame_indices", rows),
+            frame_indices=_keep_rows(arrays["frame_indices"], rows),
             rows=rows,
         )
 
@@ -468,6 +491,15 @@ class FeatureStore:
         g = self.group(split)
         ids, paths, errors = g["video_ids"][:], g["paths"][:], g["errors"][:]
         return [(str(ids[r]), str(paths[r]), str(errors[r])) for r in rows]
+
+
+def _keep_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`values[rows]` for sorted `rows`, moved down in place: the integrity check reads each array whole, and a
+    copy of the kept rows beside it doubled `load`'s peak; this way the peak is the array itself."""
+    for i, r in enumerate(rows.tolist()):
+        if i != r:
+            values[i] = values[r]
+    return values[: len(rows)]
 
 
 def store_info(store: FeatureStore) -> dict:
@@ -514,19 +546,30 @@ def export_h5(store: FeatureStore, out: Path, force: bool = False) -> Path:
     out = local_path(out, "--to")
     check_output_file(out, "--to", force, _is_export)
     tmp = out.with_name(out.name + ".partial")
+    target = None
     try:
-        with h5py.File(tmp, "w") as f:
+        # HDF5 writes through a file that keeps a failed write's error for after the close (`DeferredWriteErrors`):
+        # a full disk seen by HDF5 itself broke the library and the process segfaulted (exit 139) on closing.
+        target = DeferredWriteErrors(tmp)
+        with h5py.File(target, "w") as f:
             f.attrs["mdmf"] = json.dumps(store.meta.to_dict())
             for split in store.splits:
                 g = f.create_group(split)
                 for name, arr in store.group(split).arrays():
+                    if target.error is not None:
+                        break  # the rest would be thrown away too
                     data = arr[:]
                     if data.dtype.kind in "UTO":
                         g.create_dataset(name, data=np.asarray(data, dtype=object), dtype=h5py.string_dtype())
                     else:
                         g.create_dataset(name, data=data, chunks=True if data.size else None)
+        target.close()
+        if target.error is not None:
+            raise target.error
         tmp.replace(out)  # a crash never leaves a half-written file under the requested name
     except BaseException as err:
+        if target is not None:
+            target.close()
         tmp.unlink(missing_ok=True)
         if is_disk_full(err):
             raise MdmfError(f"--to {out}: no space left on the device; nothing was written (the store is "

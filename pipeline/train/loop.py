@@ -32,6 +32,7 @@ from mdmf.pipeline.core import distributed
 from mdmf.pipeline.core.checkpoint import load_checkpoint, save_atomic
 from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
 from mdmf.pipeline.core.interrupt import DeferredInterrupt
+from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.core.presets import Preset, load_preset, store_differences
 from mdmf.pipeline.core.progress import progress_bar, progress_note
 from mdmf.pipeline.episodes.sampler import (EpisodeBatch, EpisodeSampler, EpisodeSpec, check_episodes_fit, class_sizes,
@@ -303,13 +304,27 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> d
     if steps is not None:
         cfg.steps = steps
     check_trackers(cfg.log)  # a missing package is said before the run starts
+    check_writable(run.path, "--runs")  # a file in the way, a read-only disk: said before any work
     ctx = distributed.setup(cfg.device)
     try:
         fit_to_world(cfg.stage, cfg.episodes_per_step, cfg.batch_episodes, ctx.world)  # checks the values given
         ctx.barrier()  # every rank has checked the run folder before rank 0 writes into it
-        return _train(cfg, state, ctx)
+        # A full disk mid-run: checkpoints are written to a temporary file and renamed, so the last good one stays.
+        with file_system_errors(run, lambda: _what_is_kept(run)):
+            return _train(cfg, state, ctx)
     finally:
         distributed.teardown(ctx)
+
+
+def _what_is_kept(run: RunDir) -> str:
+    try:
+        step = run.trained_steps()
+    except MdmfError:
+        step = None
+    if step is None:
+        return "no checkpoint was written yet: free space (or fix the folder) and start the run again"
+    return (f"the last good checkpoint is kept (last.pt, step {step}): free space and run the same command with "
+            "--resume")
 
 
 def _init_heads(cfg: TrainConfig) -> dict | None:
@@ -417,6 +432,8 @@ def _build_heads(cfg: TrainConfig, store: FeatureStore, init: dict | None) -> nn
                         f"directly (mdmf eval --model {heads.config.name}), or fine-tune the backbone through it "
                         "with --stage e2e")
     if init is not None:
+        # another dataset is what --init is for (fine-tune on it); another encoder or recipe never fits
+        RunDir(cfg.init).check_store(store, init, cross_dataset=True, option=f"--init {cfg.init}: the store {store.path} was ")
         if (init["model_config"]["dim"], init["model_config"]["frames"]) != (heads.config.dim, heads.config.frames):
             raise MdmfError(f"--init {cfg.init}: its heads are for D={init['model_config']['dim']}, "
                             f"T={init['model_config']['frames']}; this store has D={heads.config.dim}, "
