@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import zarr
 
-import mdmf.pipeline.features.store as store_module
 from mdmf.pipeline.features.store import (FAILED, IDENTITY_DEFAULTS, OK, SHORT, FeatureStore, SplitLayout, StoreMeta,
                                           store_info)
 
@@ -51,10 +50,8 @@ def test_store_meta_is_typed_with_its_defaults_and_reads_as_the_attributes(tmp_p
     assert StoreMeta.from_attrs({**raw, "later": 1}).extra == {"later": 1}  # an attribute of a newer mdmf is kept
 
 
-@pytest.mark.parametrize("block_bytes", [store_module.LOAD_BLOCK_BYTES, 3 * CHUNK * 2 * T * D * 2])
-def test_load_keeps_the_usable_rows_as_a_plain_zarr_read_does(tmp_path, monkeypatch, block_bytes):
-    """Ground truth: the arrays read whole with Zarr, then filtered; failed rows at a block's start, end and middle."""
-    monkeypatch.setattr(store_module, "LOAD_BLOCK_BYTES", block_bytes)
+def test_load_keeps_the_usable_rows_as_a_plain_zarr_read_does(tmp_path):
+    """Ground truth: the arrays read whole with Zarr, then filtered; failed rows at a chunk's start, end and middle."""
     failed, short = {0, 47, 48, 95, 100, 203}, {5, 96}
     store = write_store(tmp_path / "s", 205, failed=failed, short=short)
     data = store.load("train")
@@ -69,7 +66,7 @@ def test_load_keeps_the_usable_rows_as_a_plain_zarr_read_does(tmp_path, monkeypa
 
 def test_load_peaks_near_the_size_of_what_it_returns(tmp_path):
     """tracemalloc sees numpy's allocations. On a toy-sized train split (560 videos, 2 views, T=8, D=64) reading
-    `features[:][rows]` peaked at 2.1x the result; reading only the kept rows, block by block, stays under 1.6x."""
+    `features[:][rows]` peaked at 2.1x the result; compacting the kept rows in place (`_keep_rows`) stays under 1.6x."""
     store = write_store(tmp_path / "s", 560, failed={3, 300})
     tracemalloc.start()
     try:

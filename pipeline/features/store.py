@@ -46,9 +46,6 @@ from mdmf.pipeline.features import integrity
 SCHEMA_VERSION = 1
 PENDING = 0  # not processed yet; the other codes are what decoding gave (`pipeline.data.views`)
 STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", SHORT: "short"}
-# `load` reads the rows it keeps in blocks of at most this many bytes (and at most 1/8 of the array), so its peak is
-# the result plus one block, not the whole array twice.
-LOAD_BLOCK_BYTES = 32 << 20
 # Identity entries added after stores already existed: a store without one was made the old way, read as this value
 # (so it still opens and resumes with the old settings, and a resume with other settings fails naming the entry).
 IDENTITY_DEFAULTS = {"frame_sampling": "tsn", "normalize": "clip", "crop": "tsn",
@@ -454,22 +451,6 @@ class FeatureStore:
             frame_indices=_keep_rows(arrays["frame_indices"], rows),
             rows=rows,
         )
-
-    def _read_rows(self, split: str, name: str, rows: np.ndarray) -> np.ndarray:
-        """Rows `rows` (sorted) of a per-video array, read block by block into the result: the peak is the result
-        plus one block of whole chunks (`arr[:][rows]` held the whole array and the result at once)."""
-        arr = self.array(split, name)
-        out = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
-        row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
-        chunk = self.chunk_videos
-        block = min(LOAD_BLOCK_BYTES // row_bytes, arr.shape[0] // 8) // chunk * chunk or chunk
-        bounds = np.searchsorted(rows, np.arange(0, arr.shape[0] + block, block))
-        for b, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
-            if hi > lo:
-                start = b * block
-                part = arr[start : int(rows[hi - 1]) + 1]
-                np.take(part, rows[lo:hi] - start, axis=0, out=out[lo:hi])
-        return out
 
     def progress(self, statuses: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, int]]:
         """Per split: total videos and how many are pending, ok, failed, short (across all shards; from `statuses`
