@@ -399,6 +399,9 @@ class FeatureStore:
                 self.array(split, name)[sl] = written[name]
         if integrity.has_digests(self, split):  # stores made before digests have none
             names = integrity.digested_names("frames" in self.group(split))
+            if "frames" in names and frames is None:  # no video of the unit decoded: its rows keep the fill value
+                arr = self.array(split, "frames")
+                written["frames"] = np.full((len(rows), *arr.shape[1:]), arr.fill_value, dtype=arr.dtype)
             self.array(split, integrity.DIGESTS)[unit:unit + 1] = integrity.unit_digests(written, names)
         self.array(split, "status")[sl] = written["status"]
 
