@@ -35,7 +35,9 @@ def predict(
 ) -> None:
     """Rank the support classes for each query video, with probabilities (softmax of the logits)."""
     from mdmf.pipeline.apps.predict import predict as run_predict
+    from mdmf.pipeline.core.limits import COUNT, check_ranges
 
+    check_ranges({"top": top}, {"top": COUNT})  # shown rows only: not a PredictConfig setting
     check_json_target(json_path)
     cfg = PredictConfig(support=str(support), queries=[str(q) for q in [*(query or []), *(more or [])]], run=str(run) if run else None,
                         cache=str(cache) if cache else None,
