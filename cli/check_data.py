@@ -22,8 +22,8 @@ D = {name: p.default for name, p in inspect.signature(run_check).parameters.item
 def check_data(
     dataset: str = typer.Option(..., help=f"{', '.join(KNOWN_DATASETS)}, or your own name with --splits"),
     root: Path = typer.Option(..., help="folder holding the videos"),
-    splits: Path = typer.Option(None, help="folder of split files (default: the shipped splits/<dataset>; toy: <root>/splits)"),
-    split: list[str] = typer.Option(None, help="only these splits (repeatable; default: all in the splits folder)"),
+    splits: Path = typer.Option(None, help="folder of split files [default: the shipped splits/<dataset>; toy: <root>/splits]"),
+    split: list[str] = typer.Option(None, metavar="NAME", help="only these splits (repeatable) [default: all in the splits folder]"),
     json_path: str = json_option("the report"),
     workers: int = typer.Option(D["workers"], help="videos opened in parallel"),
     way: int = typer.Option(None, help="check the splits hold episodes of this way (default: as `mdmf train` "
