@@ -47,6 +47,7 @@ OPTIONS = [
     (["train", "--way", "1"], "--way 1: must be an integer >= 2"),  # was 100 % at 1-way
     (["train", "--steps", "-3"], "--steps -3: must be an integer >= 1"),  # was "best val -1.00 % at step 0"
     (["train", "--lr", "-1"], "--lr -1.0: must be a number > 0"),
+    (["train", "--lr", "nan"], "--lr nan: must be a number > 0"),  # nan compares False both ways: refused as such
     (["train", "--threads", "0"], "--threads 0: must be an integer >= 1"),
     (["train", "--val-shot", "0"], "--val-shot 0: must be an integer >= 1"),
     (["train", "--shot", "0"], "--shot 0: must be an integer >= 1"),  # was a reshape RuntimeError

@@ -10,6 +10,7 @@ and what is allowed. `None` is never checked: it means "not given" (the default,
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,32 +20,21 @@ from mdmf.pipeline.core.errors import MdmfError
 
 @dataclass(frozen=True)
 class Range:
-    """Values >= low (> low with `open_low`), <= high when given; integers only unless `real`."""
+    """Values >= low (> low with `open_low`); integers only unless `real` (a bool is neither)."""
 
-    low: float | None = None
-    high: float | None = None
+    low: float
     open_low: bool = False
     real: bool = False
 
     def allows(self, value) -> bool:
         kind = numbers.Real if self.real else numbers.Integral
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):  # nan, inf: no
             return False
-        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
-            return False
-        return self.high is None or value <= self.high
+        return value > self.low if self.open_low else value >= self.low
 
     def __str__(self) -> str:
-        bounds = []
-        if self.low is not None:
-            bounds.append(f"{'>' if self.open_low else '>='} {_number(self.low)}")
-        if self.high is not None:
-            bounds.append(f"<= {_number(self.high)}")
-        return f"{'a number' if self.real else 'an integer'} {' and '.join(bounds)}".strip()
-
-
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
+        low = int(self.low) if float(self.low).is_integer() else self.low
+        return f"{'a number' if self.real else 'an integer'} {'>' if self.open_low else '>='} {low}"
 
 
 WAY = Range(2)  # an episode compares at least two classes (one class: every answer is right)
