@@ -152,3 +152,58 @@ def test_split_files_with_a_byte_order_mark_and_crlf_line_ends_are_read(capsys, 
         reports.append(json.loads(out))
     assert reports[0]["splits"] and reports[1]["splits"] == reports[0]["splits"]
     assert all(s["readable"] == s["listed"] > 0 for s in reports[1]["splits"].values())
+
+
+# ---- every numeric option of every command ------------------------------------------------------------------------
+
+# What a command needs besides the option under test to reach its validation (a new command with required options
+# adds its own here); "{store}" / "{support}" are filled in below.
+REQUIRED = {
+    "train": ["--cache", "{store}"], "eval": ["--model", "otam", "--cache", "{store}"],
+    "extract": ["--dataset", "toy"], "predict": ["--support", "{support}"], "report": ["--run", "{support}"],
+    "ablate": ["--dataset", "x", "--table", "3"], "check-data": ["--dataset", "small", "--root", "{root}",
+                                                                 "--splits", "{splits}"],
+}
+# numeric options whose allowed values are a short list, checked with that list's message
+CHOICE_OPTIONS = {("ablate", "--table"): "--table -7: the paper's ablation tables are"}
+
+
+def _numeric_options():
+    import typer.main
+
+    import mdmf.cli.commands  # noqa: F401 - registers the commands
+    from mdmf.cli.app import app
+
+    root = typer.main.get_command(app)
+    for name, command in root.commands.items():
+        for sub, leaf in getattr(command, "commands", {name: command}).items():
+            words = [name] if sub == name else [name, sub]
+            for param in leaf.params:
+                if param.param_type_name == "option" and _is_number(param):
+                    yield words, param.opts[0]
+
+
+def _is_number(param) -> bool:
+    desc = getattr(param, "type_descriptor", None)  # typer >= 0.2x: its own parameter types
+    if desc is not None:
+        return desc.annotation in (int, float)
+    return getattr(getattr(param, "type", None), "name", "") in ("integer", "float")  # click's
+
+
+NUMERIC = list(_numeric_options())
+
+
+@pytest.mark.parametrize("words, option", NUMERIC, ids=[f"{' '.join(w)} {o}" for w, o in NUMERIC])
+def test_every_numeric_option_refuses_a_value_below_its_range(capsys, tmp_path, monkeypatch, store, small_dataset,
+                                                             words, option):
+    """-7 is below every range (the lowest bound is 0): each numeric option of each command is checked, in one line
+    naming it, before any file; a new option without a range fails here."""
+    support = tmp_path / "support"
+    support.mkdir()
+    fill = {"{store}": str(store), "{support}": str(support), "{root}": str(small_dataset[0]),
+            "{splits}": str(small_dataset[1])}
+    extra = [fill.get(a, a) for a in REQUIRED.get(words[0], [])]
+    line = _refused(capsys, tmp_path, monkeypatch, [*words, *extra, option, "-7"])
+    want = CHOICE_OPTIONS.get((words[0], option), f"{option} -7")
+    assert line.startswith(f"error: {want}"), line
+    assert "must be" in line or (words[0], option) in CHOICE_OPTIONS

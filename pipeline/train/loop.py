@@ -187,6 +187,7 @@ def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict |
     e2e_preset = train.pop("e2e", {})
     check_preset_ranges(preset, "train", train, TRAIN_RANGES)  # before a preset value is used (batch_episodes)
     check_preset_ranges(preset, "train.e2e", e2e_preset, E2E_RANGES)
+    check_ranges(e2e or {}, E2E_RANGES)  # given for --stage head too: refused there as well, not silently ignored
     _check_model_overrides(f"--preset {preset}: model", p.model)
     _check_model_overrides("--set", model)
     merged = {**train, **given, "model": {**p.model, **model}}
