@@ -23,9 +23,9 @@ def eval_(
     out: Path = typer.Option(None, help="folder for the result files [default: <run>/eval; with --model NAME "
                                         "runs/baselines/<dataset>-<backbone>-NAME/eval]"),
     split: str = typer.Option(D.split, help="split to evaluate on"),
-    way: int = typer.Option(D.way, help="classes per episode (default: the run's training way; --model otam: 5, or "
-                                        "the split's classes when fewer)"),
-    shot: int = typer.Option(D.shot, help="support videos per class (default: the run's training shot; otam: 1)"),
+    way: int = typer.Option(D.way, help="classes per episode [default: the run's training way; --model otam: 5, "
+                                        "or the split's classes when fewer]"),
+    shot: int = typer.Option(D.shot, help="support videos per class [default: the run's training shot; otam: 1]"),
     queries: int = typer.Option(D.queries, help="query videos per class"),
     episodes: int = typer.Option(D.episodes), seed: int = typer.Option(D.seed),
     batch_episodes: int = typer.Option(D.batch_episodes),

@@ -163,6 +163,7 @@ REQUIRED = {
     "extract": ["--dataset", "toy"], "predict": ["--support", "{support}"], "report": ["--run", "{support}"],
     "ablate": ["--dataset", "x", "--table", "3"], "check-data": ["--dataset", "small", "--root", "{root}",
                                                                  "--splits", "{splits}"],
+    "splits": ["--root", "{support}", "--out", "{support}/splits"],
 }
 # numeric options whose allowed values are a short list, checked with that list's message
 CHOICE_OPTIONS = {("ablate", "--table"): "--table -7: the paper's ablation tables are"}

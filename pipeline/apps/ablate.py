@@ -28,9 +28,9 @@ from mdmf.pipeline.apps.ablate_output import to_markdown
 from mdmf.pipeline.apps.compare import TEST_NAME, paired_difference, per_episode_accuracy
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, RATE, WAY, check_ranges
 from mdmf.pipeline.evaluate.episodic import EvalConfig, write_result
 from mdmf.pipeline.features.store import find_store, is_store, stores_beside
-from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, RATE, WAY, check_ranges
 from mdmf.pipeline.runs import RunDir
 from mdmf.pipeline.train.loop import TrainConfig, train
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, check_ranges
 from mdmf.config import ModelConfig
+from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, check_ranges
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
 from mdmf.pipeline.features.extract import run_extract
 from mdmf.pipeline.features.recipe import ExtractConfig

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from mdmf.pipeline.core import isolation
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.core.limits import COUNT, check_ranges
 from mdmf.pipeline.core.isolation import CRASHED
+from mdmf.pipeline.core.limits import COUNT, check_ranges
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.data.decode import VideoReadError, clean_reason, open_video, read_frames
 from mdmf.pipeline.data.splits import DatasetInfo, DatasetSplits, SplitEntry, expected_location, resolve_video

@@ -21,8 +21,8 @@ import open_clip
 import torch
 
 from mdmf.pipeline.core.errors import MdmfError
-from mdmf.pipeline.core.paths import local_path
 from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, Range, check_preset_ranges, check_ranges
+from mdmf.pipeline.core.paths import local_path
 from mdmf.pipeline.core.presets import load_preset
 from mdmf.pipeline.data.datasets import default_backbone, default_store_path, load_dataset
 from mdmf.pipeline.data.decode import reader_identity
