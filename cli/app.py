@@ -1,6 +1,7 @@
 """The typer application object; command modules register themselves on it."""
 
 import typer
+from typer.core import TyperCommand
 
 app = typer.Typer(
     name="mdmf",
@@ -8,7 +9,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: rich's would read brackets in help texts as markup ('mdmf[tensorboard]', '[default: 8]'
+    # vanished), print <bool> after every flag and fold the options into a three-column box
+    rich_markup_mode=None,
 )
+
+
+class Command(TyperCommand):
+    """A command whose usage line names its arguments as click does (`PATH`, `[VIDEO]...`); typer's own line
+    writes a required one as `{PATH}` and wraps a metavar given with brackets again. For commands that take
+    arguments: `@app.command("name", cls=Command)`."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
+        return pieces
 
 
 def _print_version(value: bool) -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
+from mdmf.cli.app import Command, app, check_json_target, human_console, json_option, write_json
 
 cache_app = typer.Typer(help="Inspect and export feature stores.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 
-@cache_app.command("info")
-def info(path: Path = typer.Argument(..., help="store folder"),
+@cache_app.command("info", cls=Command)
+def info(path: Path = typer.Argument(..., metavar="PATH", help="store folder"),
          json_path: str = json_option("what the store holds")) -> None:
     """What a store holds: backbone, weights hash, sampling, counts per split (all shards), failures."""
     from mdmf.pipeline.features.store import FeatureStore, store_info
@@ -26,8 +26,8 @@ def info(path: Path = typer.Argument(..., help="store folder"),
     print_store_info(data, human_console(json_path))
 
 
-@cache_app.command("export")
-def export(path: Path = typer.Argument(..., help="store folder"),
+@cache_app.command("export", cls=Command)
+def export(path: Path = typer.Argument(..., metavar="PATH", help="store folder"),
            to: Path = typer.Option(..., "--to", help="the HDF5 file to write (an earlier export is replaced)"),
            force: bool = typer.Option(False, "--force", help="replace --to even if it is not an earlier export")) -> None:
     """Write an HDF5 copy of a store (h5py), for tools that read HDF5."""
@@ -37,8 +37,8 @@ def export(path: Path = typer.Argument(..., help="store folder"),
     Console().print(f"wrote {out}")
 
 
-@cache_app.command("verify")
-def verify(path: Path = typer.Argument(..., help="store folder"),
+@cache_app.command("verify", cls=Command)
+def verify(path: Path = typer.Argument(..., metavar="PATH", help="store folder"),
            repair: bool = typer.Option(False, "--repair", help="mark damaged units pending: `mdmf extract` (the "
                                                                "same command) then redoes exactly those"),
            record: bool = typer.Option(False, "--record", help="a store made before digests: record digests of its "

@@ -22,22 +22,24 @@ D = {name: p.default for name, p in inspect.signature(run_check).parameters.item
 def check_data(
     dataset: str = typer.Option(..., help=f"{', '.join(KNOWN_DATASETS)}, or your own name with --splits"),
     root: Path = typer.Option(..., help="folder holding the videos"),
-    splits: Path = typer.Option(None, help="folder of split files (default: the shipped splits/<dataset>; toy: <root>/splits)"),
-    split: list[str] = typer.Option(None, help="only these splits (repeatable; default: all in the splits folder)"),
+    splits: Path = typer.Option(None, help="folder of split files [default: the shipped splits/<dataset>; toy: <root>/splits]"),
+    split: list[str] = typer.Option(None, metavar="NAME", help="only these splits (repeatable) [default: all in the splits folder]"),
     json_path: str = json_option("the report"),
     workers: int = typer.Option(D["workers"], help="videos opened in parallel"),
-    way: int = typer.Option(None, help="check the splits hold episodes of this way (default: as `mdmf train` "
-                                       "chooses: 5, or the train split's classes when fewer)"),
+    way: int = typer.Option(None, help="check the splits hold episodes of this way [default: as `mdmf train` "
+                                       "chooses: 5, or the train split's classes when fewer]"),
     shot: int = typer.Option(1, help="... and this shot"),
-    queries: int = typer.Option(None, help="... and these training queries per class (default as `mdmf train`)"),
+    queries: int = typer.Option(None, help="... and these training queries per class [default: as `mdmf train`]"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Find every listed video under --root and read it as extraction does; exit 1 if any is missing or unreadable."""
     from mdmf.pipeline.core.errors import MdmfError
+    from mdmf.pipeline.core.limits import EPISODES, check_ranges
     from mdmf.pipeline.core.progress import progress_note
     from mdmf.pipeline.data.splits import load_splits, splits_dir
     from mdmf.pipeline.episodes.sampler import fit_summary, split_fits
 
+    check_ranges({"way": way, "shot": shot, "queries": queries}, EPISODES)  # CLI-only: split_fits' episode
     check_json_target(json_path)
     if not root.is_dir():
         raise MdmfError(f"--root {root}: no such folder; point it at the folder that holds the {dataset} videos")

@@ -31,21 +31,21 @@ def compare(
     run: list[Path] = typer.Option([], help="a run folder of `mdmf train` or `mdmf import` (repeatable)"),
     model: list[str] = typer.Option([], help="an untrained model evaluated on the store's features, e.g. otam "
                                              "(repeatable)"),
-    cache: Path = typer.Option(None, help="the store every method is evaluated on (default: the first run's; its "
-                                          "runs must all have been trained on it, and e2e runs are evaluated on "
-                                          "the same videos re-extracted with their encoder)"),
+    cache: Path = typer.Option(None, help="the store every method is evaluated on (its runs must all have been "
+                                          "trained on it, and e2e runs are evaluated on the same videos "
+                                          "re-extracted with their encoder) [default: the first run's]"),
     dataset: str = typer.Option(None, help="with only --model: the dataset whose default store to use"),
     backbone: str = typer.Option(None, help="backbone part of the default store path"),
     baseline: str = typer.Option(None, help="the method the differences are taken to (a run folder's name or a "
-                                            "model's; default: the first --model, else the first --run)"),
+                                            "model's) [default: the first --model, else the first --run]"),
     split: str = typer.Option(CompareConfig.split), way: int = typer.Option(D.way), shot: int = typer.Option(D.shot),
     queries: int = typer.Option(D.queries, help="query videos per class"),
     episodes: int = typer.Option(D.episodes), seed: int = typer.Option(D.seed),
     batch_episodes: int = typer.Option(D.batch_episodes),
-    out: Path = typer.Option(None, help="path stem of the .json and .md written (default: "
-                                        "runs/compare-<split>_<way>w<shot>s_seed<seed>)"),
-    root: Path = typer.Option(None, help="e2e runs: folder of the videos (default: where the store was extracted "
-                                         "from); their split is re-extracted with the run's encoder"),
+    out: Path = typer.Option(None, help="path stem of the .json and .md written [default: "
+                                        "runs/compare-<split>_<way>w<shot>s_seed<seed>]"),
+    root: Path = typer.Option(None, help="e2e runs: folder of the videos; their split is re-extracted with the "
+                                         "run's encoder [default: where the store was extracted from]"),
     json_path: str = json_option("the comparison (with per-episode accuracies)"),
     device: str = typer.Option(D.device), quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:

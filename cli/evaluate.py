@@ -17,17 +17,17 @@ D = EvalRequest  # the defaults: one value, in the dataclass the command fills
 def eval_(
     run: Path = typer.Option(None, help="a run folder of `mdmf train` (uses its best checkpoint and its store)"),
     dataset: str = typer.Option(None, help="with --model otam: the dataset whose store to use (its only one)"),
-    cache: Path = typer.Option(None, help="feature store (default: the run's store, or the dataset's only store)"),
+    cache: Path = typer.Option(None, help="feature store [default: the run's store, or the dataset's only store]"),
     cross_dataset: bool = typer.Option(False, help="with --cache: use the run's heads on another dataset's store "
                                                    "(same encoder and frames; another encoder is always refused)"),
     backbone: str = typer.Option(None, help="the store cache/<dataset>/<backbone>, when the dataset has several"),
     model: str = typer.Option(None, help=f"evaluate an untrained model instead of a run: {', '.join(untrained_models())}"),
-    out: Path = typer.Option(None, help="folder for the result files (default: <run>/eval; with --model NAME "
-                                        "runs/baselines/<dataset>-<backbone>-NAME/eval)"),
+    out: Path = typer.Option(None, help="folder for the result files [default: <run>/eval; with --model NAME "
+                                        "runs/baselines/<dataset>-<backbone>-NAME/eval]"),
     split: str = typer.Option(D.split, help="split to evaluate on"),
-    way: int = typer.Option(D.way, help="classes per episode (default: the run's training way; --model otam: 5, or "
-                                        "the split's classes when fewer)"),
-    shot: int = typer.Option(D.shot, help="support videos per class (default: the run's training shot; otam: 1)"),
+    way: int = typer.Option(D.way, help="classes per episode [default: the run's training way; --model otam: 5, "
+                                        "or the split's classes when fewer]"),
+    shot: int = typer.Option(D.shot, help="support videos per class [default: the run's training shot; otam: 1]"),
     queries: int = typer.Option(D.queries, help="query videos per class"),
     episodes: int = typer.Option(D.episodes), seed: int = typer.Option(D.seed),
     batch_episodes: int = typer.Option(D.batch_episodes),
@@ -36,7 +36,7 @@ def eval_(
                                     "episode; slow, for checking: the same predictions)"),
     from_frames: bool = typer.Option(D.from_frames, help="e2e run: encode the split's frames directly instead of "
                                                          "re-extracting a store"),
-    root: Path = typer.Option(None, help="e2e run: folder of the videos (default: where the store was extracted from)"),
+    root: Path = typer.Option(None, help="e2e run: folder of the videos [default: where the store was extracted from]"),
     workers: int = typer.Option(D.workers, help="e2e run: decoding processes"),
     json_path: str = json_option("the result"),
     device: str = typer.Option(D.device), quiet: bool = typer.Option(False),

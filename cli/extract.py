@@ -14,11 +14,11 @@ from mdmf.pipeline.data.splits import KNOWN_DATASETS
 @app.command("extract")
 def extract(
     dataset: str = typer.Option(..., help=f"{', '.join(KNOWN_DATASETS)}, or your own name with --splits"),
-    root: Path = typer.Option(None, help="folder holding the videos (toy: generated here, default data/toy)"),
-    splits: Path = typer.Option(None, help="folder of split files (default: the shipped splits/<dataset>)"),
-    out: Path = typer.Option(None, help="store path (default cache/<dataset>/<backbone>)"),
-    backbone: str = typer.Option(None, help="tiny, RN50, ViT-B-16 or an open_clip name (default: tiny for toy, else RN50)"),
-    weights: str = typer.Option(None, help="openai (open_clip cache), an open_clip tag, a local file, or random"),
+    root: Path = typer.Option(None, help="folder holding the videos (toy: generated there) [default: data/toy for toy]"),
+    splits: Path = typer.Option(None, help="folder of split files [default: the shipped splits/<dataset>]"),
+    out: Path = typer.Option(None, help="store path [default: cache/<dataset>/<backbone>]"),
+    backbone: str = typer.Option(None, help="tiny, RN50, ViT-B-16 or an open_clip name [default: tiny for toy, else RN50]"),
+    weights: str = typer.Option(None, help="openai (open_clip cache), an open_clip tag, a local file, or random [default: the backbone's own: openai, the shipped file for tiny]"),
     frames: int = typer.Option(None, help="frames sampled per video (T) [default: 8]"),
     train_views: int = typer.Option(None, help="augmented samplings per train video [default: 2]"),
     seed: int = typer.Option(None, help="seed of the train augmentation [default: 0]"),
@@ -32,7 +32,7 @@ def extract(
                                         "at test) [default: tsn]"),
     preset: str = typer.Option(None, help="a shipped preset (reference) or a JSON file: its extract section sets "
                                           "these options; options given here override it"),
-    split: list[str] = typer.Option(None, help="splits to extract (repeatable) [default: train, val, test]"),
+    split: list[str] = typer.Option(None, metavar="NAME", help="splits to extract (repeatable) [default: train, val, test]"),
     save_frames: bool = typer.Option(None, "--save-frames/--no-save-frames",
                                      help="also store the cropped uint8 frames (for e2e training) [default: no]"),
     chunk_videos: int = typer.Option(None, help="videos per store chunk = unit of resumable work [default: 16]"),

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from mdmf.cli.app import app, check_json_target, human_console, json_option, write_json
+from mdmf.cli.app import Command, app, check_json_target, human_console, json_option, write_json
 
 
-@app.command("import")
+@app.command("import", cls=Command)
 def import_(
     checkpoint: Path = typer.Argument(..., help="a checkpoint saved by the CLIP-FSAR or CLIP-MDMF code (.pyth, .pt)"),
     out: Path = typer.Option(..., help="the run folder to write (runs/<name>)"),

@@ -12,13 +12,13 @@ from mdmf.cli.app import app
 @app.command("report")
 def report(
     run: Path = typer.Option(..., help="a run folder of `mdmf train`"),
-    out: Path = typer.Option(None, help="where to write (default <run>/report)"),
-    cache: Path = typer.Option(None, help="feature store (default: the one recorded in the run)"),
+    out: Path = typer.Option(None, help="where to write [default: <run>/report]"),
+    cache: Path = typer.Option(None, help="feature store [default: the one recorded in the run]"),
     cross_dataset: bool = typer.Option(False, help="with --cache: use the run's heads on another dataset's store "
                                                    "(same encoder and frames; another encoder is always refused)"),
     split: str = typer.Option("test", help="split for accuracy, confusion, t-SNE and attention"),
-    way: int = typer.Option(None, help="default: the run's training way"),
-    shot: int = typer.Option(None, help="default: the run's training shot"),
+    way: int = typer.Option(None, help="classes per episode [default: the run's training way]"),
+    shot: int = typer.Option(None, help="support videos per class [default: the run's training shot]"),
     episodes: int = typer.Option(10_000, help="episodes to evaluate, as `mdmf eval` (its eval JSON of the run, newer than best.pt, is reused whatever its count)"),
     seed: int = typer.Option(0, help="episode seed"),
     reuse_eval: bool = typer.Option(True, "--reuse-eval/--no-reuse-eval",

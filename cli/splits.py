@@ -26,6 +26,9 @@ def splits(
     force: bool = typer.Option(D["force"], help="replace split files already in --out"),
 ) -> None:
     """Divide the classes of --root into train/val/test (seeded) and write the split files check-data reads."""
+    from mdmf.pipeline.core.limits import NONNEGATIVE, check_ranges
+
+    check_ranges({"seed": seed}, {"seed": NONNEGATIVE})
     chosen = make_splits(root, out, val=val, test=test, seed=seed, flip=flip, force=force)
     console = Console()
     for split, classes in chosen.items():

@@ -180,10 +180,8 @@ class ModelConfig:
         """Raise `ValueError` naming the field, the value and what is allowed."""
         for f in dataclasses.fields(self):
             _check_type(f.name, f.type, getattr(self, f.name))
-        for name, allowed in {"name": model_names(), **CHOICES}.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"ModelConfig.{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        for name, allowed in _choices().items():
+            _check_choice(name, getattr(self, name), allowed)
         _require(self.dim >= 1, "dim", self.dim, "a positive integer")
         _require(self.frames >= 1, "frames", self.frames, "a positive integer")
         _require(self.heads >= 1 and self.dim % self.heads == 0, "heads", self.heads,
@@ -237,11 +235,20 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild a config from `to_dict` output (or a subset of overrides); unknown keys are an error."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {', '.join(known)}")
+        _check_known(cls, data)
         return cls(**data)
+
+    @classmethod
+    def check_overrides(cls, data: dict[str, Any]) -> None:
+        """Raise `ValueError` for an unknown key, a value of the wrong type or a choice not allowed in `data`, a
+        subset of overrides (a preset's model section, `--set`): what can be said before D and T (the store's) are
+        known; `validate` checks the rest when the config is built."""
+        _check_known(cls, data)
+        types, choices = {f.name: f.type for f in dataclasses.fields(cls)}, _choices()
+        for name, value in data.items():
+            _check_type(name, types[name], tuple(value) if isinstance(value, list) else value)
+            if name in choices:
+                _check_choice(name, value, choices[name])
 
     @classmethod
     def from_saved(cls, data: dict[str, Any]) -> ModelConfig:
@@ -263,6 +270,23 @@ def model_names() -> tuple[str, ...]:
     from mdmf.registry import MODELS
 
     return tuple(MODELS)
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Every string field's allowed values: `CHOICES` and the registered model names."""
+    return {"name": model_names(), **CHOICES}
+
+
+def _check_known(cls, data: dict[str, Any]) -> None:
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {', '.join(known)}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"ModelConfig.{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
 def _require(ok: bool, name: str, value: Any, what: str) -> None:

@@ -105,9 +105,11 @@ def test_every_cli_default_is_the_python_default():
             if field is None or field not in python or param.name == "help":
                 continue
             want, have = _norm(python[field]), _norm(param.default)
-            if have is None and want is not None:  # filled from a preset or the dataclass: the help must say the same
+            if have is None and want is not None:  # filled from a preset or the dataclass: the help must say it
                 stated = _stated(param.help or "")
-                if stated is not None and not _says(stated, want):
+                if stated is None:
+                    wrong.append(f"mdmf {name} --{param.name}: help states no default, Python default {want!r}")
+                elif not _says(stated, want):
                     wrong.append(f"mdmf {name} --{param.name}: help says [{stated}], Python default {want!r}")
                 continue
             checked += 1

@@ -28,6 +28,7 @@ from mdmf.pipeline.apps.ablate_output import to_markdown
 from mdmf.pipeline.apps.compare import TEST_NAME, paired_difference, per_episode_accuracy
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, RATE, WAY, check_ranges
 from mdmf.pipeline.evaluate.episodic import EvalConfig, write_result
 from mdmf.pipeline.features.store import find_store, is_store, stores_beside
 from mdmf.pipeline.runs import RunDir
@@ -56,6 +57,11 @@ def load_table(table: int) -> tuple[dict, list[AblationCell]]:
     return {k: v for k, v in data.items() if k != "cells"}, cells
 
 
+# The allowed values of AblateConfig's numeric settings (`mdmf.pipeline.core.limits`); None: not given.
+ABLATE_RANGES = {"shot": COUNT, "way": WAY, "steps": COUNT, "episodes": COUNT, "seed": NONNEGATIVE, "val_every": COUNT,
+                 "val_episodes": COUNT, "episodes_per_step": COUNT, "lr": RATE}
+
+
 @dataclass
 class AblateConfig:
     dataset: str
@@ -76,6 +82,13 @@ class AblateConfig:
     baseline: str | None = None  # the cell the paired differences are taken to (None: the first cell shown)
     device: str = "auto"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a numeric setting out of its range (`ABLATE_RANGES`) in one line, before any work."""
+        check_ranges(self, ABLATE_RANGES)
 
     def store(self) -> Path:
         if self.cache:

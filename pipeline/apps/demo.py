@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mdmf.config import ModelConfig
+from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, check_ranges
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split, write_result
 from mdmf.pipeline.features.extract import run_extract
 from mdmf.pipeline.features.recipe import ExtractConfig
@@ -27,6 +28,11 @@ from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.runs import RunDir
 from mdmf.pipeline.train.loop import TrainConfig, train
 from mdmf.registry import build_model
+
+
+
+# The allowed values of DemoConfig's numeric settings (`mdmf.pipeline.core.limits`); None: not given.
+DEMO_RANGES = {"steps": COUNT, "shots": COUNT, "episodes": COUNT, "seed": NONNEGATIVE, "workers": NONNEGATIVE}
 
 
 @dataclass
@@ -40,6 +46,13 @@ class DemoConfig:
     seed: int = 0
     workers: int = 2
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a numeric setting out of its range (`DEMO_RANGES`) in one line, before any work."""
+        check_ranges(self, DEMO_RANGES)
 
     @property
     def suffix(self) -> str:

@@ -15,9 +15,10 @@ from mdmf.config import ModelConfig
 from mdmf.pipeline.apps.e2e_eval import evaluate_run_cached, evaluate_run_from_frames
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.limits import NONNEGATIVE, check_ranges
 from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.episodes.sampler import EpisodeSpec, check_episodes_fit, fitted_episode
-from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate_split, write_result
+from mdmf.pipeline.evaluate.episodic import EPISODE_RANGES, EvalConfig, EvalResult, evaluate_split, write_result
 from mdmf.pipeline.features.store import FeatureStore, find_store
 from mdmf.pipeline.runs import RunDir
 from mdmf.registry import MODELS, build_model, untrained_models
@@ -48,6 +49,14 @@ class EvalRequest:
     workers: int = 2  # e2e run: decoding processes
     device: str = EvalConfig.device
     progress: bool = EvalConfig.progress
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a numeric setting out of its range in one line, before any file (the episode settings: EvalConfig's
+        ranges)."""
+        check_ranges(self, {**EPISODE_RANGES, "workers": NONNEGATIVE})
 
 
 def evaluate_request(req: EvalRequest) -> tuple[EvalResult, Path, str]:

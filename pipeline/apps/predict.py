@@ -20,6 +20,7 @@ import torch
 from mdmf.config import ModelConfig
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, check_ranges
 from mdmf.pipeline.core.progress import foreign_logs, progress_bar, progress_note
 from mdmf.pipeline.features.recipe import EncodeRecipe
 from mdmf.pipeline.features.video_encoder import VideoEncoder
@@ -27,6 +28,10 @@ from mdmf.pipeline.runs import RunDir
 from mdmf.registry import build_model
 
 MAX_SHOT = 5  # the paper's (and this toolkit's) largest shot
+
+
+# The allowed values of PredictConfig's numeric settings (`mdmf.pipeline.core.limits`); None: not given.
+PREDICT_RANGES = {"frames": COUNT, "seed": NONNEGATIVE, "batch_frames": COUNT}
 
 
 @dataclass
@@ -44,6 +49,13 @@ class PredictConfig:
     device: str = "auto"
     batch_frames: int = 256
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a numeric setting out of its range (`PREDICT_RANGES`) in one line, before any work."""
+        check_ranges(self, PREDICT_RANGES)
 
 
 @dataclass

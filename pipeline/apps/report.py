@@ -27,12 +27,18 @@ from mdmf.pipeline.apps.report_summary import write_summary
 from mdmf.pipeline.apps.tsne import choose_backend, embed
 from mdmf.pipeline.core.devices import resolve_device
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, WAY, check_ranges
 from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.evaluate.episodic import EvalConfig, EvalResult, evaluate, write_result
 from mdmf.pipeline.evaluate.predictions import predict_episodes, predictions_of
 from mdmf.pipeline.runs import RunDir
 from mdmf.registry import build_model
+
+
+# The allowed values of ReportConfig's numeric settings (`mdmf.pipeline.core.limits`); None: not given.
+REPORT_RANGES = {"way": WAY, "shot": COUNT, "episodes": COUNT, "seed": NONNEGATIVE, "tsne_classes": COUNT,
+                 "tsne_per_class": COUNT, "tsne_iterations": COUNT, "attention_examples": NONNEGATIVE}
 
 
 @dataclass
@@ -54,6 +60,13 @@ class ReportConfig:
     attention_examples: int = 2  # correctly and wrongly classified queries in turn
     device: str = "auto"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a numeric setting out of its range (`REPORT_RANGES`) in one line, before any work."""
+        check_ranges(self, REPORT_RANGES)
 
 
 def _evaluation(model, store, data, cfg: ReportConfig, way: int, shot: int, out: Path, run: RunDir, device: str):

@@ -24,6 +24,7 @@ from pathlib import Path
 from mdmf.pipeline.core import isolation
 from mdmf.pipeline.core.errors import MdmfError
 from mdmf.pipeline.core.isolation import CRASHED
+from mdmf.pipeline.core.limits import COUNT, check_ranges
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.data.decode import VideoReadError, clean_reason, open_video, read_frames
 from mdmf.pipeline.data.splits import DatasetInfo, DatasetSplits, SplitEntry, expected_location, resolve_video
@@ -114,8 +115,7 @@ def check_data(splits: DatasetSplits, root: Path, workers: int = 2, progress: bo
     root = Path(root)
     if not root.is_dir():
         raise MdmfError(f"--root {root}: no such folder; point it at the folder that holds the {splits.name} videos")
-    if workers < 1:
-        raise MdmfError(f"--workers {workers}: need at least 1")
+    check_ranges({"workers": workers}, {"workers": COUNT})
     names = list(split_names) if split_names else list(splits.entries)
     for name in names:
         if name not in splits.entries:

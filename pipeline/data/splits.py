@@ -137,7 +137,9 @@ def load_splits(directory: str | Path) -> DatasetSplits:
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     """(line number from 1, text) of the lines that are not empty or `#` comments."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first line; CRLF line ends
+        # are read as line ends by the text mode's universal newlines
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise MdmfError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
@@ -200,7 +202,7 @@ def _read_info(path: Path) -> DatasetInfo:
     if not path.exists():  # a dataset in one step: the defaults, said once by the command (`defaults_note`)
         return DatasetInfo(name=path.parent.name, layout="auto", flip=True, written=False)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is not JSON
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise MdmfError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(raw, dict):

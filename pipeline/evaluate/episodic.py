@@ -15,9 +15,15 @@ import numpy as np
 import torch
 
 from mdmf.pipeline.core.devices import resolve_device
+from mdmf.pipeline.core.limits import COUNT, EPISODES, NONNEGATIVE, check_ranges
 from mdmf.pipeline.core.progress import progress_bar
 from mdmf.pipeline.episodes.sampler import EpisodeBatch, EpisodeSampler, EpisodeSpec
 from mdmf.pipeline.episodes.scoring import naive_logits, reused_logits
+
+
+# The allowed values of EvalConfig's numeric settings (`mdmf.pipeline.core.limits`); None: the default.
+EPISODE_RANGES = {**EPISODES, "episodes": COUNT, "seed": NONNEGATIVE, "batch_episodes": COUNT}  # as EvalRequest's
+EVAL_RANGES = {**EPISODE_RANGES, "batch_videos": COUNT, "score_episodes": COUNT}
 
 
 @dataclass
@@ -34,6 +40,13 @@ class EvalConfig:
     device: str = "auto"  # as --device everywhere (core/devices.resolve_device): auto = this rank's GPU, else the CPU
     progress: bool = True
     keep_predictions: bool = False  # EvalResult.predictions / prompt_classes: per query (for reports, not in JSON)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a numeric setting out of its range (`EVAL_RANGES`) in one line, before any episode."""
+        check_ranges(self, EVAL_RANGES)
 
 
 @dataclass

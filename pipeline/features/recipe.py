@@ -21,6 +21,7 @@ import open_clip
 import torch
 
 from mdmf.pipeline.core.errors import MdmfError
+from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, Range, check_preset_ranges, check_ranges
 from mdmf.pipeline.core.paths import local_path
 from mdmf.pipeline.core.presets import load_preset
 from mdmf.pipeline.data.datasets import default_backbone, default_store_path, load_dataset
@@ -60,6 +61,12 @@ SAMPLING_DESCRIPTIONS = {  # the identity's readable "sampling" entry (the tsn o
 }
 
 
+# The allowed values of ExtractConfig's numeric settings (`mdmf.pipeline.core.limits`). resize_ratio: the short side
+# is resized to S·ratio before the S×S crop, so at least S.
+EXTRACT_RANGES = {"frames": COUNT, "train_views": COUNT, "seed": NONNEGATIVE, "resize_ratio": Range(1, real=True),
+                  "chunk_videos": COUNT, "workers": NONNEGATIVE, "batch_frames": COUNT}
+
+
 @dataclass
 class ExtractConfig:
     """Everything `mdmf extract` is told. The `identity()` part decides the stored numbers and is checked on resume."""
@@ -92,6 +99,11 @@ class ExtractConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a choice or a numeric setting out of its range (`EXTRACT_RANGES`) in one line, before any file."""
+        check_ranges(self, EXTRACT_RANGES)
         for name, allowed in (("frame_sampling", FRAME_SAMPLINGS), ("normalize", NORMALIZATIONS), ("crop", CROPS)):
             if getattr(self, name) not in allowed:
                 raise MdmfError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
@@ -155,6 +167,7 @@ def extract_config(preset: str | None = None, **given) -> ExtractConfig:
         if unknown:
             raise MdmfError(f"--preset {preset}: unknown extract settings {unknown}; the extract section takes "
                             f"{', '.join(sorted(known))}")
+        check_preset_ranges(preset, "extract", values, EXTRACT_RANGES)
         for name in ("splits", "shard"):
             if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])

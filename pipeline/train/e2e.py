@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
+from mdmf.pipeline.core.limits import COUNT, NONNEGATIVE, NONNEGATIVE_REAL, RATE, check_ranges
 from mdmf.pipeline.features.frames import AUGMENTS, SOURCES, encode_videos, loader
 from mdmf.pipeline.features.recipe import frame_source, load_store_backbone, preprocessor_of, split_videos
 from mdmf.pipeline.features.store import SplitFeatures
@@ -39,6 +40,11 @@ from mdmf.visual_encoder import VisualEncoder
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 BN_MODES = ("frozen", "train")
+
+
+# The allowed values of E2EConfig's numeric settings (`mdmf.pipeline.core.limits`).
+E2E_RANGES = {"backbone_lr": RATE, "backbone_weight_decay": NONNEGATIVE_REAL, "workers": NONNEGATIVE,
+              "val_batch_videos": COUNT, "frames": COUNT}
 
 
 @dataclass
@@ -59,6 +65,11 @@ class E2EConfig:
     frames: int | None = None
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a choice or a numeric setting out of its range (`E2E_RANGES`) in one line, before any work."""
+        check_ranges(self, E2E_RANGES)
         for name, allowed in (("frames_from", SOURCES), ("augment", AUGMENTS), ("amp", AMP_MODES), ("bn", BN_MODES)):
             if getattr(self, name) not in allowed:
                 raise MdmfError(f"e2e setting {name}={getattr(self, name)!r}: use one of {', '.join(allowed)}")

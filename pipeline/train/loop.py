@@ -32,6 +32,8 @@ from mdmf.pipeline.core import distributed
 from mdmf.pipeline.core.checkpoint import load_checkpoint, save_atomic
 from mdmf.pipeline.core.errors import MdmfError, dataclass_from_dict
 from mdmf.pipeline.core.interrupt import DeferredInterrupt
+from mdmf.pipeline.core.limits import (COUNT, EPISODES, NONNEGATIVE, NONNEGATIVE_REAL, RATE, check_preset_ranges,
+                                       check_ranges)
 from mdmf.pipeline.core.paths import check_writable, file_system_errors
 from mdmf.pipeline.core.presets import Preset, load_preset, store_differences
 from mdmf.pipeline.core.progress import progress_bar, progress_note
@@ -40,7 +42,7 @@ from mdmf.pipeline.episodes.sampler import (EpisodeBatch, EpisodeSampler, Episod
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate
 from mdmf.pipeline.features.store import FeatureStore
 from mdmf.pipeline.runs import RunDir, saved_model_config
-from mdmf.pipeline.train.e2e import E2EConfig, FrameInput
+from mdmf.pipeline.train.e2e import E2E_RANGES, E2EConfig, FrameInput
 from mdmf.pipeline.train.inputs import CachedFeatures, EpisodeInput
 from mdmf.pipeline.train.tracking import Trackers, check_trackers, open_trackers, tracker_names
 from mdmf.registry import build_model
@@ -84,6 +86,13 @@ def fit_to_world(stage: str, episodes_per_step: int | None, batch_episodes: int 
     return episodes_per_step, batch_episodes
 
 
+# The allowed values of TrainConfig's numeric settings (`mdmf.pipeline.core.limits`); None: not given, the default.
+TRAIN_RANGES = {**EPISODES, "steps": COUNT, "episodes_per_step": COUNT, "batch_episodes": COUNT, "lr": RATE,
+                "weight_decay": NONNEGATIVE_REAL, "lr_steps": COUNT, "lr_factors": RATE, "warmup_steps": NONNEGATIVE,
+                "warmup_start_lr": NONNEGATIVE_REAL, "grad_clip": RATE, "val_every": COUNT, "val_episodes": COUNT,
+                "val_shot": COUNT, "seed": NONNEGATIVE, "threads": COUNT}
+
+
 @dataclass
 class TrainConfig:
     stage: str = "head"
@@ -125,10 +134,7 @@ class TrainConfig:
     log: tuple[str, ...] = ()  # trackers beside metrics.jsonl: csv, tensorboard, wandb (train.tracking); rank 0
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise MdmfError(f"--stage {self.stage}: use one of {', '.join(STAGES)}")
-        if self.val not in VAL_CHOICES:
-            raise MdmfError(f"--val {self.val}: use one of {', '.join(VAL_CHOICES)}")
+        self.validate()
         if isinstance(self.e2e, dict):
             self.e2e = E2EConfig.from_dict(self.e2e)
         if self.stage == "e2e" and self.e2e is None:
@@ -144,8 +150,16 @@ class TrainConfig:
             if len(self.lr_factors) != len(self.lr_steps) + 1 or list(self.lr_steps) != sorted(set(self.lr_steps)):
                 raise MdmfError(f"learning-rate schedule: lr_steps {list(self.lr_steps)} must be increasing steps "
                                 f"and lr_factors {list(self.lr_factors)} one factor more than lr_steps")
-        if self.warmup_steps < 0 or (self.warmup_steps and self.warmup_start_lr is None):
-            raise MdmfError("warm-up: give warmup_steps >= 0 and, with warmup_steps > 0, warmup_start_lr")
+        if self.warmup_steps and self.warmup_start_lr is None:
+            raise MdmfError("warm-up: with warmup_steps > 0, give warmup_start_lr (the heads' lr at step 0)")
+
+    def validate(self) -> None:
+        """Refuse a stage or a numeric setting out of its range (`TRAIN_RANGES`) in one line, before any work."""
+        if self.stage not in STAGES:
+            raise MdmfError(f"--stage {self.stage}: use one of {', '.join(STAGES)}")
+        if self.val not in VAL_CHOICES:
+            raise MdmfError(f"--val {self.val}: use one of {', '.join(VAL_CHOICES)}")
+        check_ranges(self, TRAIN_RANGES)
 
     def lr_factor(self, step: int) -> float:
         """The factor on every group's lr for optimizer step `step` (0-based): the step schedule, with the warm-up
@@ -172,6 +186,11 @@ def build_train_config(preset: str | None, given: dict, model: dict, e2e: dict |
     p = load_preset(preset) if preset else Preset(name="")
     train = dict(p.train)
     e2e_preset = train.pop("e2e", {})
+    check_preset_ranges(preset, "train", train, TRAIN_RANGES)  # before a preset value is used (batch_episodes)
+    check_preset_ranges(preset, "train.e2e", e2e_preset, E2E_RANGES)
+    check_ranges(e2e or {}, E2E_RANGES)  # given for --stage head too: refused there as well, not silently ignored
+    _check_model_overrides(f"--preset {preset}: model", p.model)
+    _check_model_overrides("--set", model)
     merged = {**train, **given, "model": {**p.model, **model}}
     if "batch_episodes" in train and "batch_episodes" not in given:  # a preset's pass size: at most that, fitted
         merged["batch_episodes"] = fit_to_world(merged["stage"], merged.get("episodes_per_step"), None,
@@ -205,6 +224,17 @@ def settle_episodes(cfg: TrainConfig, store: FeatureStore | None = None) -> list
     if cfg.val == "val":
         check_episodes_fit(store.labels("val"), EpisodeSpec(cfg.way, cfg.val_shot or cfg.shot, 1), "val")
     return notes
+
+
+def _check_model_overrides(where: str, values: dict) -> None:
+    """Model settings' names, types and choices, said before any work (their ranges against the store's D and T
+    when the heads are built: `build_head`)."""
+    from mdmf.config import ModelConfig
+
+    try:
+        ModelConfig.check_overrides(values)
+    except ValueError as err:
+        raise MdmfError(f"{where}: {err}") from None
 
 
 def preset_warnings(preset: str | None, store_path: str | Path) -> list[str]:
@@ -303,6 +333,7 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None) -> d
         state = None
     if steps is not None:
         cfg.steps = steps
+        cfg.validate()
     check_trackers(cfg.log)  # a missing package is said before the run starts
     check_writable(run.path, "--runs")  # a file in the way, a read-only disk: said before any work
     ctx = distributed.setup(cfg.device)
