@@ -326,3 +326,14 @@ class FewShotMethod(nn.Module, abc.ABC):
     def check_role(role: str) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+
+
+class EncodedTokens:
+    """Mixin for a head without prompt fusion whose `encode` already gives the tokens it compares: `fuse` hands them
+    on unchanged, for both roles (put it before `FewShotMethod` in the bases)."""
+
+    def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
+             role: str) -> dict[str, torch.Tensor]:
+        """No prompts, no fusion: the tokens of `encode`, for both roles."""
+        self.check_role(role)
+        return dict(encoded)

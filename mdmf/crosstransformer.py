@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mdmf.base import FewShotMethod, Scores
+from mdmf.base import EncodedTokens, FewShotMethod, Scores
 from mdmf.config import ModelConfig
 
 
-class CrossTransformer(FewShotMethod):
+class CrossTransformer(EncodedTokens, FewShotMethod):
     """Query-aligned prototypes over frame tokens. Single view "crosstransformer"; its tokens `(B, 2T, H)` are the
     T keys followed by the T values of a video. Scores need every support frame of a class, not their mean over
     the shots (`scores_shots`); a class is scored from its own shots alone."""
@@ -44,12 +44,6 @@ class CrossTransformer(FewShotMethod):
         x = frames.transpose(1, 2)  # (B, D, T): the convolutions' layout
         keys, values = self.key_head(x).transpose(1, 2), self.value_head(x).transpose(1, 2)  # (B, T, H) each
         return {"crosstransformer": torch.cat([keys, values], dim=1)}
-
-    def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
-             role: str) -> dict[str, torch.Tensor]:
-        """No prompts, no fusion: the tokens of `encode`, for both roles."""
-        self.check_role(role)
-        return dict(encoded)
 
     def frame_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """The values `(…, T, H)`: what the distance compares."""

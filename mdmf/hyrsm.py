@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mdmf.base import FewShotMethod, Scores, episode_cross_entropy
+from mdmf.base import EncodedTokens, FewShotMethod, Scores, episode_cross_entropy
 from mdmf.config import ModelConfig
 
 # The authors' positional table has 20 rows (it is a buffer of their checkpoints); more frames need more.
@@ -133,7 +133,7 @@ def temporal_coherence_targets(frames: int, window: int, balance: float) -> tupl
     return targets, inside.float()
 
 
-class HyRSM(FewShotMethod):
+class HyRSM(EncodedTokens, FewShotMethod):
     """Hybrid relation module and set matching. Single view "hyrsm", tokens `(B, 2T, D)`: the intra-relation output
     `f`, then `layer2`'s frame half of it. No prompts. See the module docstring and docs HEADS.md."""
 
@@ -162,12 +162,6 @@ class HyRSM(FewShotMethod):
         conv = self.layer2[0]
         frame_half = f @ conv.weight[:, : self.config.dim, 0].T + conv.bias
         return {"hyrsm": torch.cat([f, frame_half], dim=1)}
-
-    def fuse(self, encoded: dict[str, torch.Tensor], prompts: torch.Tensor | None,
-             role: str) -> dict[str, torch.Tensor]:
-        """No prompts, no fusion: the tokens of `encode`, for both roles."""
-        self.check_role(role)
-        return dict(encoded)
 
     def frame_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """The intra-relation output `f (…, T, D)`."""
