@@ -49,7 +49,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     # CLIP-FSAR video-text logits: reference: `cos(·, eps 0.01) × scale`, a learnable scale initialised to 1;
     # clip-scale: CLIP's fixed logit scale, 100 × cosine.
     "fsar_text_logits": ("reference", "clip-scale"),
-    # ---- heads of the CLIP-FSAR codebase (h21a; docs/HEADS.md) ----
+    # ---- heads of the CLIP-FSAR codebase (docs/HEADS.md) ----
     # protonet: cosine: the mean of the query's cosines (eps 0.01) to a class's support videos (CNN_TSN, the code);
     # squared-euclidean: -‖query − class prototype‖² (its norm_sq_dist branch, the ProtoNet paper).
     "protonet_metric": ("cosine", "squared-euclidean"),
@@ -125,7 +125,7 @@ class ModelConfig:
     # CLIP-FSAR's MERGE_BEFORE (its 5-shot configs): a class's K support videos (frames and prompt token) are averaged
     # before the temporal transformer, instead of averaging the K transformer outputs.
     fsar_merge_before: bool = False
-    # ---- heads of the CLIP-FSAR codebase (h21a; docs/HEADS.md); defaults are the authors' code ----
+    # ---- heads of the CLIP-FSAR codebase (docs/HEADS.md); defaults are the authors' code ----
     protonet_metric: str = "cosine"
     # TRX (CNN_TRX / TemporalCrossTransformer): tuple cardinalities, the key/value width, the dropout after the
     # sinusoidal position encoding (scaled by 0.1, as the code).

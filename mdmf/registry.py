@@ -18,7 +18,7 @@ from mdmf.trx import TRX
 from mdmf.zeroshot import CLIPZeroShot
 
 MODELS: dict[str, type[FewShotMethod]] = {"mdmf": MDMF, "clip-fsar": CLIPFSAR, "otam": OTAMBaseline}
-# Heads of the CLIP-FSAR codebase (h21a, h21b; docs/HEADS.md).
+# Heads of the CLIP-FSAR codebase (docs/HEADS.md).
 MODELS |= {"protonet": ProtoNet, "clip-zeroshot": CLIPZeroShot, "trx": TRX, "strm": STRM}
 MODELS |= {"crosstransformer": CrossTransformer, "hyrsm": HyRSM}
 

@@ -13,7 +13,7 @@ from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate_split
 from synthetic import make_store
 
 SMALL = dict(dim=32, heads=4, mlp_dim=64)
-# The heads of docs/HEADS.md (h21a): their episode-independent work reused as the others'.
+# The heads of docs/HEADS.md: their episode-independent work reused as the others'.
 HEADS = [("protonet", {}), ("protonet", {"protonet_metric": "squared-euclidean"}), ("clip-zeroshot", {}),
          ("trx", {"trx_dim": 24}), ("strm", {"trx_dim": 24, "trx_cardinalities": (2,)})]
 

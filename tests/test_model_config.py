@@ -82,7 +82,7 @@ ALTERNATIVES = {
     "hyrsm_set_reduction": ["mean"], "hyrsm_temporal_weight": [0.2], "hyrsm_temporal_window": [3],
     "hyrsm_temporal_balance": [23.0], "hyrsm_temporal_coefficient": [10.0],
 }
-# The heads of docs/HEADS.md (h21a).
+# The heads of docs/HEADS.md (protonet, clip-zeroshot, trx, strm).
 ALTERNATIVES |= {"protonet_metric": ["squared-euclidean"], "trx_cardinalities": [(2,), (1, 3)], "trx_dim": [24],
                  "trx_dropout": [0.0, 0.5], "strm_distance_weight": [0.0, 1.0], "strm_dropout": [0.0, 0.5],
                  "strm_learn_distance": [True]}
@@ -91,7 +91,7 @@ ALTERNATIVES["name"] += ["protonet", "clip-zeroshot", "trx", "strm", "crosstrans
 ONLY_FOR = {"fsar_text_weight": "clip-fsar", "fsar_text_logits": "clip-fsar", "fsar_merge_before": "clip-fsar"}
 ONLY_FOR |= {"protonet_metric": "protonet", "trx_cardinalities": "trx", "trx_dim": "trx", "trx_dropout": "trx"}
 ONLY_FOR |= {"strm_distance_weight": "strm", "strm_dropout": "strm", "strm_learn_distance": "strm"}
-# The heads of docs/HEADS.md (h21b): fingerprinted on their model, HyRSM with the fingerprint's 7 training classes.
+# The heads of docs/HEADS.md (crosstransformer, hyrsm): fingerprinted on their model, HyRSM with the fingerprint's 7 training classes.
 ONLY_FOR |= {f: "crosstransformer" for f in ("crosstransformer_hidden", "crosstransformer_distance")}
 ONLY_FOR |= {f: "hyrsm" for f in ALTERNATIVES if f.startswith("hyrsm_") or f == "train_classes"}
 HEAD_BASE = {"hyrsm": {"train_classes": 7}}
@@ -184,7 +184,7 @@ def test_configs_saved_before_version_2_rebuild_the_model_they_were_saved_with()
 
 
 def test_configs_saved_before_the_new_heads_load_unchanged():
-    """A version-2 config saved before the heads of docs/HEADS.md had fields (h21a) loads as the same model."""
+    """A version-2 config saved before the heads of docs/HEADS.md had fields loads as the same model."""
     new_fields = {k for k in ONLY_FOR if k.split("_")[0] in ("protonet", "trx", "strm")}
     for name in ("mdmf", "clip-fsar"):
         saved = {k: v for k, v in ModelConfig(name=name, **SMALL).to_dict().items() if k not in new_fields}

@@ -1,4 +1,4 @@
-"""The heads of the CLIP-FSAR codebase that h21b brought (crosstransformer, hyrsm, hyrsm++): each trains with
+"""The heads of the CLIP-FSAR codebase (crosstransformer, hyrsm, hyrsm++): each trains with
 `mdmf train --stage head` under its reference preset and evaluates with `mdmf eval --run`, as a user types them;
 evaluation's reused path and one-episode scoring (`predict`) agree with the model's `forward`."""
 
