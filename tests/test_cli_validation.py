@@ -113,6 +113,27 @@ def test_a_set_value_of_the_wrong_type_is_one_line_before_any_work(capsys, tmp_p
     assert said == "error: --set: ModelConfig.pps_topk must be of type int; got 'fast'"
 
 
+# click's own parse errors (before any of our checks): one line naming the command and its help, not click's
+# four-line usage block (which printed "Usage: ...", "Try ... for help.", a blank line, then the error)
+CLICK_ERRORS = [
+    (["eval", "--way", "abc"], "error: mdmf eval: Invalid value for '--way': "),
+    (["train", "--no-such-option"], "error: mdmf train: No such option: --no-such-option"),
+    (["cache", "verify"], "error: mdmf cache verify: Missing argument 'PATH'."),
+    (["splits"], "error: mdmf splits: Missing option '--root'."),
+]
+
+
+@pytest.mark.parametrize("args, start", CLICK_ERRORS, ids=[" ".join(a) for a, _ in CLICK_ERRORS])
+def test_a_parse_error_is_one_line_naming_the_command_and_its_help(capsys, tmp_path, monkeypatch, args, start):
+    said = _refused(capsys, tmp_path, monkeypatch, args)
+    assert said.startswith(start) and said.endswith(f"; see mdmf {' '.join(args[:2 if args[0] == 'cache' else 1])} --help")
+
+
+def test_no_command_still_prints_the_help(capsys):
+    code, out, err = run_main(capsys)
+    assert code == 2 and "Usage: mdmf [OPTIONS] COMMAND" in out + err and "extract" in out + err
+
+
 def test_the_python_api_meets_the_same_checks():
     """The ranges live in the config dataclasses: a Python caller cannot build what the CLI refuses."""
     for build, message in [
