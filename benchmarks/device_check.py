@@ -195,8 +195,8 @@ def extraction(ctx: Context) -> dict:
 def evaluation(ctx: Context) -> dict:
     path = ctx.out / "raw" / "eval.json"
     if ctx.smoke:
-        args = ["--device", ctx.device, "--dims", "32", "--shots", "1", "--prompts", "peaked", "--episodes", "200",
-                "--naive-episodes", "100", "--batch-episodes", "100", "--batch-videos", "512", "--repeats", "1",
+        args = ["--device", ctx.device, "--dims", "32", "--shots", "1", "--prompts", "peaked", "--episodes", "100",
+                "--naive-episodes", "50", "--batch-episodes", "50", "--batch-videos", "512", "--repeats", "1",
                 "--matmul-size", "256"]
     elif not ctx.cuda:
         return needs(ctx, "CUDA")

@@ -14,7 +14,7 @@ def test_each_seed_gets_its_own_store_and_run_and_a_rerun_reuses_them(toy_datase
 
     def demo(seed: int) -> tuple[dict, str]:
         out = io.StringIO()
-        cfg = DemoConfig(data_root=str(root), steps=2, episodes=40, seed=seed, workers=0, progress=False)
+        cfg = DemoConfig(data_root=str(root), steps=2, episodes=40, val_episodes=20, seed=seed, workers=0, progress=False)
         return run_demo(cfg, Console(file=out, width=120)), out.getvalue()
 
     first, printed = demo(0)
@@ -41,7 +41,7 @@ def test_demo_compare_trains_every_head_and_compares_them_on_the_same_episodes(t
     monkeypatch.chdir(tmp_path)
     root, _ = toy_dataset
     out = io.StringIO()
-    cfg = DemoConfig(data_root=str(root), steps=1, episodes=30, shots=(1,), seed=0, workers=0, progress=False)
+    cfg = DemoConfig(data_root=str(root), steps=1, episodes=30, val_episodes=10, shots=(1,), seed=0, workers=0, progress=False)
     result = run_demo_compare(cfg, Console(file=out, width=160),
                               show_compare=lambda s, c: c.print(", ".join(r["name"] for r in s["methods"])))
     trainable, fixed = demo_heads()

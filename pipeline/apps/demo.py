@@ -32,7 +32,8 @@ from mdmf.registry import build_model
 
 
 # The allowed values of DemoConfig's numeric settings (`mdmf.pipeline.core.limits`); None: not given.
-DEMO_RANGES = {"steps": COUNT, "shots": COUNT, "episodes": COUNT, "seed": NONNEGATIVE, "workers": NONNEGATIVE}
+DEMO_RANGES = {"steps": COUNT, "shots": COUNT, "episodes": COUNT, "val_episodes": COUNT, "seed": NONNEGATIVE,
+               "workers": NONNEGATIVE}
 
 
 @dataclass
@@ -43,6 +44,7 @@ class DemoConfig:
     steps: int = 150
     shots: tuple[int, ...] = (1, 5)
     episodes: int = 2000
+    val_episodes: int = 1000  # validation episodes every 25 steps (TrainConfig's default; best.pt is chosen on them)
     seed: int = 0
     workers: int = 2
     progress: bool = True
@@ -107,7 +109,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None,
     run_dir = RunDir(cfg.run_dir)
     resume = run_dir.last.is_file()
     tcfg = TrainConfig(store=cfg.store_path, run_dir=str(run_dir), model={"name": "mdmf"}, steps=cfg.steps,
-                       seed=cfg.seed, progress=cfg.progress, device="cpu")
+                       val_episodes=cfg.val_episodes, seed=cfg.seed, progress=cfg.progress, device="cpu")
     train(tcfg, resume=resume)
 
     console.rule("4/4 evaluate the trained head on the test classes")

@@ -17,7 +17,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import torch
 
 from mdmf.pipeline.core.errors import MdmfError
@@ -222,6 +221,8 @@ class EncodeRecipe:
 
 
 def _known_model(name: str) -> bool:
+    import open_clip  # here, not at the top: importing it costs every CLI start 2.5 s (torchvision, timm, hf hub)
+
     register_tiny()
     return BACKBONE_ALIASES.get(name, name) in open_clip.list_models()
 
