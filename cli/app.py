@@ -16,9 +16,16 @@ app = typer.Typer(
 
 
 class Command(TyperCommand):
-    """A command whose usage line names its arguments as click does (`PATH`, `[VIDEO]...`); typer's own line
-    writes a required one as `{PATH}` and wraps a metavar given with brackets again. For commands that take
-    arguments: `@app.command("name", cls=Command)`."""
+    """A command whose usage line and help name its arguments as click does (`PATH`, `[VIDEO]...`); typer's own line
+    writes a required one as `{PATH}`, wraps a metavar given with brackets again and follows its help name with the
+    annotation (`VIDEO <list[Path]>`). For commands that take arguments: `@app.command("name", cls=Command)`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
+                # the argument's name says what it is; typer >= 0.26 would add its annotation (`VIDEO <list[Path]>`)
+                param.display_type_rich = _no_type
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -27,6 +34,10 @@ class Command(TyperCommand):
                 name = param.metavar or param.name.upper()
                 pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
         return pieces
+
+
+def _no_type(ctx) -> None:
+    return None
 
 
 def _print_version(value: bool) -> None:

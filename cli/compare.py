@@ -28,8 +28,8 @@ def print_compare_table(summary: dict, console: Console, title: str = "methods o
 
 @app.command("compare")
 def compare(
-    run: list[Path] = typer.Option([], help="a run folder of `mdmf train` or `mdmf import` (repeatable)"),
-    model: list[str] = typer.Option([], help="an untrained model evaluated on the store's features, e.g. otam "
+    run: list[Path] = typer.Option([], metavar="PATH", help="a run folder of `mdmf train` or `mdmf import` (repeatable)"),
+    model: list[str] = typer.Option([], metavar="NAME", help="an untrained model evaluated on the store's features, e.g. otam "
                                              "(repeatable)"),
     cache: Path = typer.Option(None, help="the store every method is evaluated on (its runs must all have been "
                                           "trained on it, and e2e runs are evaluated on the same videos "

@@ -11,7 +11,7 @@ from mdmf.cli.app import Command, app, check_json_target, human_console, json_op
 
 @app.command("import", cls=Command)
 def import_(
-    checkpoint: Path = typer.Argument(..., help="a checkpoint saved by the CLIP-FSAR or CLIP-MDMF code (.pyth, .pt)"),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="a checkpoint saved by the CLIP-FSAR or CLIP-MDMF code (.pyth, .pt)"),
     out: Path = typer.Option(..., help="the run folder to write (runs/<name>)"),
     cache: Path = typer.Option(None, help="the feature store the run is bound to, extracted with the backbone the "
                                           "authors started from (needed for a fine-tuned visual encoder)"),

@@ -34,7 +34,11 @@ def test_help_renders_what_the_source_says(capsys, words, command):
     assert code == 0 and not err, err
     usage = [line for line in out.splitlines() if line.startswith("Usage:")]
     assert len(usage) == 1 and "{" not in usage[0] and "[[" not in usage[0], usage
-    assert "<bool>" not in out and "<list[" not in usage[0]
+    assert "<bool>" not in out and "<list[" not in out
+    arguments = out.split("Arguments:\n")[1].split("\n\n")[0] if "Arguments:\n" in out else ""
+    for line in (ln for ln in arguments.splitlines() if ln[2:3].strip()):  # an argument's line: its name, no type
+        name = line.split()[0]
+        assert name.isupper() and "<" not in line.split("  ")[1], line
     assert _squeeze(command.help or "").rstrip(".")[:60] in _squeeze(out)  # the docstring, whole
     for param in getattr(command, "params", []):
         if param.help:  # the help text whole, brackets and all
