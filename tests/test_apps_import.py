@@ -424,7 +424,7 @@ def test_a_key_no_table_knows_is_refused_in_one_line(head_name, capsys, tmp_path
     path, key = _renamed_checkpoint(head_name, tmp_path)
     code, _, err = run_main(capsys, "import", path, "--out", tmp_path / "run", "--no-backbone")
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert f"1 weights of the authors' " in err and head_name in err and key in err
+    assert "1 weights of the authors' " in err and head_name in err and key in err
     assert not (tmp_path / "run" / "best.pt").exists()
 
 
