@@ -432,8 +432,10 @@ def test_an_strm_checkpoint_is_refused_saying_why(capsys, tmp_path):
     """STRM's run.py: checkpoint<N>.pt = {iteration, model_state_dict, optimizer_state_dict, scheduler}; CNN_STRM's
     keys: resnet.* (backbone), transformers.<n>.* (TRX's), attn_pat.* (patch attention), fr_enrich.* (the MLP
     mixer); its distance branch is a plain list, so not in the file."""
+    # with TRX's keys too (CNN_TRX's table detects them): the refusing table is the one chosen, not "fits several"
     state = {"resnet.0.weight": torch.randn(8, 3, 7, 7), "transformers.0.k_linear.weight": torch.randn(12, 32),
-             "transformers.0.pe.pe": torch.randn(1, 12, 16), "attn_pat.key_proj.weight": torch.randn(16, 16),
+             "transformers.0.norm_k.weight": torch.randn(12), "transformers.0.pe.pe": torch.randn(1, 12, 16),
+             "attn_pat.key_proj.weight": torch.randn(16, 16),
              "attn_pat.gamma": torch.zeros(1), "fr_enrich.Tok_MLP.inp_fc.weight": torch.randn(8, 8),
              "fr_enrich.Bot_MLP.inp_fc.weight": torch.randn(16, 16)}
     path = tmp_path / "checkpoint75000.pt"
