@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from clirun import run_main
 from conftest import MICRO_CONFIG
 from mdmf.config import ModelConfig
 from mdmf.pipeline.apps.import_authors import ImportRequest, import_checkpoint
@@ -239,3 +240,207 @@ def test_compare_evaluates_an_imported_e2e_run_on_its_own_encoders_features(fsar
     assert str(store.path) in features and any("/stores/test-" in f for f in features)
     assert own["methods"][1] == raw["methods"][1]  # otam on the store's raw features either way
     assert own["episodes_sha256"] == raw["episodes_sha256"]
+
+
+# ---- the other heads of the CLIP-FSAR codebase: CNN_TSN, CNN_TRX, CNN_HyRSM_*, CNN_CrossTransformer ----
+
+
+def preset_model(preset: str, seed: int, **settings):
+    """mdmf's head under the shipped preset with `settings` (D = 16, T = 8 unless given), random weights."""
+    from mdmf.pipeline.core.presets import load_preset
+
+    return randomised(build_model(ModelConfig.from_dict({**load_preset(preset).model, "dim": 16, "frames": 8,
+                                                         **settings})), seed)
+
+
+def codebase_checkpoint(path: Path, head: dict, cfg: dict) -> Path:
+    """CLIP-FSAR's save_checkpoint under DistributedDataParallel: `module.head.*` (the head's weights and its
+    torchvision ResNet backbone as `backbone.<child>`), the config as JSON text."""
+    state = {f"module.head.{k}": v.detach().clone() for k, v in head.items()}
+    state["module.head.backbone.0.weight"] = torch.randn(64, 3, 7, 7)  # ResNet conv1 (children()[:-1] Sequential)
+    torch.save({"epoch": 4, "model_state": state, "optimizer_state": {"state": {}, "param_groups": []},
+                "cfg": json.dumps(cfg, indent=2)}, path)
+    return path
+
+
+def codebase_cfg(name: str, **train) -> dict:
+    return {"VIDEO": {"HEAD": {"NAME": name, "BACKBONE_NAME": "resnet18"}}, "DATA": {"NUM_INPUT_FRAMES": 8},
+            "TRAIN": {"WAY": 5, "SHOT": 1, "QUERY_PER_CLASS": 5, **train}}
+
+
+def imported_run(capsys, path: Path, out: Path, *extra) -> tuple:
+    """`mdmf import PATH --out OUT --no-backbone EXTRA...` through the CLI; (the run's model, config.json)."""
+    code, _, err = run_main(capsys, "import", path, "--out", out, "--no-backbone", *extra)
+    assert code == 0, err
+    return RunDir(out).load_model()[0], json.loads((out / "config.json").read_text())
+
+
+def trx_authors(model) -> dict:
+    """CNN_TRX's keys: transformers.<n> = TemporalCrossTransformer(cfg, s) for s in temp_set: pe.pe (1, int(1.5 T),
+    D) buffer, k_linear / v_linear (ω·D -> trans_linear_out_dim), norm_k, norm_v (built, never applied), tuples.<i>
+    (a ParameterList of the ordered frame tuples)."""
+    from itertools import combinations
+
+    c, state = model.config, {}
+    for n, (size, ours) in enumerate(zip(c.trx_cardinalities, model.transformers)):
+        p = f"transformers.{n}."
+        state[p + "pe.pe"] = torch.randn(1, int(c.frames * 1.5), c.dim)  # a buffer mdmf recomputes: values unread
+        for name in ("k_linear", "v_linear", "norm_k"):
+            state[p + name + ".weight"], state[p + name + ".bias"] = getattr(ours, name).weight, getattr(ours, name).bias
+        state[p + "norm_v.weight"], state[p + "norm_v.bias"] = torch.randn(c.trx_dim), torch.randn(c.trx_dim)
+        for i, frames in enumerate(combinations(range(c.frames), size)):
+            state[p + f"tuples.{i}"] = torch.tensor(frames)
+    return state
+
+
+def hyrsm_authors(model, untrained_classes: int = 0) -> dict:
+    """CNN_HyRSM_*'s keys: pe.pe (1, 20, D) buffer; temporal_atte_before = PreNormattention(norm, fn = Attention(
+    to_qkv, to_out = Sequential(Linear, Dropout))); temporal_atte = MultiHeadAttention(w_qs, w_ks, w_vs, layer_norm,
+    fc); layer2 = Sequential(Conv1d(2D, D, 1)); classification_layer = Linear(D, NUM_CLASS) (`untrained_classes`:
+    built but unused, as _1shot / _5shot do without USE_CLASSIFICATION)."""
+    before, inter = model.temporal_atte_before, model.temporal_atte
+    state = {"pe.pe": model.pe.pe, "temporal_atte_before.norm.weight": before.norm.weight,
+             "temporal_atte_before.norm.bias": before.norm.bias, "temporal_atte_before.fn.to_qkv.weight":
+             before.fn.to_qkv.weight, "temporal_atte_before.fn.to_out.0.weight": before.fn.to_out[0].weight,
+             "temporal_atte_before.fn.to_out.0.bias": before.fn.to_out[0].bias, "layer2.0.weight":
+             model.layer2[0].weight, "layer2.0.bias": model.layer2[0].bias}
+    for name in ("w_qs", "w_ks", "w_vs"):
+        state[f"temporal_atte.{name}.weight"] = getattr(inter, name).weight
+    for name in ("layer_norm", "fc"):
+        state[f"temporal_atte.{name}.weight"] = getattr(inter, name).weight
+        state[f"temporal_atte.{name}.bias"] = getattr(inter, name).bias
+    layer = model.classification_layer
+    if untrained_classes:
+        layer = torch.nn.Linear(model.config.dim, untrained_classes)
+    if layer is not None:
+        state["classification_layer.weight"], state["classification_layer.bias"] = layer.weight, layer.bias
+    return state
+
+
+def crosstransformer_authors(model) -> dict:
+    """CNN_CrossTransformer's keys: key_head, query_head (the same Conv1d: one tensor under both names), value_head,
+    each Conv1d(D, H, 1, bias=False)."""
+    return {"key_head.weight": model.key_head.weight, "query_head.weight": model.key_head.weight,
+            "value_head.weight": model.value_head.weight}
+
+
+def test_a_tsn_checkpoint_is_protonet_on_the_stores_width(store, capsys, tmp_path):
+    path = codebase_checkpoint(tmp_path / "tsn.pyth", {}, codebase_cfg("CNN_TSN"))
+    model = preset_model("reference-protonet", 0)
+    imported, config = imported_run(capsys, path, tmp_path / "run", "--cache", store.path)
+    assert imported.config == model.config and config["imported"]["authors_head"] == "CNN_TSN"
+    for shot in (1, 3):
+        assert torch.equal(logits(imported, 4, shot), logits(model, 4, shot))
+
+
+def test_a_trx_checkpoint_gives_the_same_logits_with_its_sizes_read_from_the_weights(capsys, tmp_path):
+    # not CNN_TRX's hard-coded [2, 3] and 1152: the test passes only if both are read from the weights
+    model = preset_model("reference-trx", 5, trx_cardinalities=(2, 4), trx_dim=12)
+    path = codebase_checkpoint(tmp_path / "trx.pyth", trx_authors(model), codebase_cfg("CNN_TRX"))
+    imported, config = imported_run(capsys, path, tmp_path / "run")
+    assert imported.config == model.config
+    assert (imported.config.trx_cardinalities, imported.config.trx_dim) == ((2, 4), 12)
+    for shot in (1, 3):
+        assert torch.equal(logits(imported, 6, shot), logits(model, 6, shot))
+    ignored = config["imported"]["ignored"]
+    assert "transformers.1.norm_v.weight" in ignored and "transformers.1.tuples.69" in ignored  # C(8, 4) = 70
+    assert "transformers.0.pe.pe" in ignored
+
+
+HYRSM_CASES = {
+    # (authors' head, their cfg's TRAIN entries, preset, the settings that make mdmf compute it, untrained classes)
+    "1shot": ("CNN_HyRSM_1shot", {"HEAD": 4, "POSITION_A": 50, "POSITION_B": 0.5, "USE_CLASSIFICATION": True,
+                                  "USE_LOCAL": True, "USE_CLASSIFICATION_VALUE": 0.4, "NUM_CLASS": 6},
+              "reference-hyrsm", {"hyrsm_shots": "videos", "hyrsm_heads": 4, "hyrsm_position_a": 50.0,
+                                  "hyrsm_position_b": 0.5, "hyrsm_class_weight": 0.4, "train_classes": 6}, 0),
+    "5shot-no-classifier": ("CNN_HyRSM_5shot", {"USE_LOCAL": True}, "reference-hyrsm",
+                            {"hyrsm_shots": "prototype", "hyrsm_class_weight": 0.0, "train_classes": 64}, 64),
+    "plusplus-5shot": ("CNN_HyRSM_plusplus_5shot",
+                       {"USE_CLASSIFICATION": True, "USE_LOCAL": True, "USE_CLASSIFICATION_VALUE": 0.15,
+                        "NUM_CLASS": 5, "WINDOW_SIZE": 2, "TEMPORAL_LOSS_WEIGHT": 0.3, "TEMPORAL_BALANCE": 23.0,
+                        "BALANCE_COEFFICIENT": 5},
+                       # no POSITION_A/B in their cfg: their code's 10 and 1, not the HMDB51 preset's 50
+                       "reference-hyrsm++", {"hyrsm_shots": "prototype", "hyrsm_position_a": 10.0,
+                                             "hyrsm_class_weight": 0.15, "train_classes": 5,
+                                             "hyrsm_temporal_weight": 0.3, "hyrsm_temporal_window": 2,
+                                             "hyrsm_temporal_balance": 23.0, "hyrsm_temporal_coefficient": 5.0}, 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HYRSM_CASES))
+def test_a_hyrsm_checkpoint_takes_its_class_and_config(case, capsys, tmp_path):
+    name, train, preset, settings, untrained = HYRSM_CASES[case]
+    model = preset_model(preset, 7, **settings)
+    path = codebase_checkpoint(tmp_path / "hyrsm.pyth", hyrsm_authors(model, untrained), codebase_cfg(name, **train))
+    imported, config = imported_run(capsys, path, tmp_path / "run")
+    assert imported.config == model.config
+    for shot in (1, 3):  # at 3 shots the _1shot class (every video) and _5shot (prototypes) differ
+        assert torch.equal(logits(imported, 8, shot), logits(model, 8, shot))
+    left_out = [k for k in config["imported"]["ignored"] if k.startswith("classification_layer")]
+    assert left_out == (["classification_layer.bias", "classification_layer.weight"] if untrained else [])
+
+
+def test_a_crosstransformer_checkpoint_takes_the_shared_query_head_either_way(capsys, tmp_path):
+    model = preset_model("reference-crosstransformer", 9, crosstransformer_hidden=12)
+    head = crosstransformer_authors(model)
+    path = codebase_checkpoint(tmp_path / "ct.pyth", head, codebase_cfg("CNN_CrossTransformer"))
+    imported, _ = imported_run(capsys, path, tmp_path / "run")
+    assert imported.config == model.config and imported.query_head is imported.key_head
+    for shot in (1, 3):
+        assert torch.equal(logits(imported, 2, shot), logits(model, 2, shot))
+    # a state dict written with the shared tensor once (without query_head); no config: found by its keys
+    once = tmp_path / "once.pt"
+    torch.save({k: v.detach().clone() for k, v in head.items() if k != "query_head.weight"}, once)
+    alone, _ = imported_run(capsys, once, tmp_path / "run2")
+    assert torch.equal(logits(alone, 2, 3), logits(model, 2, 3))
+    # two different tensors cannot be the one module
+    codebase_checkpoint(path, {**head, "query_head.weight": torch.randn_like(head["key_head.weight"])},
+                        codebase_cfg("CNN_CrossTransformer"))
+    code, _, err = run_main(capsys, "import", path, "--out", tmp_path / "run3", "--no-backbone")
+    assert code == 2 and "key_head.weight and query_head.weight are one tensor" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _renamed_checkpoint(head_name: str, tmp_path: Path) -> tuple[Path, str]:
+    """(an authors' checkpoint of the head with one key renamed to one no table knows, that key)."""
+    if head_name == "CNN_TSN":  # no head weights to rename: one it never has
+        return codebase_checkpoint(tmp_path / "x.pyth", {"fc.weight": torch.randn(5, 16)},
+                                   codebase_cfg(head_name)), "fc.weight"
+    model, authors, old, new = {
+        "CNN_TRX": (lambda: preset_model("reference-trx", 1, trx_dim=12), trx_authors,
+                    "transformers.1.v_linear.weight", "transformers.1.value_linear.weight"),
+        "CNN_HyRSM_1shot": (lambda: preset_model("reference-hyrsm", 1, hyrsm_heads=4), hyrsm_authors,
+                            "temporal_atte.fc.weight", "temporal_atte.proj.weight"),
+        "CNN_CrossTransformer": (lambda: preset_model("reference-crosstransformer", 1, crosstransformer_hidden=12),
+                                 crosstransformer_authors, "value_head.weight", "value_proj.weight"),
+    }[head_name]
+    head = authors(model())
+    head[new] = head.pop(old)
+    return codebase_checkpoint(tmp_path / "x.pyth", head, codebase_cfg(head_name)), new
+
+
+@pytest.mark.parametrize("head_name", ["CNN_TSN", "CNN_TRX", "CNN_HyRSM_1shot", "CNN_CrossTransformer"])
+def test_a_key_no_table_knows_is_refused_in_one_line(head_name, capsys, tmp_path):
+    path, key = _renamed_checkpoint(head_name, tmp_path)
+    code, _, err = run_main(capsys, "import", path, "--out", tmp_path / "run", "--no-backbone")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "1 weights of the authors' " in err and head_name in err and key in err
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_an_strm_checkpoint_is_refused_saying_why(capsys, tmp_path):
+    """STRM's run.py: checkpoint<N>.pt = {iteration, model_state_dict, optimizer_state_dict, scheduler}; CNN_STRM's
+    keys: resnet.* (backbone), transformers.<n>.* (TRX's), attn_pat.* (patch attention), fr_enrich.* (the MLP
+    mixer); its distance branch is a plain list, so not in the file."""
+    # with TRX's keys too (CNN_TRX's table detects them): the refusing table is the one chosen, not "fits several"
+    state = {"resnet.0.weight": torch.randn(8, 3, 7, 7), "transformers.0.k_linear.weight": torch.randn(12, 32),
+             "transformers.0.norm_k.weight": torch.randn(12), "transformers.0.pe.pe": torch.randn(1, 12, 16),
+             "attn_pat.key_proj.weight": torch.randn(16, 16),
+             "attn_pat.gamma": torch.zeros(1), "fr_enrich.Tok_MLP.inp_fc.weight": torch.randn(8, 8),
+             "fr_enrich.Bot_MLP.inp_fc.weight": torch.randn(16, 16)}
+    path = tmp_path / "checkpoint75000.pt"
+    torch.save({"iteration": 75000, "model_state_dict": state, "optimizer_state_dict": {}, "scheduler": {}}, path)
+    for extra in ([], ["--head", "strm"]):
+        code, _, err = run_main(capsys, "import", path, "--out", tmp_path / "run", *extra)
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert "CNN_STRM" in err and "attn_pat" in err and "never saved" in err

@@ -15,7 +15,14 @@ settings that make it the authors' computation (`model`, then the shipped `prese
 from the authors' config (`from_config`, `!` negates) or from the weights' shapes (`infer`), and the key rules:
 `{"from": "context2.layers.{n}.", "to": "blocks.{n}.", "part": "transformer_v1"}` renames a prefix (`{n}` a
 number), the rest of the key taken through a shared table of `_parts.json` when `part` is given, kept otherwise; a
-`from` without a final `.` is one key. `ignore`: the authors' keys with no counterpart, each with the reason.
+`from` without a final `.` is one key. `ignore`: the authors' keys with no counterpart, each with the reason (`{n}`
+allowed). `optional`: the authors' keys that are mapped when the model built from the settings has them and left
+out (listed as ignored) when it has none (HyRSM's frame classifier, built by their code even when it is never
+trained). `variants`: per authors' head class (the config's `VIDEO.HEAD.NAME`), a `preset`, `model` settings and
+`from_config` entries that replace the map's (HyRSM's 1-shot / 5-shot / ++ classes). `refused`: a head whose
+checkpoints are refused, with the reason (its map names it so that the refusal says why). `infer` entries read our
+mapped weights, or the authors' head weights as saved (ignored keys included) with `"theirs": true`; `"each"` gives
+one size per numbered module (TRX's cardinalities).
 A new head adds its file; nothing here names heads.
 """
 
@@ -44,6 +51,16 @@ class KeyMap:
     infer: dict = field(default_factory=dict)
     keys: list[dict] = field(default_factory=list)
     ignore: dict = field(default_factory=dict)
+    optional: dict = field(default_factory=dict)
+    variants: dict = field(default_factory=dict)
+    refused: str | None = None
+
+    def variant(self, authors_head: str | None) -> dict:
+        """The authors' head class's `preset` (else the map's), its `model` settings (applied after the preset) and
+        the map's `from_config` with the class's added."""
+        chosen = self.variants.get(authors_head or "", {})
+        return {"preset": chosen.get("preset", self.preset), "model": dict(chosen.get("model", {})),
+                "from_config": {**self.from_config, **chosen.get("from_config", {})}}
 
 
 def key_maps() -> dict[str, KeyMap]:
@@ -59,7 +76,9 @@ def key_maps() -> dict[str, KeyMap]:
                                  authors_heads=list(data["authors_heads"]), detect=list(data.get("detect", [])),
                                  model_settings=dict(data.get("model", {})), preset=data.get("preset"),
                                  from_config=dict(data.get("from_config", {})), infer=dict(data.get("infer", {})),
-                                 keys=list(data.get("keys", [])), ignore=dict(data.get("ignore", {})))
+                                 keys=list(data.get("keys", [])), ignore=dict(data.get("ignore", {})),
+                                 optional=dict(data.get("optional", {})), variants=dict(data.get("variants", {})),
+                                 refused=data.get("refused"))
     return maps
 
 
@@ -90,13 +109,21 @@ def rename(key: str, kmap: KeyMap, tables: dict) -> str | None:
     return None
 
 
+def covers(template: str, key: str) -> bool:
+    """Whether an `ignore` / `optional` entry covers the key: the key itself, or a prefix ending in `.`; `{n}` a
+    number."""
+    match = _pattern(template).match(key)
+    return bool(match) and (template.endswith(".") or match.end() == len(key))
+
+
 def is_ignored(key: str, kmap: KeyMap) -> bool:
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in kmap.ignore)
+    return any(covers(k, key) for k in kmap.ignore)
 
 
-def map_head_keys(head: dict, kmap: KeyMap) -> tuple[dict, list[str]]:
-    """(our state dict, the authors' keys no rule covers) of the authors' head weights; ignored keys are dropped."""
-    tables, ours, unmapped = parts(), {}, []
+def map_head_keys(head: dict, kmap: KeyMap) -> tuple[dict, list[str], dict[str, str]]:
+    """(our state dict, the authors' keys no rule covers, our key -> the authors' key it came from) of the authors'
+    head weights; ignored keys are dropped."""
+    tables, ours, unmapped, origin = parts(), {}, [], {}
     for key, value in head.items():
         if is_ignored(key, kmap):
             continue
@@ -104,8 +131,8 @@ def map_head_keys(head: dict, kmap: KeyMap) -> tuple[dict, list[str]]:
         if name is None:
             unmapped.append(key)
         else:
-            ours[name] = value
-    return ours, unmapped
+            ours[name], origin[name] = value, key
+    return ours, unmapped, origin
 
 
 def drop_wrappers(state: dict) -> dict:
@@ -115,9 +142,11 @@ def drop_wrappers(state: dict) -> dict:
 
 def config_value(cfg: dict, spec) -> object:
     """A setting from the authors' nested config: `"TRAIN.MERGE_BEFORE"`, `"!TRAIN.SINGLE_DIRECT"` (negated), or
-    `{"key": ..., "when": ..., "otherwise": ...}`; `KeyError` when the config does not have it."""
+    `{"key": ..., "when": ..., "otherwise": ...}` (`when` one setting or a list, all of which must be set and true,
+    else `otherwise`, the value their code takes then); `KeyError` when the config does not have it."""
     if isinstance(spec, dict):
-        if spec.get("when") and not _lookup(cfg, spec["when"], False):
+        when = spec.get("when") or []
+        if not all(_lookup(cfg, w, False) for w in ([when] if isinstance(when, str) else when)):
             return spec["otherwise"]
         return _lookup(cfg, spec["key"])
     if spec.startswith("!"):
@@ -139,13 +168,20 @@ def _lookup(cfg: dict, dotted: str, default=_MISSING):
     return node
 
 
-def inferred(ours: dict, spec: dict) -> int | None:
-    """A size read from the mapped weights: a tensor's length along an axis, or how many numbered blocks exist."""
+def inferred(ours: dict, theirs: dict, spec: dict) -> int | list[int] | None:
+    """A size read from the mapped weights (`ours`), or with `"theirs": true` from the authors' head weights as
+    saved: a tensor's length along an axis (`key`), how many numbered blocks exist (`count`), or the length of
+    each numbered module's tensor in the order of the numbers (`each`); None when the weights do not have it."""
+    weights = theirs if spec.get("theirs") else ours
     if "count" in spec:
         pattern = _pattern(spec["count"])
-        found = {m.group("n") for key in ours if (m := pattern.fullmatch(key))}
+        found = {m.group("n") for key in weights if (m := pattern.fullmatch(key))}
         return len(found) or None
-    value = ours.get(spec["key"])
+    if "each" in spec:
+        pattern = _pattern(spec["each"])
+        found = {int(m.group("n")): value for key, value in weights.items() if (m := pattern.fullmatch(key))}
+        return [int(found[n].shape[spec["axis"]]) for n in sorted(found)] or None
+    value = weights.get(spec["key"])
     return None if value is None else int(value.shape[spec["axis"]])
 
 
@@ -165,8 +201,9 @@ def choose_map(maps: dict[str, KeyMap], head: dict, authors_head: str | None, as
         raise MdmfError(f"the checkpoint's config names the head {authors_head}, which mdmf cannot import; heads "
                         f"it can: {known}")
     found = [m for m in maps.values() if m.detect and all(k in head for k in m.detect)]
-    if len(found) > 1:  # e.g. CLIP-MDMF's model holds CLIP-FSAR's `context2` too: the map that covers every key
-        found = [m for m in found if not map_head_keys(head, m)[1]]
+    if len(found) > 1:  # e.g. CLIP-MDMF's model holds CLIP-FSAR's `context2` too: the map that covers every key,
+        # else a map that refuses the head (STRM's weights hold TRX's transformers too)
+        found = [m for m in found if not map_head_keys(head, m)[1]] or [m for m in found if m.refused]
     if len(found) != 1:
         raise MdmfError("the checkpoint has no config saying which head it is, and its keys "
                         f"{'fit none' if not found else 'fit several'} of the known heads; give --head NAME ({known})")

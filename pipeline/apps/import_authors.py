@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from mdmf.pipeline.apps.authors_keys import (KeyMap, choose_map, config_value, drop_wrappers, inferred, is_ignored,
-                                             key_maps, map_head_keys)
+from mdmf.pipeline.apps.authors_keys import (KeyMap, choose_map, config_value, covers, drop_wrappers, inferred,
+                                             is_ignored, key_maps, map_head_keys)
 from mdmf.pipeline.core.errors import MdmfError
 
 STATE_KEYS = ("model_state", "model_state_dict")  # CLIP-FSAR's save_checkpoint, CLIP-MDMF's save_checkpoint
@@ -99,21 +99,25 @@ def split_model(state: dict) -> tuple[dict, dict]:
     return head, visual
 
 
-def model_settings(kmap: KeyMap, cfg: dict | None, ours: dict, store, preset: str | None) -> dict:
-    """The `ModelConfig` fields: the map's, its shipped preset's, the authors' config's, the sizes of the weights,
-    the store's D and T, then `--preset`."""
+def model_settings(kmap: KeyMap, cfg: dict | None, ours: dict, store, preset: str | None,
+                   theirs: dict | None = None, authors_head: str | None = None) -> dict:
+    """The `ModelConfig` fields: the map's, its shipped preset's (the authors' head class's, where the map has
+    variants), the class's own, the authors' config's, the sizes of the weights (`theirs`: the authors' head weights
+    as saved), the store's D and T, then `--preset`."""
     from mdmf.pipeline.core.presets import load_preset, shipped_presets
 
+    variant = kmap.variant(authors_head)
     settings = dict(kmap.model_settings)
-    if kmap.preset and kmap.preset in shipped_presets():
-        settings.update(load_preset(kmap.preset).model)
-    for name, spec in kmap.from_config.items():
+    if variant["preset"] and variant["preset"] in shipped_presets():
+        settings.update(load_preset(variant["preset"]).model)
+    settings.update(variant["model"])
+    for name, spec in variant["from_config"].items():
         if cfg is not None:
             try:
                 settings[name] = config_value(cfg, spec)
             except KeyError:
                 pass  # not in their config: their code's default, which the map's settings hold
-    sizes = {name: inferred(ours, spec) for name, spec in kmap.infer.items()}
+    sizes = {name: inferred(ours, theirs or {}, spec) for name, spec in kmap.infer.items()}
     settings.update({k: v for k, v in sizes.items() if v is not None})
     if store is not None:
         for name in ("dim", "frames"):
@@ -130,9 +134,25 @@ def model_settings(kmap: KeyMap, cfg: dict | None, ours: dict, store, preset: st
     return settings
 
 
-def build_heads(kmap: KeyMap, settings: dict, ours: dict, path: Path):
-    """The mdmf model with the imported weights (each reshaped to its parameter's shape: the authors keep scalars
-    as `(1,)`); a missing or surplus weight is one line."""
+def tie_shared(model, ours: dict, path: Path) -> None:
+    """Weights the model holds under several names (CrossTransformer's `query_head` is its `key_head`): one given
+    fills the others; given twice, they must be equal (one line otherwise)."""
+    names: dict[int, list[str]] = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        names.setdefault(id(value), []).append(key)
+    for group in (g for g in names.values() if len(g) > 1):
+        given = [k for k in group if k in ours]
+        if not given:
+            continue
+        if any(not torch.equal(ours[k], ours[given[0]]) for k in given[1:]):
+            raise MdmfError(f"{path}: {' and '.join(given)} are one tensor in the authors' module and in mdmf's, "
+                            "but differ in the checkpoint; is it another head? (--head NAME)")
+        ours.update({k: ours[given[0]] for k in group})
+
+
+def build_heads(kmap: KeyMap, settings: dict, ours: dict, path: Path, origin: dict | None = None):
+    """(the mdmf model with the imported weights, the authors' keys left out as `optional`): each weight reshaped
+    to its parameter's shape (the authors keep scalars as `(1,)`); a missing or surplus weight is one line."""
     from mdmf.config import ModelConfig
     from mdmf.registry import build_model
 
@@ -140,7 +160,12 @@ def build_heads(kmap: KeyMap, settings: dict, ours: dict, path: Path):
         model = build_model(ModelConfig.from_dict(settings))
     except ValueError as err:
         raise MdmfError(f"{path}: the head's settings are not a valid {kmap.model} config: {err}") from None
+    tie_shared(model, ours, path)
     want = model.state_dict()
+    origin = origin or {}
+    left_out = sorted(k for k in set(ours) - set(want)
+                      if any(covers(o, origin.get(k, k)) for o in kmap.optional))
+    ours = {k: v for k, v in ours.items() if k not in left_out}
     missing = sorted(set(want) - set(ours))
     surplus = sorted(set(ours) - set(want))
     if missing or surplus:
@@ -151,7 +176,7 @@ def build_heads(kmap: KeyMap, settings: dict, ours: dict, path: Path):
             raise MdmfError(f"{path}: {key} has shape {tuple(value.shape)}, mdmf's {kmap.model} wants "
                             f"{tuple(want[key].shape)}")
     model.load_state_dict({k: v.reshape(want[k].shape).to(want[k].dtype) for k, v in ours.items()})
-    return model
+    return model, sorted(origin.get(k, k) for k in left_out)
 
 
 def import_checkpoint(req: ImportRequest) -> dict:
@@ -168,13 +193,15 @@ def import_checkpoint(req: ImportRequest) -> dict:
     head, visual = split_model(state)
     authors_head = (cfg or {}).get("VIDEO", {}).get("HEAD", {}).get("NAME")
     kmap = choose_map(key_maps(), head, authors_head, req.head)
-    ours, unmapped = map_head_keys(head, kmap)
+    if kmap.refused:
+        raise MdmfError(f"{path}: the weights of the authors' {'/'.join(kmap.authors_heads)}: {kmap.refused}")
+    ours, unmapped, origin = map_head_keys(head, kmap)
     if unmapped:
         raise MdmfError(f"{path}: {len(unmapped)} weights of the authors' {'/'.join(kmap.authors_heads)} have no "
                         f"counterpart in mdmf's {kmap.model} ({', '.join(unmapped[:4])}); is it another head? "
                         "(--head NAME)")
-    settings = model_settings(kmap, cfg, ours, store, req.preset)
-    model = build_heads(kmap, settings, ours, path)
+    settings = model_settings(kmap, cfg, ours, store, req.preset, head, authors_head)
+    model, left_out = build_heads(kmap, settings, ours, path, origin)
     with_visual = bool(visual) and req.backbone
     if with_visual and store is None:
         raise MdmfError(f"{path}: holds a fine-tuned visual encoder ({len(visual)} tensors); give --cache STORE, the "
@@ -183,7 +210,7 @@ def import_checkpoint(req: ImportRequest) -> dict:
 
     imported = {"checkpoint": str(path.resolve()), "sha256": file_sha256(path), "authors_head": authors_head,
                 "model": kmap.model, "step": step, "ema": req.ema, "visual_encoder": with_visual,
-                "ignored": sorted(k for k in head if is_ignored(k, kmap))}
+                "ignored": sorted([k for k in head if is_ignored(k, kmap)] + left_out)}
     _write_run(run, model, store, step, imported, cfg, visual if with_visual else None)
     return imported
 
