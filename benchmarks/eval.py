@@ -37,7 +37,9 @@ eval time <= 1.5 x (sampling + distinct + score). `--for HEAD:KEY=N` sets a coun
 episodes, batch episodes, repeats, training steps or episodes per step), so that cheap heads get many episodes and
 TRX few in one run.
 
-    python benchmarks/eval.py --device cpu --naive-episodes 500 --json bench-eval-cpu.json   # 2 cores: ~35 min
+    python benchmarks/eval.py --device cpu --prompts peaked --episodes 2000 --naive-episodes 100 \
+        --batch-episodes 100 --repeats 1 --train-steps 3 --for otam:episodes=10000 ... --json bench-eval-cpu.json
+        # every head on 1 thread of a shared 2-core CPU: 36 min (the full command: BENCHMARKS.md, "Every head")
     python benchmarks/eval.py --device cuda --json bench-eval-cuda.json   # an H100: about 2 min per head
     python benchmarks/eval.py --device cpu --dims 64 --shots 1 --episodes 200 --naive-episodes 100 --repeats 1 \
         --train-steps 2   # a smoke run of every head (minutes on 2 cores)
@@ -439,10 +441,11 @@ def print_tables(result: dict) -> None:
     console.print(work)
     console.print(timing)
     console.print(glue)
-    if any(r["naive_extrapolated"] for r in result["eval"]):
-        n = result["eval"][0]["naive_episodes_timed"]
-        console.print(f"* naive time: the first {n} episodes timed, extrapolated linearly; the accuracies and "
-                      f"predictions compared are on those {n} episodes")
+    timed_naive = sorted({r["naive_episodes_timed"] for r in result["eval"] if r["naive_extrapolated"]})
+    if timed_naive:
+        console.print(f"* naive time: the first {' / '.join(map(str, timed_naive))} episodes of a cell timed "
+                      "(naive_episodes_timed), extrapolated linearly; the accuracies and predictions compared are on "
+                      "those episodes")
     console.print("targets: distinct/matmul >= 0.5, eval/distinct <= 1.5 (✗ marks a miss); eval/(sampling+distinct+"
                   "score) <= 1.5 is what the evaluator's glue adds to the work it cannot avoid; 'same, CPU s' is the "
                   "ratio before it in CPU seconds of this process (on a shared CPU less noisy than wall time; on a "
