@@ -11,18 +11,35 @@ sizes read from splits/ucf101/test.txt):
   every distinct (video, prompt) pair the episodes' queries ask for, timed alone; its FLOPs are counted from the
   model config for mdmf (convolutions, attention projections and products, MLP) and checked with torch's
   FlopCounterMode, which alone counts them for the other heads;
+* the sampling pass: drawing the episodes and choosing their queries' prompts, exactly as `evaluate` plans them (PPS
+  similarity, `EpisodeSampler`, `plan_queries`, the `PairTable` that gives every distinct pair its row), timed alone;
+* the score pass: `score` of every episode once on the distinct pass's tensors, through the evaluator's
+  `score_planned` (the gather of each chunk's tokens from the tables, `score` or `score_prototypes`, worker threads
+  on a CPU), timed alone. Encode and fuse are the episode-independent work, done once per video or pair; `score`
+  depends on the episode's support set and is the per-episode work (per head: docs/HEADS.md, "What is
+  episode-independent"). For OTAM-, TRX-, HyRSM- and CrossTransformer-like heads it is most of the work; for
+  protonet and clip-zeroshot the distinct pass is nearly empty and sampling is a large part;
 * the evaluation of `--episodes` episodes with reuse (what `mdmf eval` runs) and without (the model's full `forward` on
   every episode); the naive one may be timed on the first `--naive-episodes` episodes and extrapolated linearly, and
-  its predictions are compared with the reused run's on the same episodes. The distinct pass and the reused eval are
-  run `--repeats` times, alternating, and the fastest of each counts; their CPU seconds are reported too (on a shared
-  CPU the wall time of a pass depends on what else runs);
+  its predictions are compared with the reused run's on the same episodes. Matmul, sampling, distinct pass, score
+  pass and reused eval are run `--repeats` times, alternating, and the fastest of each counts; their CPU seconds are
+  reported too (on a shared CPU the wall time of a pass depends on what else runs);
+* two ratios: eval / distinct (`eval_vs_distinct_pass`, issue 4's target) and eval / (sampling + distinct + score)
+  (`eval_vs_necessary_work`): how much the evaluator's glue (interleaving, bookkeeping, accuracy per class) adds to
+  the work it cannot avoid; both also in CPU seconds (`..._cpu_time`). A head that `merges_shots` runs its 5-shot
+  episodes whole (`eval_path` naive): no score pass, no second ratio;
 * head training (heads with something to train): optimizer steps of `mdmf.pipeline.train.loop.train` (forward,
   backward, Adam; 5 queries per class) on a small synthetic store, step times read from the run's metrics.jsonl (the
   first step is left out as warm-up).
 
-Targets (issue 4): eval time <= 1.5 x distinct-pass time; distinct pass >= 50 % of measured matmul FLOP/s.
+Targets (issue 4): eval time <= 1.5 x distinct-pass time; distinct pass >= 50 % of measured matmul FLOP/s. Issue 21:
+eval time <= 1.5 x (sampling + distinct + score). `--for HEAD:KEY=N` sets a count for one head (episodes, naive
+episodes, batch episodes, repeats, training steps or episodes per step), so that cheap heads get many episodes and
+TRX few in one run.
 
-    python benchmarks/eval.py --device cpu --naive-episodes 500 --json bench-eval-cpu.json   # 2 cores: ~35 min
+    python benchmarks/eval.py --device cpu --prompts peaked --episodes 2000 --naive-episodes 100 \
+        --batch-episodes 100 --repeats 1 --train-steps 3 --for otam:episodes=10000 ... --json bench-eval-cpu.json
+        # every head on 1 thread of a shared 2-core CPU: 36 min (the full command: BENCHMARKS.md, "Every head")
     python benchmarks/eval.py --device cuda --json bench-eval-cuda.json   # an H100: about 2 min per head
     python benchmarks/eval.py --device cpu --dims 64 --shots 1 --episodes 200 --naive-episodes 100 --repeats 1 \
         --train-steps 2   # a smoke run of every head (minutes on 2 cores)
@@ -32,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -49,7 +67,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from mdmf.config import ModelConfig  # noqa: E402
 from mdmf.registry import MODELS, build_model  # noqa: E402
 from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec  # noqa: E402
-from mdmf.pipeline.episodes.scoring import EpisodeIndependentWork, PairTable, plan_queries, pps_similarity  # noqa: E402
+from mdmf.pipeline.episodes.scoring import (  # noqa: E402
+    EpisodeIndependentWork, PairTable, plan_queries, pps_similarity, score_chunk_size, score_planned)
 from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate  # noqa: E402
 
 
@@ -158,24 +177,44 @@ def synthetic_split(sizes: np.ndarray, dim: int, prompts: str = "peaked", frames
 
 
 # ---- the parts ---------------------------------------------------------------------------------------------------
-def query_pairs(model, labels: np.ndarray, frames: torch.Tensor, prompts: torch.Tensor, cfg: EvalConfig):
-    """The distinct (video, prompt class) pairs the episodes' queries ask for, exactly as `evaluate` plans them."""
+def sampling_pass(model, labels: np.ndarray, frames: torch.Tensor, prompts: torch.Tensor, cfg: EvalConfig):
+    """Drawing the episodes and choosing their queries' prompts, exactly as `evaluate` plans them (PPS similarity,
+    `EpisodeSampler`, `plan_queries`, the `PairTable` of distinct (video, prompt class) pairs), nothing else.
+
+    -> (planned: (start, batch, slots, query class) per episode batch, as `score_planned` takes it, pair videos,
+    pair classes), the pairs in order of first request."""
     sampler = EpisodeSampler(labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), seed=cfg.seed, views=1)
     table = PairTable(frames.shape[0], prompts.shape[0])
-    videos, classes, own = [], [], []
-    for _, batch, query_class in plan_queries(model, sampler, pps_similarity(model, frames, prompts), cfg):
-        _, new_videos, new_classes = table.assign(batch.query, query_class)
+    planned, videos, classes = [], [], []
+    for start, batch, query_class in plan_queries(model, sampler, pps_similarity(model, frames, prompts), cfg):
+        slots, new_videos, new_classes = table.assign(batch.query, query_class)
+        planned.append((start, batch, slots, query_class))
         videos.append(new_videos)
         classes.append(new_classes)
-        own.append((query_class == torch.as_tensor(labels)[batch.query]).reshape(-1))
-    return torch.cat(videos), torch.cat(classes), float(torch.cat(own).double().mean())
+    return planned, torch.cat(videos), torch.cat(classes)
 
 
-def distinct_pass(model, frames, prompts, labels, pair_videos, pair_classes, batch_videos: int) -> None:
-    """encode + support fuse of every video, query fuse of every pair: the evaluator's own code, nothing else."""
+def own_class_rate(planned, labels: np.ndarray) -> float:
+    """How often PPS gave a query its own class's prompt."""
+    own = [(query_class == torch.as_tensor(labels)[batch.query]).reshape(-1) for _, batch, _, query_class in planned]
+    return float(torch.cat(own).double().mean())
+
+
+def distinct_pass(model, frames, prompts, labels, pair_videos, pair_classes, batch_videos: int):
+    """encode + support fuse of every video, query fuse of every pair: the evaluator's own code, nothing else.
+    Returns the `EpisodeIndependentWork` (slot i = pair i, as the sampling pass's slots say)."""
     work = EpisodeIndependentWork(model, frames, prompts, labels, len(pair_videos), batch_videos)
     work.request(pair_videos, pair_classes)
     work.finish()
+    return work
+
+
+def score_pass(model, work: EpisodeIndependentWork, planned, cfg: EvalConfig, device: torch.device) -> None:
+    """`score` of every episode once, on the distinct pass's tensors: the evaluator's `score_planned` (gathering the
+    episodes' tokens from the tables, `score` / `score_prototypes` in worker threads on a CPU) and the argmax."""
+    chunk = cfg.score_episodes or score_chunk_size(cfg, device, work.support)
+    for _, _, logits, _ in score_planned(model, work, planned, chunk, device):
+        logits.argmax(-1)
 
 
 def head_config(name: str, dim: int) -> ModelConfig:
@@ -194,6 +233,39 @@ def per_video_flops(model, device: torch.device) -> tuple[dict[str, float], dict
         return counted, counted
 
 
+def timed_passes(model, frames, prompts, labels, video_labels, feats, prompt_np, classes: int, base: dict, args,
+                 device: torch.device) -> dict:
+    """`--repeats` alternating rounds of: matmul peak, sampling pass, distinct pass, score pass (on that distinct
+    pass's tensors), reused eval. -> lists of wall and CPU seconds per part, the planning's outputs and the reused
+    eval's result (of the last round)."""
+    cfg = EvalConfig(**base, episodes=args.episodes)
+    reuses = not (model.merges_shots and cfg.shot > 1)  # as `evaluate` decides; else every episode runs whole
+    t = {k: [] for k in ("matmul", "sampling", "sampling_cpu", "distinct", "distinct_cpu", "score", "score_cpu",
+                         "eval", "eval_cpu")}
+    for _ in range(args.repeats):
+        t["matmul"].append(matmul_flops(device, n=args.matmul_size))
+        wall, cpu, (planned, pair_videos, pair_classes) = timed_cpu(
+            device, lambda: sampling_pass(model, labels, frames, prompts, cfg))
+        t["sampling"].append(wall)
+        t["sampling_cpu"].append(cpu)
+        wall, cpu, work = timed_cpu(device, lambda: distinct_pass(model, frames, prompts, video_labels, pair_videos,
+                                                                  pair_classes, args.batch_videos))
+        t["distinct"].append(wall)
+        t["distinct_cpu"].append(cpu)
+        if reuses:
+            wall, cpu, _ = timed_cpu(device, lambda: score_pass(model, work, planned, cfg, device))
+            t["score"].append(wall)
+            t["score_cpu"].append(cpu)
+        del work  # the tables (GBs for trx at D = 1024) are not held while the eval builds its own
+        wall, cpu, reused = timed_cpu(device, lambda: evaluate(
+            model, feats, labels, prompt_np, [str(c) for c in range(classes)],
+            EvalConfig(**base, episodes=args.episodes, keep_predictions=True)))
+        t["eval"].append(wall)
+        t["eval_cpu"].append(cpu)
+    return {"times": t, "planned": planned, "pair_videos": pair_videos, "pair_classes": pair_classes,
+            "reused": reused, "reuses": reuses}
+
+
 def bench_eval(name: str, dim: int, shot: int, prompt_kind: str, sizes: np.ndarray, args,
                device: torch.device) -> dict:
     torch.manual_seed(0)
@@ -207,32 +279,32 @@ def bench_eval(name: str, dim: int, shot: int, prompt_kind: str, sizes: np.ndarr
                 batch_videos=args.batch_videos, device=str(device), progress=False)
 
     flops, counted = per_video_flops(model, device)
-    plan_s, (pair_videos, pair_classes, own_rate) = timed(device, lambda: query_pairs(
-        model, labels, frames, prompts, EvalConfig(**base, episodes=args.episodes)))
-    P = len(pair_videos)
+    with torch.no_grad():  # warm-up: first-call costs (kernel choice, allocator) stay out of the timings
+        warm = EvalConfig(**{**base, "batch_episodes": min(64, args.batch_episodes)}, episodes=64)
+        planned, pv, pc = sampling_pass(model, labels[: args.batch_videos], frames[: args.batch_videos], prompts,
+                                        warm)
+        work = distinct_pass(model, frames[: args.batch_videos], prompts, video_labels[: args.batch_videos], pv, pc,
+                             args.batch_videos)
+        if not (model.merges_shots and shot > 1):
+            score_pass(model, work, planned, warm, device)
+        del work
+    with torch.no_grad():
+        run = timed_passes(model, frames, prompts, labels, video_labels, feats, prompt_np, len(sizes), base, args,
+                           device)
+    t, reused, P = run["times"], run["reused"], len(run["pair_videos"])
+    fastest = {k: (min(v) if v else None) for k, v in t.items() if k != "matmul"}
     distinct_flops = V * flops["encode"] + V * flops["fuse"] + P * flops["fuse"]
     naive_flops = args.episodes * (5 * shot + 5) * (flops["encode"] + flops["fuse"])
-
-    with torch.no_grad():  # warm-up: first-call costs (kernel choice, allocator) stay out of the timings
-        distinct_pass(model, frames[: args.batch_videos], prompts, video_labels[: args.batch_videos],
-                      pair_videos[:64] % min(V, args.batch_videos), pair_classes[:64], args.batch_videos)
-    # Alternating repeats; the fastest of each is kept: on a shared machine, the closest to an unloaded one.
-    peaks, distinct_times, eval_times, distinct_cpu, eval_cpu = [], [], [], [], []
-    for _ in range(args.repeats):
-        peaks.append(matmul_flops(device, n=args.matmul_size))
-        wall, cpu, _ = timed_cpu(device, lambda: distinct_pass(model, frames, prompts, video_labels, pair_videos,
-                                                               pair_classes, args.batch_videos))
-        distinct_times.append(wall)
-        distinct_cpu.append(cpu)
-        wall, cpu, reused = timed_cpu(device, lambda: evaluate(
-            model, feats, labels, prompt_np, [str(c) for c in range(len(sizes))],
-            EvalConfig(**base, episodes=args.episodes, keep_predictions=True)))
-        eval_times.append(wall)
-        eval_cpu.append(cpu)
-    peak, distinct_s, eval_s = max(peaks), min(distinct_times), min(eval_times)
+    necessary = (None if fastest["score"] is None else fastest["sampling"] + fastest["distinct"] + fastest["score"])
+    necessary_cpu = (None if fastest["score_cpu"] is None
+                     else fastest["sampling_cpu"] + fastest["distinct_cpu"] + fastest["score_cpu"])
+    peak, distinct_s, eval_s = max(t["matmul"]), fastest["distinct"], fastest["eval"]
     print(f"  {name} D={dim} {shot}-shot, {prompt_kind} prompts: {P} distinct query pairs ({P / V:.2f} per video); "
-          f"distinct pass {distinct_flops / 1e12:.2f} TFLOP in {distinct_s:.2f} s; reused eval of {args.episodes} "
-          f"episodes {eval_s:.2f} s, accuracy {reused.accuracy:.4f} %", flush=True)
+          f"sampling {fastest['sampling']:.2f} s, distinct pass {distinct_flops / 1e12:.2f} TFLOP in {distinct_s:.2f} "
+          f"s, score pass " + ("(none: episodes run whole)" if necessary is None else f"{fastest['score']:.2f} s")
+          + f"; reused eval of {args.episodes} episodes {eval_s:.2f} s"
+          + ("" if necessary is None else f" = {eval_s / necessary:.2f} x the three")
+          + f", accuracy {reused.accuracy:.4f} %", flush=True)
 
     n = args.naive_episodes or args.episodes
     if n < args.episodes:  # whole batches, so that the PPS draws use the same generators as the full run
@@ -248,17 +320,24 @@ def bench_eval(name: str, dim: int, shot: int, prompt_kind: str, sizes: np.ndarr
     return {
         "model": name, "dim": dim, "shot": shot, "prompts": prompt_kind, "videos": V, "classes": len(sizes),
         "episodes": args.episodes, "distinct_query_pairs": P, "pairs_per_video": P / V,
-        "pps_own_class_rate": own_rate,
+        "pps_own_class_rate": own_class_rate(run["planned"], labels),
         "flops_per_video": flops, "flops_per_video_flopcounter": counted,
         "distinct_pass_flops": distinct_flops, "naive_flops": naive_flops,
-        "matmul_flops_per_s": peak, "matmul_flops_per_s_all": peaks,
-        "plan_s": plan_s, "distinct_pass_s": distinct_s, "distinct_pass_s_all": distinct_times,
+        "matmul_flops_per_s": peak, "matmul_flops_per_s_all": t["matmul"],
+        "plan_s": fastest["sampling"], "distinct_pass_s": distinct_s, "distinct_pass_s_all": t["distinct"],
         "distinct_pass_flops_per_s": distinct_flops / distinct_s,
         "distinct_pass_vs_matmul": distinct_flops / distinct_s / peak,
-        "eval_reuse_s": eval_s, "eval_reuse_s_all": eval_times, "eval_reuse_episodes_per_s": args.episodes / eval_s,
+        "eval_reuse_s": eval_s, "eval_reuse_s_all": t["eval"], "eval_reuse_episodes_per_s": args.episodes / eval_s,
         "eval_vs_distinct_pass": eval_s / distinct_s,
-        "distinct_pass_cpu_s_all": distinct_cpu, "eval_reuse_cpu_s_all": eval_cpu,
-        "eval_vs_distinct_pass_cpu_time": min(eval_cpu) / min(distinct_cpu),
+        "distinct_pass_cpu_s_all": t["distinct_cpu"], "eval_reuse_cpu_s_all": t["eval_cpu"],
+        "eval_vs_distinct_pass_cpu_time": fastest["eval_cpu"] / fastest["distinct_cpu"],
+        "eval_path": "reused" if run["reuses"] else "naive (merges_shots)",
+        "sampling_pass_s": fastest["sampling"], "sampling_pass_s_all": t["sampling"],
+        "sampling_pass_cpu_s_all": t["sampling_cpu"],
+        "score_pass_s": fastest["score"], "score_pass_s_all": t["score"], "score_pass_cpu_s_all": t["score_cpu"],
+        "necessary_work_s": necessary, "necessary_work_cpu_s": necessary_cpu,
+        "eval_vs_necessary_work": None if necessary is None else eval_s / necessary,
+        "eval_vs_necessary_work_cpu_time": None if necessary_cpu is None else fastest["eval_cpu"] / necessary_cpu,
         "accuracy_reuse": reused.accuracy,
         "naive_episodes_timed": n, "naive_timed_s": naive.seconds, "eval_naive_s": naive_full_s,
         "naive_extrapolated": n < args.episodes, "eval_naive_episodes_per_s": n / naive.seconds,
@@ -266,6 +345,7 @@ def bench_eval(name: str, dim: int, shot: int, prompt_kind: str, sizes: np.ndarr
         "accuracy_naive": naive.accuracy,
         "accuracy_reuse_same_episodes": subset_acc(reused.predictions[:n]),
         "accuracy_naive_same_episodes": subset_acc(naive.predictions),
+        "load_average": list(os.getloadavg()),
         "predictions_identical": bool(same.all()), "queries_differing": int((~same).sum()),
         "accuracy_identical": subset_acc(reused.predictions[:n]) == subset_acc(naive.predictions),
     }
@@ -277,10 +357,35 @@ def bench_train(name: str, dim: int, shot: int, store, args, device: torch.devic
     from heads import time_head
 
     settings = {k: v for k, v in head_config(name, dim).to_dict().items() if k not in ("name", "dim", "frames")}
-    r = time_head(name, dim, shot, store, args.train_steps, device, work, settings) | {"model": name}
+    r = time_head(name, dim, shot, store, args.train_steps, device, work, settings,
+                  episodes_per_step=args.train_episodes_per_step) | {"model": name}
     print(f"  {name} D={dim} {shot}-shot training: {r['seconds_per_step']:.2f} s per step of {r['episodes_per_step']} "
           f"episodes = {r['train_episodes_per_s']:.2f} episodes/s", flush=True)
     return r
+
+
+PER_HEAD = {"episodes": int, "naive_episodes": int, "batch_episodes": int, "repeats": int, "train_steps": int,
+            "train_episodes_per_step": int}
+
+
+def head_args(args, name: str) -> argparse.Namespace:
+    """`args` with the `--for HEAD:KEY=VALUE` settings of head `name` in place."""
+    out = argparse.Namespace(**vars(args))
+    for item in args.per_head:
+        head, _, setting = item.partition(":")
+        key, _, value = setting.partition("=")
+        if head == name:
+            setattr(out, key.replace("-", "_"), PER_HEAD[key.replace("-", "_")](value))
+    return out
+
+
+def check_per_head(ap: argparse.ArgumentParser, items: list[str]) -> None:
+    for item in items:
+        head, _, setting = item.partition(":")
+        key, _, value = setting.partition("=")
+        if head not in MODELS or key.replace("-", "_") not in PER_HEAD or not value.isdigit() or int(value) < 1:
+            ap.error(f"--for {item}: expected HEAD:KEY=N with HEAD one of {', '.join(MODELS)}, KEY one of "
+                     f"{', '.join(PER_HEAD)} and N >= 1")
 
 
 # ---- report ------------------------------------------------------------------------------------------------------
@@ -290,10 +395,11 @@ def print_tables(result: dict) -> None:
 
     console = Console(width=170)
     train = Table(title="head training (forward + backward + Adam, 5-way, 5 queries/class)")
-    for col in ("model", "D", "shot", "episodes/s", "s/step (16 episodes)"):
+    for col in ("model", "D", "shot", "episodes/s", "s/step", "episodes/step", "steps timed"):
         train.add_column(col, justify="right")
     for r in result["train"]:
-        train.add_row(r["model"], str(r["dim"]), str(r["shot"]), f"{r['train_episodes_per_s']:.2f}", f"{r['seconds_per_step']:.2f}")
+        train.add_row(r["model"], str(r["dim"]), str(r["shot"]), f"{r['train_episodes_per_s']:.2f}",
+                      f"{r['seconds_per_step']:.2f}", str(r["episodes_per_step"]), str(r["steps_timed"]))
     console.print(train)
     first = result["eval"][0]
     where = (f"{first['episodes']} episodes, 5-way, 1 query/class, {first['videos']} videos in "
@@ -320,15 +426,31 @@ def print_tables(result: dict) -> None:
                        f"{r['eval_naive_episodes_per_s']:.1f}", f"{r['naive_vs_reuse_time']:.1f}",
                        f"{r['accuracy_reuse_same_episodes']:.4f}", f"{r['accuracy_naive_same_episodes']:.4f}",
                        "yes" if r["predictions_identical"] else f"no ({r['queries_differing']} queries)")
+    glue = Table(title=f"evaluation: the work it cannot avoid ({where})")
+    for col in ("model", "D", "shot", "prompts", "path", "sampling s", "distinct s", "score s", "eval s",
+                "eval/distinct", "eval/(sampling+distinct+score)", "same, CPU s", "load avg"):
+        glue.add_column(col, justify="right")
+    for r in result["eval"]:
+        ratio, cpu = r["eval_vs_necessary_work"], r["eval_vs_necessary_work_cpu_time"]
+        glue.add_row(r["model"], str(r["dim"]), str(r["shot"]), r["prompts"], r["eval_path"].split()[0],
+                     f"{r['sampling_pass_s']:.2f}", f"{r['distinct_pass_s']:.2f}",
+                     "—" if r["score_pass_s"] is None else f"{r['score_pass_s']:.2f}", f"{r['eval_reuse_s']:.2f}",
+                     f"{r['eval_vs_distinct_pass']:.2f}",
+                     "—" if ratio is None else f"{ratio:.2f}{mark(ratio <= 1.5)}",
+                     "—" if cpu is None else f"{cpu:.2f}", f"{r['load_average'][0]:.1f}")
     console.print(work)
     console.print(timing)
-    if any(r["naive_extrapolated"] for r in result["eval"]):
-        n = result["eval"][0]["naive_episodes_timed"]
-        console.print(f"* naive time: the first {n} episodes timed, extrapolated linearly; the accuracies and "
-                      f"predictions compared are on those {n} episodes")
-    console.print("targets: distinct/matmul >= 0.5, eval/distinct <= 1.5 (✗ marks a miss); 'same, CPU s' is "
-                  "eval/distinct in CPU seconds of this process (on a shared CPU less noisy than wall time; on a GPU "
-                  "it counts only the host's part)")
+    console.print(glue)
+    timed_naive = sorted({r["naive_episodes_timed"] for r in result["eval"] if r["naive_extrapolated"]})
+    if timed_naive:
+        console.print(f"* naive time: the first {' / '.join(map(str, timed_naive))} episodes of a cell timed "
+                      "(naive_episodes_timed), extrapolated linearly; the accuracies and predictions compared are on "
+                      "those episodes")
+    console.print("targets: distinct/matmul >= 0.5, eval/distinct <= 1.5 (✗ marks a miss); eval/(sampling+distinct+"
+                  "score) <= 1.5 is what the evaluator's glue adds to the work it cannot avoid; 'same, CPU s' is the "
+                  "ratio before it in CPU seconds of this process (on a shared CPU less noisy than wall time; on a "
+                  "GPU it counts only the host's part); path naive: the episodes run whole (merges_shots), no score "
+                  "pass; load avg: the 1-minute load average after the cell")
 
 
 def main() -> None:
@@ -350,6 +472,10 @@ def main() -> None:
                     help="distinct pass and reused eval are each run this many times, alternating; the fastest counts")
     ap.add_argument("--matmul-size", type=int, default=None,
                     help="n of the n×n float32 matmul that measures the peak (default: 8192 on CUDA, 4096 on CPU)")
+    ap.add_argument("--train-episodes-per-step", type=int, default=None,
+                    help="episodes per training step (default: training's, 16)")
+    ap.add_argument("--for", dest="per_head", action="append", default=[], metavar="HEAD:KEY=N",
+                    help=f"a per-head count, e.g. trx:episodes=500 (keys: {', '.join(PER_HEAD)}); repeatable")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args()
@@ -362,6 +488,7 @@ def main() -> None:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         ap.error(f"--models: unknown {', '.join(unknown)}; heads: {', '.join(MODELS)}")
+    check_per_head(ap, args.per_head)
     dims = [int(d) for d in args.dims.split(",")]
     shots = [int(s) for s in args.shots.split(",")]
     sizes = split_class_sizes(args.split_file, 2745, 21)
@@ -377,6 +504,8 @@ def main() -> None:
     print("matmul GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in result["matmul_flops_per_s"].items()),
           flush=True)
 
+    result["load_average_start"] = list(os.getloadavg())
+    began = time.perf_counter(), time.process_time()
     work = Path(tempfile.mkdtemp(prefix="mdmf-bench-eval-"))
     try:
         if not args.skip_train:
@@ -386,19 +515,25 @@ def main() -> None:
                 store = make_store(work / f"store-{dim}", per_class=20, dim=dim)
                 for name in (m for m in models if MODELS[m].needs_training):
                     for shot in shots:
-                        result["train"].append(bench_train(name, dim, shot, store, args, device, work))
+                        result["train"].append(bench_train(name, dim, shot, store, head_args(args, name), device,
+                                                           work))
         for name in models:
             for dim in dims:
                 for shot in shots:
                     for kind in args.prompts.split(","):
-                        result["eval"].append(bench_eval(name, dim, shot, kind, sizes, args, device))
+                        result["eval"].append(bench_eval(name, dim, shot, kind, sizes, head_args(args, name),
+                                                         device))
                     if args.json:  # partial results survive an interrupted run
                         args.json.write_text(json.dumps(result, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    result |= {"load_average_end": list(os.getloadavg()), "wall_s": time.perf_counter() - began[0],
+               "cpu_s": time.process_time() - began[1]}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     print_tables(result)
+    print(f"wall {result['wall_s']:.0f} s, CPU {result['cpu_s']:.0f} s; load average (1, 5, 15 min) at the start "
+          f"{result['load_average_start']}, at the end {result['load_average_end']}")
 
 
 if __name__ == "__main__":
