@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 # One torch thread per test process: the small models here run faster that way on 2 cores (TOY.md).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1
-.venv/bin/python -m pytest "$@"
+# Two test processes (pytest-xdist), a file's tests in one of them (module fixtures built once): most tests wait on a
+# subprocess or run one thread, so two cores halve the time. MDMF_TEST_PROCESSES=0 runs in this process alone.
+.venv/bin/python -m pytest -n "${MDMF_TEST_PROCESSES:-2}" --dist loadfile "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   # pytest's "no tests collected": a test command that runs nothing is broken, not green.
