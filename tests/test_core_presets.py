@@ -73,6 +73,29 @@ def test_clip_fsar_hmdb51_schedule_step_by_step():
     assert {(m.position_embedding, m.ce_reduction) for m in heads} == {(False, "mean")}
 
 
+def test_reference_clip_fsar_is_the_authors_head_with_the_settings_all_their_configs_share():
+    """The CLIP-FSAR configs (listed by hand): every one trains 1-shot, 5 queries per class, BATCH_SIZE_PER_TASK 4;
+    lr, schedule, weight decay and the text weight differ per dataset, so the generic preset leaves the first three
+    at mdmf's defaults and takes 1.5 (the median of 1.2, 1.5, 1.5, 3.0, 3.0). `mdmf demo --compare` and
+    benchmarks/eval.py train clip-fsar with its model section."""
+    from mdmf.pipeline.apps.demo_compare import head_settings
+
+    t = build_train_config("reference-clip-fsar", GIVEN, {})
+    assert (t.shot, t.queries, t.episodes_per_step, t.batch_episodes) == (1, 5, 4, 4)
+    assert (t.lr, t.weight_decay, t.lr_steps, t.warmup_steps) == (1e-4, 0.0, (), 0)  # mdmf's head defaults
+    m = ModelConfig.from_dict(t.model)
+    assert (m.name, m.block, m.position_embedding, m.fsar_text_logits, m.fsar_merge_before, m.ce_reduction) == (
+        "clip-fsar", "reference", False, "reference", True, "mean")
+    assert m.fsar_text_weight == 1.5
+    for d in ("hmdb51", "ucf101", "kinetics100", "ssv2_small", "ssv2_full"):  # only the text weight differs
+        per_dataset = load_preset(f"clip-fsar-{d}").model
+        assert {k: v for k, v in per_dataset.items() if k != "fsar_text_weight"} == {
+            k: v for k, v in t.model.items() if k != "fsar_text_weight"}, d
+    settings, source = head_settings("clip-fsar")
+    assert source == "preset reference-clip-fsar" and settings["position_embedding"] is False
+    assert settings["fsar_merge_before"] is True and settings["fsar_text_weight"] == 1.5
+
+
 @pytest.mark.parametrize("steps,factors", [((5,), (1.0,)), ((5, 3), (1.0, 0.1, 0.01))])
 def test_bad_schedules_are_user_errors(steps, factors):
     with pytest.raises(MdmfError, match="lr_steps"):

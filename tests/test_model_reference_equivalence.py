@@ -5,11 +5,11 @@ LayerNorm before the FF) without position embedding, class prototypes after the 
 0.01 cosine, the first frame token as text token, the text-only up->down distillation with `>=` ties, and the CE
 summed over the episode's queries. Dropout is set to 0 so that the two computations see the same network.
 
-The `clip-fsar-*` presets likewise equal the authors' `CNN_OTAM_CLIPFSAR` head with its training loss: one temporal
-transformer of their block applied to the features as they are (no position embedding), the class text feature
-appended to each support video (MERGE_BEFORE: a class's videos and texts averaged first), OTAM both ways with the
-0.01 cosine, and `(CE(logits) + w · CE(video-text logits)) / episodes per step`, each CE averaged (F.cross_entropy's
-default), the video-text logits `cos_0.01(mean frame, every train class text) × scale`."""
+The `clip-fsar-*` presets and `reference-clip-fsar` likewise equal the authors' `CNN_OTAM_CLIPFSAR` head with its
+training loss: one temporal transformer of their block applied to the features as they are (no position embedding), the
+class text feature appended to each support video (MERGE_BEFORE: a class's videos and texts averaged first), OTAM
+both ways with the 0.01 cosine, and `(CE(logits) + w · CE(video-text logits)) / episodes per step`, each CE averaged
+(F.cross_entropy's default), the video-text logits `cos_0.01(mean frame, every train class text) × scale`."""
 
 import pytest
 import torch
@@ -164,7 +164,7 @@ def authors_clip_fsar_episode(model, support, texts, query, labels, episode_clas
     return ce + weight * F.cross_entropy(class_logits, real), logits
 
 
-@pytest.mark.parametrize("preset", ["clip-fsar-hmdb51", "clip-fsar-ssv2_full"])
+@pytest.mark.parametrize("preset", ["clip-fsar-hmdb51", "clip-fsar-ssv2_full", "reference-clip-fsar"])
 @pytest.mark.parametrize("seed,shot", [(0, 1), (1, 1), (2, 2), (3, 3)])
 def test_clip_fsar_presets_loss_and_gradients_equal_the_authors_computation(preset, seed, shot):
     model_cfg = load_preset(preset).model
