@@ -25,6 +25,30 @@ def extract_args(root, splits, out, workers=0):
                    str(workers), "--quiet"]
 
 
+# Zarr's LocalStore writes every chunk file through `_put`: from the (n+1)-th unit on, each unit's status chunk (its
+# last write) waits 0.3 s, so a run cannot finish before the signal or kill sent after n units reaches it (on a busy
+# machine the polling test process could otherwise wake up after the last unit, and the stop never lands mid-run).
+SLOW_AFTER = """
+import time
+import zarr.storage._local as local
+real, seen = local._put, []
+def _put(path, value, exclusive=False):
+    if "/status/c/" in str(path):
+        seen.append(path)
+        if len(seen) > {units}:
+            time.sleep(0.3)
+    return real(path, value, exclusive)
+local._put = _put
+"""
+
+
+def slowed_after(units: int, args: list[str]) -> list[str]:
+    """`args` (an `mdmf` command line of MDMF + ...) run with the status writes slowed after `units` units."""
+    script = (SLOW_AFTER.format(units=units) + "import sys\nfrom mdmf.cli.main import main\n"
+              f"sys.argv = ['mdmf', *{args[len(MDMF):]!r}]\nmain()\n")
+    return [sys.executable, "-c", script]
+
+
 def done_units(store: Path) -> int:
     return sum(len(list((store / s / "status" / "c").glob("*"))) for s in ("train", "val", "test")
                if (store / s / "status" / "c").is_dir())
@@ -39,7 +63,7 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_store(small_dataset,
     assert run(extract_args(root, splits, tmp_path / "whole")).returncode == 0
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(extract_args(root, splits, killed), cwd=REPO, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(slowed_after(3, extract_args(root, splits, killed)), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while done_units(killed) < 3 and proc.poll() is None and time.time() < deadline:
@@ -75,8 +99,8 @@ def test_a_stop_signal_says_how_to_resume_and_keeps_the_work(small_dataset, whol
     rerun completes a store equal to an uninterrupted one."""
     root, splits = small_dataset
     out = tmp_path / "store"
-    proc = subprocess.Popen(extract_args(root, splits, out, workers=1), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(slowed_after(2, extract_args(root, splits, out, workers=1)), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while done_units(out) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)

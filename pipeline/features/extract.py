@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -244,9 +245,12 @@ def _encode_jobs(cfg, store, backbone, pre, jobs, views, allow_flip, device, tim
         times.waiting_for_writer += time.perf_counter() - t
 
     # On an error or Ctrl-C the executor's exit still finishes the units already handed to it: work done is kept.
+    # `closing`: on an error the decoding thread is stopped and joined here, before the error leaves; left to the
+    # garbage collector (the traceback keeps the generator alive) it could still be inside a decoder at interpreter
+    # exit, which aborts the process ("terminate called without an active exception", seen on a full disk).
     with progress_bar(cfg.progress, "extract", total=len(jobs), unit="videos") as advance, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdmf-store-writer") as writer:
-        items = _in_thread(lambda: _decoded(dataset, cfg, device), maxsize=cfg.chunk_videos)
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdmf-store-writer") as writer, \
+            closing(_in_thread(lambda: _decoded(dataset, cfg, device), maxsize=cfg.chunk_videos)) as items:
         while True:
             t = time.perf_counter()
             item = next(items, None)
