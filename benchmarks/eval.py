@@ -69,7 +69,7 @@ from mdmf.registry import MODELS, build_model  # noqa: E402
 from mdmf.pipeline.episodes.sampler import EpisodeSampler, EpisodeSpec  # noqa: E402
 from mdmf.pipeline.episodes.scoring import (  # noqa: E402
     EpisodeIndependentWork, PairTable, plan_queries, pps_similarity, score_chunk_size, score_planned)
-from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate  # noqa: E402
+from mdmf.pipeline.evaluate.episodic import EvalConfig, evaluate, has_reusable_work  # noqa: E402
 
 
 # ---- measuring ---------------------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def timed_passes(model, frames, prompts, labels, video_labels, feats, prompt_np,
     pass's tensors), reused eval. -> lists of wall and CPU seconds per part, the planning's outputs and the reused
     eval's result (of the last round)."""
     cfg = EvalConfig(**base, episodes=args.episodes)
-    reuses = not (model.merges_shots and cfg.shot > 1)  # as `evaluate` decides; else every episode runs whole
+    reuses = has_reusable_work(model, cfg.shot)  # as `evaluate` decides; else every episode runs whole
     t = {k: [] for k in ("matmul", "sampling", "sampling_cpu", "distinct", "distinct_cpu", "score", "score_cpu",
                          "eval", "eval_cpu")}
     for _ in range(args.repeats):
@@ -285,7 +285,7 @@ def bench_eval(name: str, dim: int, shot: int, prompt_kind: str, sizes: np.ndarr
                                         warm)
         work = distinct_pass(model, frames[: args.batch_videos], prompts, video_labels[: args.batch_videos], pv, pc,
                              args.batch_videos)
-        if not (model.merges_shots and shot > 1):
+        if has_reusable_work(model, shot):
             score_pass(model, work, planned, warm, device)
         del work
     with torch.no_grad():

@@ -68,10 +68,6 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:  # raised outside typer's own handling (e.g. while the app is being set up)
         sys.exit(interrupted())
-    except SystemExit as done:
-        if done.code == INTERRUPTED:  # a command that exits 130 itself
-            sys.exit(interrupted())
-        raise
     if code == INTERRUPTED:  # typer turns Ctrl-C inside a command into a silent exit 130 (returned, not standalone)
         sys.exit(interrupted())
     sys.exit(code if type(code) is int else 0)  # a command returns None; typer.Exit(n) comes back as n

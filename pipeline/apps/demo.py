@@ -30,7 +30,6 @@ from mdmf.pipeline.train.loop import TrainConfig, train
 from mdmf.registry import build_model
 
 
-
 # The allowed values of DemoConfig's numeric settings (`mdmf.pipeline.core.limits`); None: not given.
 DEMO_RANGES = {"steps": COUNT, "shots": COUNT, "episodes": COUNT, "val_episodes": COUNT, "seed": NONNEGATIVE,
                "workers": NONNEGATIVE}
@@ -72,6 +71,12 @@ class DemoConfig:
     def results_path(self) -> Path:
         return Path(self.runs) / f"demo-results{self.suffix}.json"
 
+    def train_config(self, run_dir: Path, model: dict) -> TrainConfig:
+        """How the demo trains a head (`mdmf demo`'s MDMF head, every head of `--compare`): on the toy store, on
+        the CPU, mdmf's default optimiser."""
+        return TrainConfig(store=self.store_path, run_dir=str(run_dir), model=model, steps=self.steps,
+                           val_episodes=self.val_episodes, seed=self.seed, progress=self.progress, device="cpu")
+
 
 def accuracy_cell(accuracy: float, ci95: float) -> str:
     """The demo table's cell, `68.8 ± 0.8`: Python's rounding of the stored float (79.05 prints as 79.0, since the
@@ -108,9 +113,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None,
     console.rule("3/4 train the MDMF head on the cached features (5-way 1-shot episodes)")
     run_dir = RunDir(cfg.run_dir)
     resume = run_dir.last.is_file()
-    tcfg = TrainConfig(store=cfg.store_path, run_dir=str(run_dir), model={"name": "mdmf"}, steps=cfg.steps,
-                       val_episodes=cfg.val_episodes, seed=cfg.seed, progress=cfg.progress, device="cpu")
-    train(tcfg, resume=resume)
+    train(cfg.train_config(run_dir.path, {"name": "mdmf"}), resume=resume)
 
     console.rule("4/4 evaluate the trained head on the test classes")
     model, _ = run_dir.load_model()

@@ -54,7 +54,7 @@ def run_demo_compare(cfg: DemoConfig, console: Console | None = None,
     from mdmf.pipeline.core.devices import resolve_device
     from mdmf.pipeline.evaluate.episodic import EvalConfig
     from mdmf.pipeline.runs import RunDir
-    from mdmf.pipeline.train.loop import TrainConfig, train
+    from mdmf.pipeline.train.loop import train
 
     console = console or Console()
     trainable, fixed = demo_heads()
@@ -65,8 +65,7 @@ def run_demo_compare(cfg: DemoConfig, console: Console | None = None,
         settings, sources[name] = head_settings(name)
         console.rule(f"2/3 train {name} ({i}/{len(trainable)}, {sources[name]}, {cfg.steps} steps)")
         run = RunDir(compare_run_dir(cfg, name))
-        train(TrainConfig(store=cfg.store_path, run_dir=str(run), model=settings, steps=cfg.steps,
-                          val_episodes=cfg.val_episodes, seed=cfg.seed, progress=cfg.progress, device="cpu"), resume=run.last.is_file())
+        train(cfg.train_config(run.path, settings), resume=run.last.is_file())
         methods.append(Method(name, str(run.path), run.load_model()[0]))
     methods += [Method(name, "untrained", untrained_model(name, store)) for name in fixed]
     console.rule("3/3 every head on the same test episodes")

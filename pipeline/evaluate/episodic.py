@@ -71,6 +71,13 @@ class EvalResult:
 
 
 @torch.no_grad()
+def has_reusable_work(model, shot: int) -> bool:
+    """Whether `evaluate` can do the episode-independent work once: a method that averages a class's shots before
+    fusing them (CLIP-FSAR's merge_before) has no per-video support tokens to reuse at K > 1, so its episodes run
+    whole."""
+    return not (model.merges_shots and shot > 1)
+
+
 def evaluate(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings: np.ndarray,
              class_names: list[str], cfg: EvalConfig) -> EvalResult:
     """Evaluate `model` (a `FewShotMethod`) on `cfg.episodes` episodes drawn from one split.
@@ -86,9 +93,7 @@ def evaluate(model, features: np.ndarray, labels: np.ndarray, prompt_embeddings:
     prompts = torch.as_tensor(prompt_embeddings, dtype=torch.float32, device=device)  # (C, D)
     sampler = EpisodeSampler(labels, EpisodeSpec(cfg.way, cfg.shot, cfg.queries), seed=cfg.seed, views=1)
     title = f"eval {cfg.way}-way {cfg.shot}-shot"
-    # A method that averages a class's shots before fusing them (CLIP-FSAR's merge_before) has no per-video support
-    # tokens to reuse: its episodes run whole.
-    if cfg.reuse and not (model.merges_shots and cfg.shot > 1):
+    if cfg.reuse and has_reusable_work(model, cfg.shot):
         logits = reused_logits(model, sampler, frames, prompts, torch.as_tensor(labels, dtype=torch.long), cfg, title)
     else:
         logits = naive_logits(model, sampler, frames, prompts, cfg)
